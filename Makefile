@@ -1,0 +1,40 @@
+# The two commands of the README: `make run` and `make test`. Both create and reuse .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTOS := $(wildcard protos/semsearch/v1/*.proto)
+GENERATED := $(PROTOS:.proto=_pb2.py)
+MODEL ?= hub
+MODELS_DIR ?= .cache/models
+
+.PHONY: install protos run test lint clean bench
+install: $(STAMP) $(GENERATED)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch for export and reference checks (a local file on our machines).
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[export,dev]'
+	touch $@
+
+protos: $(GENERATED)
+$(GENERATED): $(PROTOS) $(STAMP)
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. $(PROTOS)
+
+# Obtain a model bundle (MODEL=hub downloads CLIP ViT-B/32; MODEL=random builds a meaningless
+# demo model of the same shape; MODEL=/path uses a bundle directory) and serve it.
+run: install
+	$(PY) -m embedder_service.models obtain $(MODEL) --cache $(MODELS_DIR) --print-path > $(VENV)/.model-path
+	EMBEDDER_MODEL_DIR="$$(cat $(VENV)/.model-path)" $(PY) -m embedder_service
+
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+bench: install
+	$(PY) -m bench.embedder
+
+clean:
+	rm -rf $(VENV) .cache protos/semsearch/v1/*_pb2*.py protos/semsearch/v1/*_pb2*.pyi
