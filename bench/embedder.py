@@ -1,0 +1,235 @@
+"""Embedder throughput and latency against the PyTorch reference, on a random ViT-B/32 bundle.
+
+`python -m bench.embedder [--quick]`: builds (once, cached) the exact-shape random bundles in fp32
+and int8, serves each in process over gRPC and measures, in the same run: images/s from JPEG bytes
+at batch 1/8/32 and with 8 concurrent single-image clients, the model alone on pre-decoded pixels,
+short-text latency, and the same model in PyTorch/transformers on the same inputs. Writes
+bench/results/embedder.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+from PIL import Image
+
+from bench.common import machine, numpy_matmul_gflops, percentiles, rate, table, write
+from embedder_service import bundle, export
+from embedder_service.config import EmbedderConfig
+from embedder_service.engine import Engine
+from embedder_service.model import ClipModel
+from embedder_service.preprocess import PreprocessSpec, decode
+from embedder_service.server import create_server
+from embedder_service.tests import images
+from embedder_service.tokenizer import ClipTokenizer
+from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc
+
+CACHE = Path(__file__).resolve().parent.parent / ".cache" / "bench-bundles"
+QUERIES = ["a dog on a beach", "a red car", "two people riding bicycles", "a bowl of soup",
+           "an airplane in the sky", "a cat sleeping on a sofa", "mountains at sunset", "a guitar"]
+
+
+def vit_b32_image_gflop() -> float:
+    """Multiply-adds of the ViT-B/32 image tower at 224 px, counted from its shapes, as GFLOP (2 per MAC)."""
+    tokens, width, layers, mlp, patch = 50, 768, 12, 3072, 32
+    per_layer = tokens * width * 3 * width + 2 * tokens * tokens * width + tokens * width * width \
+        + 2 * tokens * width * mlp
+    macs = 49 * width * 3 * patch * patch + layers * per_layer + width * 512
+    return 2 * macs / 1e9
+
+
+def caltech_like(count: int) -> list[bytes]:
+    """JPEGs of Caltech-256's typical size (about 300x250, varied), from real photos where available."""
+    sources = _real_photos() or [images.photo(640, 480, seed=s) for s in range(6)]
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(count):
+        w, h = int(rng.integers(240, 360)), int(rng.integers(200, 300))
+        img = sources[i % len(sources)].resize((w, h), Image.BICUBIC)
+        out.append(images.encode(img, "JPEG", quality=int(rng.integers(75, 95))))
+    return out
+
+
+def large_photos(count: int) -> list[bytes]:
+    """3 to 12 megapixel JPEGs (real photos upscaled: decode cost is what matters here)."""
+    sources = _real_photos() or [images.photo(640, 480, seed=s) for s in range(6)]
+    sizes = [(2048, 1536), (3000, 2000), (4000, 3000)]
+    return [images.encode(sources[i % len(sources)].resize(sizes[i % 3], Image.BICUBIC), "JPEG", quality=90)
+            for i in range(count)]
+
+
+def _real_photos() -> list[Image.Image]:
+    try:
+        from skimage import data
+    except ImportError:
+        return []
+    names = ("astronaut", "coffee", "chelsea", "rocket", "cat", "immunohistochemistry")
+    return [Image.fromarray(getattr(data, n)()).convert("RGB") for n in names if hasattr(data, n)]
+
+
+def measure_ours(bundle_dir: Path, caltech: list[bytes], large: list[bytes], threads: int,
+                 min_s: float) -> dict:
+    """Our service over gRPC, plus the bare model on pre-decoded pixels."""
+    model = ClipModel(bundle.load(bundle_dir), "cpu", threads)
+    config = EmbedderConfig(port=0, max_batch=32, max_images_per_request=64)
+    server = create_server(config, Engine(model, config))
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}",
+                                    options=[("grpc.max_receive_message_length", 256 << 20)])
+    stub = embedder_pb2_grpc.EmbedderStub(channel)
+    try:
+        spec = PreprocessSpec()
+        pixels = np.stack([decode(d, spec).pixels for d in caltech[:32]])
+        model.embed_pixels(pixels[:8])
+        out: dict = {"predecoded_b32": rate(32, lambda: model.embed_pixels(pixels), min_s)}
+        for batch in (1, 8, 32):
+            out[f"jpeg_b{batch}"] = _grpc_rate(stub, caltech, batch, min_s)
+        out["large_b8"] = _grpc_rate(stub, large, 8, min_s)
+        out["jpeg_8_clients"] = _concurrent_rate(stub, caltech, 8, min_s)
+        out.update(_text_latency(stub, min_s))
+        out["providers"] = model.providers
+    finally:
+        channel.close()
+        server.stop(1)
+    return out
+
+
+def _grpc_rate(stub, datas: list[bytes], batch: int, min_s: float) -> float:
+    chunks = [datas[i:i + batch] for i in range(0, len(datas) - batch + 1, batch)]
+    requests = [embedder_pb2.EmbedImagesRequest(images=[embedder_pb2.ImageInput(data=d) for d in c])
+                for c in chunks]
+    stub.EmbedImages(requests[0], timeout=120)
+    state = {"i": 0}
+
+    def one() -> None:
+        stub.EmbedImages(requests[state["i"] % len(requests)], timeout=120)
+        state["i"] += 1
+
+    return rate(batch, one, min_s)
+
+
+def _concurrent_rate(stub, datas: list[bytes], clients: int, min_s: float) -> float:
+    requests = [embedder_pb2.EmbedImagesRequest(images=[embedder_pb2.ImageInput(data=d)]) for d in datas]
+    per_client = max(len(datas) // clients, 4)
+    rounds = max(1, int(np.ceil(min_s * 8 / clients)))  # roughly enough calls to fill min_s at ~8 img/s
+
+    def client(c: int) -> int:
+        for r in range(per_client * rounds):
+            stub.EmbedImages(requests[(c * per_client + r) % len(requests)], timeout=120)
+        return per_client * rounds
+
+    with ThreadPoolExecutor(clients) as pool:
+        started = time.perf_counter()
+        done = sum(pool.map(client, range(clients)))
+        return done / (time.perf_counter() - started)
+
+
+def _text_latency(stub, min_s: float) -> dict:
+    for q in QUERIES:
+        stub.EmbedTexts(embedder_pb2.EmbedTextsRequest(texts=[q]), timeout=30)
+    samples = []
+    started = time.perf_counter()
+    while time.perf_counter() - started < max(min_s, 1.0) or len(samples) < 50:
+        q = QUERIES[len(samples) % len(QUERIES)]
+        t = time.perf_counter()
+        stub.EmbedTexts(embedder_pb2.EmbedTextsRequest(texts=[q]), timeout=30)
+        samples.append(time.perf_counter() - t)
+    batch = embedder_pb2.EmbedTextsRequest(texts=QUERIES * 8)
+    texts_per_s = rate(len(batch.texts), lambda: stub.EmbedTexts(batch, timeout=60), min_s)
+    lat = percentiles(samples)
+    return {"text_p50_ms": lat["p50_ms"], "text_p99_ms": lat["p99_ms"], "texts_per_s_b64": texts_per_s}
+
+
+def measure_torch(caltech: list[bytes], threads: int, min_s: float, vocab: Path) -> dict:
+    """The same random weights in PyTorch/transformers, with transformers' own image processor."""
+    import torch
+    from transformers import CLIPImageProcessor
+
+    torch.set_num_threads(threads)
+    model = export.random_clip("vit-b-32", seed=0)
+    processor = CLIPImageProcessor()
+    out: dict = {}
+
+    def images_fn(datas: list[bytes]) -> None:
+        pil = [Image.open(io.BytesIO(d)).convert("RGB") for d in datas]
+        pixels = processor(images=pil, return_tensors="pt")["pixel_values"]
+        with torch.inference_mode():
+            model.get_image_features(pixel_values=pixels)
+
+    for batch in (1, 8, 32):
+        chunk = caltech[:batch]
+        images_fn(chunk)
+        out[f"jpeg_b{batch}"] = rate(batch, lambda c=chunk: images_fn(c), min_s)
+    tokenizer = ClipTokenizer(vocab)
+    samples = []
+    for i in range(40):
+        ids, _ = tokenizer.tokenize(QUERIES[i % len(QUERIES)])
+        t = time.perf_counter()
+        with torch.inference_mode():
+            model.get_text_features(input_ids=torch.tensor([ids]))
+        samples.append(time.perf_counter() - t)
+    lat = percentiles(samples[5:])
+    out["text_p50_ms"], out["text_p99_ms"] = lat["p50_ms"], lat["p99_ms"]
+    return out
+
+
+def main() -> None:
+    """Run the comparison, print the table, write the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer images and shorter timings (a smoke run)")
+    parser.add_argument("--threads", type=int, default=0, help="inference threads (0 = one per core)")
+    parser.add_argument("--precisions", default="fp32,int8", help="bundles to measure")
+    args = parser.parse_args()
+    min_s = 1.0 if args.quick else 6.0
+    caltech = caltech_like(64 if args.quick else 128)
+    large = large_photos(8 if args.quick else 16)
+    threads = args.threads or (__import__("os").cpu_count() or 1)
+    result: dict = {"machine": machine(), "numpy_fp32_gflops": numpy_matmul_gflops(),
+                    "image_gflop_per_item": vit_b32_image_gflop(), "ours": {}}
+    for precision in args.precisions.split(","):
+        bundle_dir = export.cached_random_bundle(CACHE, "vit-b-32", precision)
+        result["ours"][precision] = measure_ours(bundle_dir, caltech, large, threads, min_s)
+        vocab = bundle.load(bundle_dir).vocab
+    result["torch_fp32"] = measure_torch(caltech, threads, min_s, vocab)
+    report(result)
+    print(f"\nwrote {write('embedder', result)}")
+
+
+def report(r: dict) -> None:
+    """Print the table and the goal ratios."""
+    torch_best = max(r["torch_fp32"][f"jpeg_b{b}"] for b in (1, 8, 32))
+    rows = []
+    for name, m in [*((f"ours {p}", m) for p, m in r["ours"].items()), ("PyTorch fp32", r["torch_fp32"])]:
+        rows.append({
+            "engine": name, "b1 img/s": m["jpeg_b1"], "b8 img/s": m["jpeg_b8"], "b32 img/s": m["jpeg_b32"],
+            "8 clients img/s": m.get("jpeg_8_clients", ""), "3-12 MP b8 img/s": m.get("large_b8", ""),
+            "pre-decoded b32": m.get("predecoded_b32", ""), "text p50 ms": m["text_p50_ms"],
+            "text p99 ms": m["text_p99_ms"],
+            "GFLOP/s": max(m[f"jpeg_b{b}"] for b in (1, 8, 32)) * r["image_gflop_per_item"],
+        })
+    print(f"machine: {r['machine']}; numpy fp32 matmul peak {r['numpy_fp32_gflops']:.1f} GFLOP/s; "
+          f"ViT-B/32 image tower {r['image_gflop_per_item']:.2f} GFLOP per image")
+    print(table(rows, list(rows[0])))
+    goals = {}
+    for p, m in r["ours"].items():
+        best = max(m[f"jpeg_b{b}"] for b in (1, 8, 32))
+        goals[p] = {
+            "vs_torch": best / torch_best,
+            "jpeg_vs_predecoded": m["jpeg_b32"] / m["predecoded_b32"],
+            "8_clients_vs_b32": m["jpeg_8_clients"] / m["jpeg_b32"],
+            "fraction_of_numpy_peak": best * r["image_gflop_per_item"] / r["numpy_fp32_gflops"],
+        }
+        print(f"{p}: {goals[p]['vs_torch']:.2f}x PyTorch fp32 images/s; Caltech JPEG = "
+              f"{goals[p]['jpeg_vs_predecoded']:.0%} of pre-decoded; 8 single-image clients = "
+              f"{goals[p]['8_clients_vs_b32']:.0%} of batch 32; {goals[p]['fraction_of_numpy_peak']:.0%} "
+              f"of the numpy fp32 peak")
+    r["ratios"] = goals
+
+
+if __name__ == "__main__":
+    main()

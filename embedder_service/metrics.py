@@ -1,0 +1,35 @@
+"""Prometheus metrics of the embedder (served on EMBEDDER_METRICS_PORT when set)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+REQUESTS = Counter("embedder_requests_total", "RPCs answered", ["method", "code"])
+ITEMS = Counter("embedder_items_total", "Images and texts handled", ["kind", "outcome"])
+BATCH_SIZE = Histogram(
+    "embedder_batch_size", "Items per inference batch", ["tower"], buckets=(1, 2, 4, 8, 16, 32, 64, 128)
+)
+STAGE_SECONDS = Histogram(
+    "embedder_stage_seconds",
+    "Time per stage: decode (per image), tokenize (per text), queue wait and inference (per batch)",
+    ["stage"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+QUEUED = Gauge("embedder_queued_items", "Items waiting for inference", ["tower"])
+
+
+def serve(port: int, host: str) -> None:
+    """Expose /metrics on host:port; 0 leaves metrics off."""
+    if port:
+        start_http_server(port, addr=host)
+
+
+def batch_observer(tower: str):  # noqa: ANN201 - a small closure factory
+    """A Batcher on_batch hook that records size, queue wait and inference time."""
+
+    def observe(size: int, waited_s: float, ran_s: float) -> None:
+        BATCH_SIZE.labels(tower).observe(size)
+        STAGE_SECONDS.labels("queue").observe(waited_s)
+        STAGE_SECONDS.labels(f"infer_{tower}").observe(ran_s)
+
+    return observe

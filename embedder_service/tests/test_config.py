@@ -1,0 +1,50 @@
+"""Settings from the environment, and the provider choice made without a GPU."""
+
+from __future__ import annotations
+
+import pytest
+
+from embedder_service.config import ConfigError, EmbedderConfig
+from embedder_service.model import CPU, CUDA, ProviderError, candidate_providers, check_active
+
+
+def test_defaults_bind_loopback() -> None:
+    config = EmbedderConfig.from_env({})
+    assert config.host == "127.0.0.1" and config.provider == "auto"
+    assert config.max_receive_mb >= 64
+
+
+def test_values_are_parsed_by_type() -> None:
+    config = EmbedderConfig.from_env({"EMBEDDER_PORT": "6000", "EMBEDDER_JPEG_DRAFT": "yes",
+                                      "EMBEDDER_MAX_WAIT_MS": "1.5", "EMBEDDER_PROVIDER": "cpu"})
+    assert (config.port, config.jpeg_draft, config.max_wait_ms, config.provider) == (6000, True, 1.5, "cpu")
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"EMBEDDER_PORT": "http"}, "EMBEDDER_PORT"),
+    ({"EMBEDDER_PROVIDER": "tpu"}, "EMBEDDER_PROVIDER"),
+    ({"EMBEDDER_MAX_BATCH": "0"}, "EMBEDDER_MAX_BATCH"),
+    ({"EMBEDDER_JPEG_DRAFT": "maybe"}, "EMBEDDER_JPEG_DRAFT"),
+])
+def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        EmbedderConfig.from_env(env)
+
+
+def test_auto_prefers_cuda_only_when_the_build_has_it() -> None:
+    assert candidate_providers("auto", [CUDA, CPU]) == [CUDA, CPU]
+    assert candidate_providers("auto", [CPU]) == [CPU]
+    assert candidate_providers("cpu", [CUDA, CPU]) == [CPU]
+
+
+def test_explicit_cuda_without_the_provider_fails_with_a_reason() -> None:
+    with pytest.raises(ProviderError, match="no CUDA provider"):
+        candidate_providers("cuda", [CPU])
+
+
+def test_explicit_cuda_that_silently_fell_back_fails() -> None:
+    # onnxruntime-gpu lists CUDA even without the CUDA libraries; the session then runs on the CPU.
+    with pytest.raises(ProviderError, match="could not run on CUDA"):
+        check_active("cuda", [CPU])
+    check_active("cuda", [CUDA, CPU])
+    check_active("auto", [CPU])

@@ -1,0 +1,86 @@
+"""`python -m embedder_service` as a real process: start-up, metrics, SIGTERM, bad settings."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from embedder_service.server import SERVICE
+from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "embedder_service"], env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_serving(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                reply = health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise TimeoutError("embedder did not become SERVING")
+
+
+def test_serves_exposes_metrics_and_stops_cleanly_on_sigterm(tiny_bundle_dir: Path) -> None:
+    port, metrics_port = free_port(), free_port()
+    proc = start({"EMBEDDER_MODEL_DIR": str(tiny_bundle_dir), "EMBEDDER_PORT": str(port),
+                  "EMBEDDER_METRICS_PORT": str(metrics_port), "EMBEDDER_PROVIDER": "cpu"})
+    try:
+        wait_serving(port)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = embedder_pb2_grpc.EmbedderStub(channel).EmbedTexts(
+                embedder_pb2.EmbedTextsRequest(texts=["a cat"]), timeout=10)
+            assert len(reply.results[0].embedding) == 512
+        body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        assert 'embedder_requests_total{code="OK",method="EmbedTexts"} 1.0' in body
+        assert "embedder_batch_size_bucket" in body
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0, out
+        assert "shutting down" in out and "random weights" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_missing_model_dir_and_bad_values_stop_with_one_line() -> None:
+    proc = subprocess.run([sys.executable, "-m", "embedder_service"], capture_output=True, text=True,
+                          env={**os.environ, "EMBEDDER_MODEL_DIR": ""}, timeout=60)
+    assert proc.returncode == 2 and "EMBEDDER_MODEL_DIR" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "embedder_service"], capture_output=True, text=True,
+                          env={**os.environ, "EMBEDDER_MODEL_DIR": "/x", "EMBEDDER_PORT": "abc"}, timeout=60)
+    assert proc.returncode == 2 and "EMBEDDER_PORT" in proc.stderr
+
+
+def test_explicit_cuda_fails_at_start_where_cuda_cannot_run(tiny_bundle_dir: Path) -> None:
+    if Path("/dev/nvidia0").exists():
+        return  # a GPU machine: the CUDA path is checked by the benchmark there
+    proc = subprocess.run([sys.executable, "-m", "embedder_service"], capture_output=True, text=True,
+                          env={**os.environ, "EMBEDDER_MODEL_DIR": str(tiny_bundle_dir),
+                               "EMBEDDER_PROVIDER": "cuda", "EMBEDDER_PORT": str(free_port())}, timeout=120)
+    assert proc.returncode == 1
+    assert "CUDA" in proc.stderr and "cannot load the model" in proc.stderr

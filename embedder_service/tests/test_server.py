@@ -1,0 +1,182 @@
+"""The Embedder gRPC service, in process on port 0, through a real channel."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from PIL import Image
+
+from embedder_service import bundle
+from embedder_service.config import EmbedderConfig
+from embedder_service.engine import Engine
+from embedder_service.model import ClipModel
+from embedder_service.preprocess import PreprocessSpec, decode
+from embedder_service.server import SERVICE, create_server
+from embedder_service.tests import images
+from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_bundle_dir: Path) -> ClipModel:
+    return ClipModel(bundle.load(tiny_bundle_dir), "cpu")
+
+
+@pytest.fixture(scope="module")
+def served(model: ClipModel) -> Iterator[tuple[embedder_pb2_grpc.EmbedderStub, grpc.Channel]]:
+    config = EmbedderConfig(port=0, max_images_per_request=64, max_wait_ms=5)
+    server = create_server(config, Engine(model, config))
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    yield embedder_pb2_grpc.EmbedderStub(channel), channel
+    channel.close()
+    server.stop(1)
+
+
+@pytest.fixture
+def stub(served) -> embedder_pb2_grpc.EmbedderStub:
+    return served[0]
+
+
+def embed(stub, datas: list[bytes], thumbnail_size: int = 0) -> list[embedder_pb2.ImageEmbedding]:
+    request = embedder_pb2.EmbedImagesRequest(
+        images=[embedder_pb2.ImageInput(data=d, key=str(i)) for i, d in enumerate(datas)],
+        thumbnail_size=thumbnail_size)
+    return list(stub.EmbedImages(request, timeout=30).results)
+
+
+def vec(result) -> np.ndarray:
+    return np.asarray(result.embedding, dtype=np.float32)
+
+
+def test_images_of_every_format_give_unit_vectors_sizes_and_thumbnails(stub) -> None:
+    picture = images.photo(320, 200, seed=1)
+    files = {fmt: images.encode(picture, fmt) for fmt in ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")}
+    results = embed(stub, list(files.values()), thumbnail_size=64)
+    for fmt, result in zip(files, results, strict=True):
+        assert not result.HasField("error"), (fmt, result.error)
+        v = vec(result)
+        assert v.shape == (512,) and abs(np.linalg.norm(v) - 1) < 1e-5
+        assert (result.width, result.height) == (320, 200)
+        assert result.content_type == f"image/{fmt.lower()}" or fmt == "JPEG"
+        thumb = Image.open(io.BytesIO(result.thumbnail))
+        assert thumb.format == "JPEG" and max(thumb.size) == 64
+    # Lossless formats hold the same pixels, so they must give the same vector.
+    png, bmp, tiff = (vec(results[i]) for i in (1, 4, 5))
+    assert np.allclose(png, bmp, atol=1e-6) and np.allclose(png, tiff, atol=1e-6)
+    assert results[0].content_type == "image/jpeg"
+
+
+def test_vectors_equal_the_model_on_the_reference_preprocessing(stub, model: ClipModel) -> None:
+    data = images.jpeg(500, 375, seed=2)
+    served = vec(embed(stub, [data])[0])
+    direct = model.embed_pixels(decode(data, PreprocessSpec()).pixels[None])[0]
+    assert float(served @ direct) > 0.99999
+
+
+def test_a_bad_item_fails_alone(stub) -> None:
+    good = images.jpeg(seed=3)
+    bad = [b"", b"hello, not an image", good[: len(good) // 2], images.pixel_bomb_png()]
+    results = embed(stub, [good, *bad, good])
+    assert not results[0].HasField("error") and not results[-1].HasField("error")
+    for result in results[1:-1]:
+        assert result.error.code == INVALID and result.error.message
+        assert len(result.embedding) == 0
+    assert [r.key for r in results] == [str(i) for i in range(6)]
+
+
+def test_request_limits(stub) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        embed(stub, [b"x"] * 65)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    with pytest.raises(grpc.RpcError) as err:
+        embed(stub, [images.jpeg()], thumbnail_size=100_000)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_concurrent_single_image_calls_match_one_batch(stub) -> None:
+    datas = [images.jpeg(seed=10 + i) for i in range(8)]
+    batched = [vec(r) for r in embed(stub, datas)]
+    singles: list[np.ndarray | None] = [None] * 8
+
+    def one(i: int) -> None:
+        singles[i] = vec(embed(stub, [datas[i]])[0])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(batched, singles, strict=True):
+        assert np.allclose(a, b, atol=1e-5)
+    assert not np.allclose(batched[0], batched[1], atol=1e-3)  # different images differ
+
+
+def test_texts_empty_fail_alone_long_ones_truncate_and_batching_is_transparent(stub) -> None:
+    texts = ["a photo of a dog", "", "   ", "word " * 200, "a diagram"]
+    response = stub.EmbedTexts(embedder_pb2.EmbedTextsRequest(texts=texts), timeout=30)
+    r = list(response.results)
+    assert r[1].error.code == INVALID and r[2].error.code == INVALID
+    assert r[3].truncated and r[3].token_count == 77
+    assert not r[0].truncated and r[0].token_count == 7
+    for i in (0, 3, 4):
+        assert abs(np.linalg.norm(vec(r[i])) - 1) < 1e-5
+    alone = stub.EmbedTexts(embedder_pb2.EmbedTextsRequest(texts=["a photo of a dog"]), timeout=30)
+    assert np.allclose(vec(alone.results[0]), vec(r[0]), atol=1e-5)
+    assert response.model_id.startswith("random-tiny@")
+
+
+def test_stream_answers_each_request_by_id(stub) -> None:
+    datas = [images.jpeg(seed=20 + i) for i in range(6)]
+    requests = [embedder_pb2.EmbedImagesRequest(images=[embedder_pb2.ImageInput(data=d)],
+                                                request_id=f"r{i}") for i, d in enumerate(datas)]
+    responses = list(stub.StreamEmbedImages(iter(requests), timeout=60))
+    assert [r.request_id for r in responses] == [f"r{i}" for i in range(6)]
+    unary = [vec(r) for r in embed(stub, datas)]
+    for response, expected in zip(responses, unary, strict=True):
+        assert np.allclose(vec(response.results[0]), expected, atol=1e-5)
+
+
+def test_model_info(stub, model: ClipModel) -> None:
+    info = stub.GetModelInfo(embedder_pb2.GetModelInfoRequest(), timeout=5)
+    assert info.dim == 512 and info.image_size == 224 and info.context_length == 77
+    assert info.providers == ["CPUExecutionProvider"] and info.precision == "fp32"
+    assert info.model_id == model.bundle.model_id and not info.semantic
+
+
+def test_deadline_is_honoured(stub) -> None:
+    datas = [images.jpeg(1200, 900, seed=i) for i in range(32)]
+    request = embedder_pb2.EmbedImagesRequest(images=[embedder_pb2.ImageInput(data=d) for d in datas])
+    with pytest.raises(grpc.RpcError) as err:
+        stub.EmbedImages(request, timeout=0.05)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_health_reflection_and_loading_state(model: ClipModel) -> None:
+    config = EmbedderConfig(port=0)
+    server = create_server(config)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    health = health_pb2_grpc.HealthStub(channel)
+    status = health_pb2.HealthCheckResponse
+    try:
+        assert health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=5).status == status.NOT_SERVING
+        with pytest.raises(grpc.RpcError) as err:
+            embedder_pb2_grpc.EmbedderStub(channel).GetModelInfo(embedder_pb2.GetModelInfoRequest(), timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        server.attach(Engine(model, config))
+        assert health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=5).status == status.SERVING
+        assert health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status == status.SERVING
+        reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+        answer = next(reflect.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+        assert SERVICE in {s.name for s in answer.list_services_response.service}
+    finally:
+        channel.close()
+        server.stop(1)
