@@ -1,0 +1,197 @@
+"""Benchmark of the index service over gRPC: bulk upsert, index build, search latency and recall.
+
+`python -m bench.index [--sizes 30000,100000]` starts the real service (`python -m index_service`, with
+its embedded Postgres + pgvector) per size in a fresh data dir, loads clustered 512-d unit vectors with
+~15 KB thumbnails through Upsert, builds the index (the bulk-load switch), and measures ANN and exact
+search in the same run. Prints a table and writes bench/results/index.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from protos.semsearch.v1 import index_pb2, index_pb2_grpc
+
+DIM = 512
+THUMB_BYTES = 15_000
+RESULTS = Path(__file__).resolve().parent / "results" / "index.json"
+
+
+def clustered(rng: np.random.Generator, n: int, clusters: int) -> np.ndarray:
+    """CLIP-like data: unit vectors around random centres."""
+    centres = rng.standard_normal((clusters, DIM)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    x = centres[rng.integers(0, clusters, n)] + rng.standard_normal((n, DIM)).astype(np.float32) * (
+        0.35 / np.sqrt(DIM))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_service(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    """The real service in its own process, on its own embedded Postgres, bulk-load switch on."""
+    env = dict(os.environ, INDEX_DATA_DIR=str(data_dir), INDEX_PORT=str(port), INDEX_DEFER_INDEX="true",
+               INDEX_LOG_LEVEL="WARNING")
+    proc = subprocess.Popen([sys.executable, "-m", "index_service"], env=env)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    health = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                channel.close()
+                return proc
+        except grpc.RpcError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the index service did not become SERVING")
+
+
+def make_batch(vecs: np.ndarray, start: int, labels: np.ndarray) -> index_pb2.UpsertRequest:
+    items = []
+    for i in range(start, start + len(vecs)):
+        original = f"bench-original-{i}".encode() * 8
+        items.append(index_pb2.UpsertItem(
+            sha256=hashlib.sha256(original).hexdigest(), original=original, content_type="image/jpeg",
+            thumbnail=os.urandom(THUMB_BYTES), width=640, height=480, label=f"c{labels[i - start]}",
+            source="bench", file_name=f"{i}.jpg", embedding=vecs[i - start].tolist(), model_id="bench@1"))
+    return index_pb2.UpsertRequest(items=items)
+
+
+def load(stub: index_pb2_grpc.IndexStub, vecs: np.ndarray, labels: np.ndarray, batch: int, clients: int,
+         offset: int = 0) -> tuple[float, np.ndarray]:
+    """Upsert everything in batches from `clients` threads; returns rows/s (request building included), ids."""
+    starts = list(range(0, len(vecs), batch))
+
+    def send(s: int) -> list[int]:
+        req = make_batch(vecs[s:s + batch], offset + s, labels[s:s + batch])
+        res = stub.Upsert(req, timeout=300)
+        assert all(not r.HasField("error") for r in res.results), res.results[0].error
+        return [r.id for r in res.results]
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as ex:
+        ids = [i for chunk in ex.map(send, starts) for i in chunk]
+    return len(vecs) / (time.perf_counter() - started), np.array(ids)
+
+
+def search_run(stub: index_pb2_grpc.IndexStub, queries: np.ndarray, exact: bool) -> tuple[list[float], list[list[int]]]:
+    times, ids = [], []
+    for q in queries:
+        req = index_pb2.SearchRequest(vector=q.tolist(), k=10, exact=exact)
+        t = time.perf_counter()
+        res = stub.Search(req, timeout=30)
+        times.append((time.perf_counter() - t) * 1000)
+        ids.append([h.id for h in res.hits])
+    return times, ids
+
+
+def run_size(n: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    rng = np.random.default_rng(n)
+    vecs = clustered(rng, n, max(50, n // 100))
+    labels = rng.integers(0, 257, n)
+    port = free_port()
+    data_dir = root / f"n{n}"
+    proc = start_service(data_dir, port)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)])
+    stub = index_pb2_grpc.IndexStub(channel)
+    try:
+        rows_s, ids = load(stub, vecs, labels, args.batch, args.clients)
+        build = stub.BuildIndex(index_pb2.BuildIndexRequest(), timeout=3600)
+        stats = stub.Stats(index_pb2.StatsRequest(), timeout=30)
+        picks = rng.integers(0, n, args.queries)
+        noise = rng.standard_normal((args.queries, DIM)).astype(np.float32) * (0.2 / np.sqrt(DIM))
+        queries = vecs[picks] + noise
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        search_run(stub, queries[:20], exact=False)  # warm-up: caches, connections
+        ann_ms, ann_ids = search_run(stub, queries, exact=False)
+        exact_ms, exact_ids = search_run(stub, queries[: args.exact_queries], exact=True)
+        truth = _truth(vecs, queries, ids)
+        recall = float(np.mean([len(set(a) & set(t)) / 10 for a, t in zip(ann_ids, truth, strict=True)]))
+        agree = float(np.mean([set(e) == set(t) for e, t in zip(exact_ids, truth[: len(exact_ids)], strict=True)]))
+        extra = vecs[: args.indexed_rows].copy()
+        extra_rows_s, _ = load(stub, _perturb(rng, extra), labels, args.batch, args.clients, offset=n)
+        return {
+            "rows": n, "upsert_rows_per_s": rows_s, "index_build_s": build.build_seconds,
+            "search_p50_ms": float(np.percentile(ann_ms, 50)), "search_p99_ms": float(np.percentile(ann_ms, 99)),
+            "exact_p50_ms": float(np.percentile(exact_ms, 50)), "recall_at_10": recall,
+            "exact_matches_numpy": agree, "upsert_indexed_rows_per_s": extra_rows_s,
+            "table_mb": stats.table_bytes / 1e6, "index_mb": stats.index_bytes / 1e6,
+            "backend": f"{stats.backend} {stats.extension_version}", "index_params": dict(stats.index_params),
+        }
+    finally:
+        channel.close()
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def _perturb(rng: np.random.Generator, vecs: np.ndarray) -> np.ndarray:
+    out = vecs + rng.standard_normal(vecs.shape).astype(np.float32) * (0.1 / np.sqrt(DIM))
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def _truth(vecs: np.ndarray, queries: np.ndarray, ids: np.ndarray) -> list[list[int]]:
+    """Exact top-10 ids by numpy."""
+    order = np.argsort(-(queries @ vecs.T), axis=1)[:, :10]
+    return [[int(ids[i]) for i in row] for row in order]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="30000")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--exact-queries", type=int, default=30)
+    parser.add_argument("--indexed-rows", type=int, default=2048, help="rows upserted after the build")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bench-index-", dir="/tmp"))
+    results = []
+    try:
+        for n in (int(s) for s in args.sizes.split(",")):
+            results.append(run_size(n, args, root))
+            print_table(results)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    machine = f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine, "batch": args.batch, "clients": args.clients,
+                                    "results": results}, indent=2))
+    print(f"\n{machine}\nwrote {args.out}")
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    cols = [("rows", "{:d}"), ("upsert_rows_per_s", "{:.0f}"), ("index_build_s", "{:.1f}"),
+            ("search_p50_ms", "{:.2f}"), ("search_p99_ms", "{:.2f}"), ("exact_p50_ms", "{:.1f}"),
+            ("recall_at_10", "{:.3f}"), ("upsert_indexed_rows_per_s", "{:.0f}")]
+    print(" | ".join(c for c, _ in cols) + " | exact/ann")
+    for r in results:
+        ratio = r["exact_p50_ms"] / r["search_p50_ms"]
+        print(" | ".join(f.format(r[c]) for c, f in cols) + f" | {ratio:.0f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Domain types, errors and input validation of the index service (no grpc, no SQL)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+UNKNOWN_MODEL = "unknown"
+
+
+class ServiceError(Exception):
+    """Base of the errors the transport maps to status codes."""
+
+
+class InvalidArgument(ServiceError):
+    """Bad input (INVALID_ARGUMENT)."""
+
+
+class NotFound(ServiceError):
+    """No such image (NOT_FOUND)."""
+
+
+class Mismatch(ServiceError):
+    """Another model or dimension than the collection's (FAILED_PRECONDITION)."""
+
+
+class TooLarge(ServiceError):
+    """Over a size limit (RESOURCE_EXHAUSTED)."""
+
+
+class Unavailable(ServiceError):
+    """The database cannot be reached or is not migrated yet (UNAVAILABLE)."""
+
+
+class DeadlineExceeded(ServiceError):
+    """The statement ran out of the caller's time (DEADLINE_EXCEEDED)."""
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """A validated upsert item, ready for the repository."""
+
+    sha256: str
+    original: bytes
+    content_type: str
+    thumbnail: bytes
+    width: int
+    height: int
+    label: str
+    source: str
+    file_name: str
+    vector: np.ndarray
+    model_id: str
+
+
+@dataclass(frozen=True)
+class UpsertOutcome:
+    """The result of one item: its row id and whether the row is new, or an error."""
+
+    sha256: str
+    id: int = 0
+    created: bool = False
+    error: ServiceError | None = None
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A nearest-neighbour query."""
+
+    vector: np.ndarray
+    k: int
+    labels: tuple[str, ...] = ()
+    source: str = ""
+    min_score: float | None = None
+    exact: bool = False
+    exclude_id: int | None = None
+
+    @property
+    def filtered(self) -> bool:
+        """Whether a WHERE clause narrows the candidates."""
+        return bool(self.labels or self.source)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result; score is cosine similarity."""
+
+    id: int
+    score: float
+    label: str
+    source: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """Stored metadata of one image."""
+
+    id: int
+    sha256: str
+    label: str
+    source: str
+    file_name: str
+    width: int
+    height: int
+    content_type: str
+    size_bytes: int
+    model_id: str
+    created_at: int
+    original_ref: str
+
+
+def check_vector(values: Any, dim: int, tolerance: float) -> np.ndarray:
+    """A float32 copy of `values` if it has `dim` finite entries of unit norm; raises otherwise."""
+    vec = np.asarray(values, dtype=np.float32)
+    if vec.ndim != 1 or vec.shape[0] == 0:
+        raise InvalidArgument("vector is empty")
+    if vec.shape[0] != dim:
+        raise Mismatch(f"vector has {vec.shape[0]} dimensions, the collection has {dim}")
+    if not np.isfinite(vec).all():
+        raise InvalidArgument("vector has non-finite values (NaN or Inf)")
+    norm = float(np.linalg.norm(vec.astype(np.float64)))
+    if abs(norm - 1.0) > tolerance:
+        raise InvalidArgument(f"vector is not L2-normalized (norm {norm:.6f})")
+    return vec
+
+
+def check_sha256(sha: str, data: bytes) -> None:
+    """Raise unless `sha` is lower-case hex and the sha256 of `data`."""
+    if not SHA256_RE.match(sha):
+        raise InvalidArgument("sha256 must be 64 lower-case hex characters")
+    if hashlib.sha256(data).hexdigest() != sha:
+        raise InvalidArgument("sha256 does not match the original's bytes")
+
+
+def check_model_id(model_id: str) -> None:
+    """Raise unless a model id is given."""
+    if not model_id.strip():
+        raise InvalidArgument("model_id is missing")
+    if len(model_id) > 200:
+        raise InvalidArgument("model_id is longer than 200 characters")
+
+
+def sniff_content_type(data: bytes) -> str:
+    """The image type of a thumbnail from its magic bytes."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    return "application/octet-stream"

@@ -1,0 +1,185 @@
+"""Versioned schema migrations, recorded in `index_migrations` and applied at start under a lock."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from psycopg2.extensions import connection, cursor
+
+from index_service.dialects import Dialect, DialectError, choose_backend, dialect_for
+
+log = logging.getLogger(__name__)
+
+TABLE = "images"
+PROTOTYPE_TABLE = "image_table"
+INDEX = "images_v_hnsw"
+LOCK_KEY = 0x1DE5_5E4C  # pg_advisory_lock key: one migrator at a time across services
+
+# Columns every image row has beyond the prototype's (v, location, id).
+COLUMNS = """
+    sha256 text UNIQUE,
+    label text NOT NULL DEFAULT '',
+    source text NOT NULL DEFAULT '',
+    file_name text NOT NULL DEFAULT '',
+    content_type text NOT NULL DEFAULT '',
+    width integer NOT NULL DEFAULT 0,
+    height integer NOT NULL DEFAULT 0,
+    size_bytes bigint NOT NULL DEFAULT 0,
+    model_id text NOT NULL DEFAULT 'unknown',
+    thumbnail bytea,
+    created_at timestamptz NOT NULL DEFAULT now()
+"""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What migrations need to know: the backend asked for and the dimension of a new collection."""
+
+    backend: str
+    dim: int
+
+
+@dataclass(frozen=True)
+class Collection:
+    """The collection as migrated: its backend's dialect and dimension."""
+
+    dialect: Dialect
+    dim: int
+
+
+def _meta(cur: cursor, key: str) -> str | None:
+    cur.execute("SELECT value FROM index_meta WHERE key = %s", (key,))
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+def _set_meta(cur: cursor, key: str, value: str) -> None:
+    cur.execute(
+        "INSERT INTO index_meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+
+
+def _table_exists(cur: cursor, name: str) -> bool:
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
+    return bool(cur.fetchone()[0])
+
+
+def m1_meta(cur: cursor, ctx: Context) -> None:
+    """Key/value metadata of the collection (backend, dim, model_id)."""
+    cur.execute("CREATE TABLE IF NOT EXISTS index_meta (key text PRIMARY KEY, value text NOT NULL)")
+
+
+def m2_extension(cur: cursor, ctx: Context) -> None:
+    """Pick the backend (auto: lantern when available) and install its extension."""
+    cur.execute("SELECT name FROM pg_available_extensions WHERE name IN ('lantern', 'vector')")
+    available = {row[0] for row in cur.fetchall()}
+    backend = choose_backend(ctx.backend, _meta(cur, "backend"), available)
+    cur.execute(f"CREATE EXTENSION IF NOT EXISTS {dialect_for(backend).extension}")
+    _set_meta(cur, "backend", backend)
+
+
+def m3_images(cur: cursor, ctx: Context) -> None:
+    """The images table: new, or the prototype's `image_table` adopted in place."""
+    dialect = dialect_for(_meta(cur, "backend") or "pgvector")
+    if _table_exists(cur, TABLE):
+        return
+    if _table_exists(cur, PROTOTYPE_TABLE):
+        _adopt_prototype(cur, dialect, ctx.dim)
+        return
+    cur.execute(
+        f"CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, v {dialect.column_type(ctx.dim)}, "
+        f"original_ref text, {COLUMNS})"
+    )
+    cur.execute(f"ALTER TABLE {TABLE} ALTER COLUMN model_id DROP DEFAULT")
+    _set_meta(cur, "dim", str(ctx.dim))
+
+
+def _adopt_prototype(cur: cursor, dialect: Dialect, default_dim: int) -> None:
+    cur.execute(f"SELECT array_length(v, 1) FROM {PROTOTYPE_TABLE} WHERE v IS NOT NULL LIMIT 1")
+    row = cur.fetchone()
+    dim = int(row[0]) if row and row[0] else default_dim
+    log.info("adopting the prototype table %s (dim %d) as %s", PROTOTYPE_TABLE, dim, TABLE)
+    cur.execute(f"ALTER TABLE {PROTOTYPE_TABLE} RENAME TO {TABLE}")
+    cur.execute(f"ALTER TABLE {TABLE} RENAME COLUMN location TO original_ref")
+    cur.execute(f"ALTER TABLE {TABLE} " + ", ".join(f"ADD COLUMN {c.strip()}" for c in _columns()))
+    # The prototype stored paths of the machine that loaded them; keep the last part as the file name.
+    cur.execute(f"UPDATE {TABLE} SET file_name = regexp_replace(coalesce(original_ref, ''), '^.*[/\\\\]', '')")
+    cur.execute(f"ALTER TABLE {TABLE} ALTER COLUMN model_id DROP DEFAULT")
+    for statement in dialect.adopt_column(TABLE, dim):
+        cur.execute(statement)
+    _adopt_prototype_index(cur, dialect)
+    _set_meta(cur, "dim", str(dim))
+    _set_meta(cur, "adopted_rows", "true")
+
+
+def _adopt_prototype_index(cur: cursor, dialect: Dialect) -> None:
+    """Keep a prototype lantern_hnsw cosine index under our name; drop one we cannot use."""
+    cur.execute(
+        "SELECT c.relname, pg_get_indexdef(c.oid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_am a ON a.oid = c.relam WHERE i.indrelid = %s::regclass AND a.amname = 'lantern_hnsw'",
+        (TABLE,),
+    )
+    for name, definition in cur.fetchall():
+        if dialect.name == "lantern" and dialect.opclass in definition:
+            cur.execute(f'ALTER INDEX "{name}" RENAME TO {INDEX}')
+        else:
+            log.warning("dropping the prototype index %s (not a cosine index): %s", name, definition)
+            cur.execute(f'DROP INDEX "{name}"')
+
+
+def _columns() -> list[str]:
+    return [c for c in COLUMNS.split(",\n") if c.strip()]
+
+
+def m4_filters(cur: cursor, ctx: Context) -> None:
+    """B-tree indexes behind label and source filters (exact fallbacks of selective filters use them)."""
+    cur.execute(f"CREATE INDEX IF NOT EXISTS images_label ON {TABLE} (label)")
+    cur.execute(f"CREATE INDEX IF NOT EXISTS images_source ON {TABLE} (source)")
+    # Thumbnails are already-compressed images: skip pglz's attempt to compress them.
+    cur.execute(f"ALTER TABLE {TABLE} ALTER COLUMN thumbnail SET STORAGE EXTERNAL")
+
+
+MIGRATIONS: list[tuple[int, str, Callable[[cursor, Context], None]]] = [
+    (1, "metadata table", m1_meta),
+    (2, "vector extension", m2_extension),
+    (3, "images table (adopts the prototype's image_table)", m3_images),
+    (4, "filter indexes", m4_filters),
+]
+
+
+def migrate(conn: connection, ctx: Context) -> Collection:
+    """Apply pending migrations, each in its own transaction; returns the collection's shape."""
+    conn.autocommit = False
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        conn.commit()
+        try:
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS index_migrations (version integer PRIMARY KEY, "
+                "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            conn.commit()
+            cur.execute("SELECT version FROM index_migrations")
+            done = {row[0] for row in cur.fetchall()}
+            for version, name, step in MIGRATIONS:
+                if version in done:
+                    continue
+                step(cur, ctx)
+                cur.execute("INSERT INTO index_migrations (version, name) VALUES (%s, %s)", (version, name))
+                conn.commit()
+                log.info("applied migration %d: %s", version, name)
+            backend = _meta(cur, "backend") or ""
+            if ctx.backend not in ("auto", backend):
+                raise DialectError(f"INDEX_BACKEND={ctx.backend} but the collection was created with {backend}")
+            collection = Collection(dialect_for(backend), int(_meta(cur, "dim") or 0))
+            conn.commit()
+            return collection
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            cur.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+            conn.commit()

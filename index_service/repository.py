@@ -1,0 +1,401 @@
+"""All shared SQL of the index service: upserts, search assembly, metadata, stats, index builds."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import psycopg2
+from psycopg2 import errors
+from psycopg2.extensions import connection, cursor
+
+from index_service.config import Config
+from index_service.dialects import Dialect
+from index_service.domain import (
+    UNKNOWN_MODEL,
+    DeadlineExceeded,
+    Hit,
+    ImageMeta,
+    Mismatch,
+    NewImage,
+    NotFound,
+    SearchQuery,
+    Unavailable,
+    UpsertOutcome,
+)
+from index_service.media import MediaStore
+from index_service.migrations import INDEX, TABLE, Collection, Context, migrate
+from index_service.pool import Pool, run_tx
+
+log = logging.getLogger(__name__)
+
+META_COLUMNS = (
+    "id, sha256, label, source, file_name, width, height, content_type, size_bytes, model_id, "
+    "extract(epoch FROM created_at)::bigint, original_ref"
+)
+INSERT_COLUMNS = (
+    "sha256, label, source, file_name, width, height, content_type, size_bytes, model_id, thumbnail, v"
+)
+
+
+def _lock_keys(cur: cursor, shas: Sequence[str], session: bool = False) -> None:
+    """Per-sha256 advisory locks in one global order, so concurrent batches never deadlock."""
+    fn = "pg_advisory_lock" if session else "pg_advisory_xact_lock"
+    cur.execute(
+        f"SELECT {fn}(k) FROM (SELECT DISTINCT hashtextextended(s, 0) AS k "
+        "FROM unnest(%s::text[]) AS s ORDER BY k) AS keys",
+        (list(shas),),
+    )
+
+
+class Repository:
+    """The index's storage: Postgres through a pool, originals through the media store."""
+
+    def __init__(self, config: Config, dsn: str, media: MediaStore) -> None:
+        self.config = config
+        self.media = media
+        self.pool = Pool(dsn, config.pool_size, config.connect_timeout_s, self._setup)
+        self._collection: Collection | None = None
+        self._model: str | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def _setup(self, conn: connection) -> None:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            # JIT compiles a large exact scan for ~100 ms; never worth it for these queries.
+            cur.execute("SET jit = off")
+            if not self.config.synchronous_commit:
+                cur.execute("SET synchronous_commit = off")
+            for statement in self.dialect.session_setup() if self._collection else []:
+                try:
+                    cur.execute(statement)
+                except psycopg2.Error as err:  # e.g. LOAD refused to a non-superuser: SET still works
+                    log.debug("session setup %r failed: %s", statement, err)
+        conn.autocommit = False
+
+    def open(self) -> Collection:
+        """Migrate, create the index unless deferred; raises Unavailable while the database is away."""
+        try:
+            with self.pool.connection(self.config.connect_timeout_s) as (conn, _):
+                collection = migrate(conn, Context(self.config.backend, self.config.dim))
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as err:
+            raise Unavailable(f"database unavailable: {str(err).strip()}") from None
+        self._collection = collection
+        self.pool.clear()  # connections made before the dialect was known lack its session setup
+        if not self.config.defer_index:
+            self.build_index(concurrently=False, timeout_s=None)
+        return collection
+
+    @property
+    def ready(self) -> bool:
+        """Whether migrations ran in this process."""
+        return self._collection is not None
+
+    @property
+    def dialect(self) -> Dialect:
+        """The backend's dialect (after open)."""
+        if self._collection is None:
+            raise Unavailable("the database is not migrated yet")
+        return self._collection.dialect
+
+    @property
+    def dim(self) -> int:
+        """The collection's vector dimension (after open)."""
+        if self._collection is None:
+            raise Unavailable("the database is not migrated yet")
+        return self._collection.dim
+
+    def ping(self, timeout_s: float) -> None:
+        """A round trip to the database."""
+        run_tx(self.pool, lambda cur: cur.execute("SELECT 1"), timeout_s, attempts=2)
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self.pool.clear()
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def model_id(self, timeout_s: float | None) -> str | None:
+        """The collection's model, once the first upsert recorded it."""
+        if self._model is None:
+            row = run_tx(self.pool, lambda cur: _fetchone(cur, "SELECT value FROM index_meta WHERE key = 'model_id'"),
+                         timeout_s)
+            self._model = row[0] if row else None
+        return self._model
+
+    def upsert(self, items: Sequence[NewImage], timeout_s: float | None) -> list[UpsertOutcome]:
+        """Store a batch in one transaction; files are durable before the rows commit."""
+        unique = {item.sha256: item for item in items}
+        ordered = [unique[sha] for sha in sorted(unique)]
+        out: dict[str, UpsertOutcome] = run_tx(self.pool, lambda cur: self._upsert_tx(cur, ordered), timeout_s)
+        return [out[item.sha256] for item in items]
+
+    def _upsert_tx(self, cur: cursor, items: list[NewImage]) -> dict[str, UpsertOutcome]:
+        model = self._claim_model(cur, items[0].model_id)
+        out = {i.sha256: UpsertOutcome(i.sha256, error=Mismatch(
+            f"model {i.model_id!r} differs from the collection's model {model!r}; use another collection "
+            "or re-embed everything")) for i in items if i.model_id != model}
+        items = [i for i in items if i.model_id == model]
+        if not items:
+            return out
+        _lock_keys(cur, [i.sha256 for i in items])
+        cur.execute(f"SELECT sha256, id FROM {TABLE} WHERE sha256 = ANY(%s)", ([i.sha256 for i in items],))
+        existing = dict(cur.fetchall())
+        new = [i for i in items if i.sha256 not in existing]
+        self.media.put_many([(i.sha256, i.original) for i in new])
+        if new:
+            # COPY straight into the table: every new sha256 is locked by us, so no one else can insert it.
+            cur.copy_expert(f"COPY {TABLE} ({INSERT_COLUMNS}) FROM STDIN", io.StringIO(self._copy_rows(new)))
+            cur.execute(f"SELECT sha256, id FROM {TABLE} WHERE sha256 = ANY(%s)", ([i.sha256 for i in new],))
+            out.update({sha: UpsertOutcome(sha, id=row_id, created=True) for sha, row_id in cur.fetchall()})
+        out.update({sha: UpsertOutcome(sha, id=row_id) for sha, row_id in existing.items()})
+        return out
+
+    def _copy_rows(self, items: list[NewImage]) -> str:
+        """COPY text rows (bytea as hex, the vector in the dialect's literal form)."""
+        lines = []
+        for i in items:
+            fields = [i.sha256, _copy_text(i.label), _copy_text(i.source), _copy_text(i.file_name), str(i.width),
+                      str(i.height), _copy_text(i.content_type), str(len(i.original)), _copy_text(i.model_id),
+                      "\\\\x" + i.thumbnail.hex(), self.dialect.literal(i.vector)]
+            lines.append("\t".join(fields))
+        return "\n".join(lines) + "\n"
+
+    def _claim_model(self, cur: cursor, model_id: str) -> str:
+        """The collection's model; the first upsert records its own (concurrent first batches: one wins)."""
+        cur.execute(
+            "INSERT INTO index_meta (key, value) VALUES ('model_id', %s) ON CONFLICT (key) DO NOTHING",
+            (model_id,),
+        )
+        cur.execute("SELECT value FROM index_meta WHERE key = 'model_id'")
+        return str(cur.fetchone()[0])
+
+    def delete(self, ids: Sequence[int], timeout_s: float | None) -> list[int]:
+        """Delete rows, then their files, holding the per-sha locks across both so upserts cannot interleave."""
+
+        def work(cur: cursor) -> list[int]:
+            cur.execute(f"SELECT sha256 FROM {TABLE} WHERE id = ANY(%s) AND sha256 IS NOT NULL", (list(ids),))
+            shas = [row[0] for row in cur.fetchall()]
+            _lock_keys(cur, shas, session=True)
+            try:
+                cur.execute(f"DELETE FROM {TABLE} WHERE id = ANY(%s) RETURNING id, sha256", (list(ids),))
+                deleted = cur.fetchall()
+                cur.connection.commit()
+                for _, sha in deleted:
+                    if sha:
+                        self.media.delete(sha)
+                return sorted(row_id for row_id, _ in deleted)
+            finally:
+                cur.execute("SELECT pg_advisory_unlock_all()")
+
+        return run_tx(self.pool, work, timeout_s)
+
+    def with_orphans(self, shas: list[str], remove: Callable[[list[str]], None]) -> None:
+        """Call `remove` with the shas that have no row, holding their locks (for the media sweep)."""
+
+        def work(cur: cursor) -> None:
+            _lock_keys(cur, shas)
+            cur.execute(f"SELECT sha256 FROM {TABLE} WHERE sha256 = ANY(%s)", (shas,))
+            present = {row[0] for row in cur.fetchall()}
+            remove([s for s in shas if s not in present])
+
+        run_tx(self.pool, work, 60.0)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def search(self, q: SearchQuery, timeout_s: float | None) -> tuple[list[Hit], float]:
+        """Nearest rows by cosine distance; k rows whenever k rows match, filters included."""
+        return run_tx(self.pool, lambda cur: self._search_tx(cur, q), timeout_s)
+
+    def _search_tx(self, cur: cursor, q: SearchQuery) -> tuple[list[Hit], float]:
+        started = time.perf_counter()
+        where, params = [], []
+        if q.labels:
+            where.append("label = ANY(%s)")
+            params.append(list(q.labels))
+        if q.source:
+            where.append("source = %s")
+            params.append(q.source)
+        # The query image itself is dropped after the scan: a WHERE on id would make every query filtered.
+        limit = q.k + (1 if q.exclude_id is not None else 0)
+        vec = self.dialect.literal(q.vector)
+        if q.exact:
+            rows = self._exact(cur, where, [vec, *params, vec], limit)
+        else:
+            for statement in self.dialect.search_settings(limit, self.config.hnsw, q.filtered):
+                cur.execute(statement)
+            cur.execute(self._search_sql(where, limit), [vec, *params, vec])
+            rows = cur.fetchall()
+            if len(rows) < limit:
+                # The graph ran out before k matches (a selective filter): an exact scan is the fallback.
+                rows = self._exact(cur, where, [vec, *params, vec], limit)
+        hits = [Hit(r[0], 1.0 - float(r[5]), r[1], r[2], r[3], r[4])
+                for r in rows if r[5] is not None and r[0] != q.exclude_id]
+        hits.sort(key=lambda h: -h.score)  # relaxed_order iterative scans may be slightly out of order
+        hits = hits[: q.k]
+        if q.min_score is not None:
+            hits = [h for h in hits if h.score >= q.min_score]
+        return hits, (time.perf_counter() - started) * 1000
+
+    def _search_sql(self, where: list[str], limit: int) -> str:
+        dist = f"v <=> %s{self.dialect.cast()}"
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        return (f"SELECT id, label, source, width, height, {dist} FROM {TABLE} "
+                f"{clause}ORDER BY {dist} LIMIT {int(limit)}")
+
+    def _exact(self, cur: cursor, where: list[str], args: list[Any], limit: int) -> list[tuple[Any, ...]]:
+        cur.execute("SET LOCAL enable_indexscan = off")
+        cur.execute(self._search_sql(["v IS NOT NULL", *where], limit), args)
+        return cur.fetchall()
+
+    def vector_of(self, image_id: int, timeout_s: float | None) -> str:
+        """The stored vector of an image, in the dialect's text form."""
+        row = run_tx(self.pool, lambda cur: _fetchone(cur, f"SELECT v::text FROM {TABLE} WHERE id = %s",
+                                                      (image_id,)), timeout_s)
+        if row is None:
+            raise NotFound(f"no image with id {image_id}")
+        if row[0] is None:
+            raise NotFound(f"image {image_id} has no vector")
+        return str(row[0])
+
+    def get(self, ids: Sequence[int], timeout_s: float | None) -> list[ImageMeta]:
+        """Metadata of the ids that exist, in the order asked."""
+
+        def work(cur: cursor) -> list[ImageMeta]:
+            cur.execute(f"SELECT {META_COLUMNS} FROM {TABLE} WHERE id = ANY(%s)", (list(ids),))
+            return [ImageMeta(*(v if v is not None else "" for v in row)) for row in cur.fetchall()]
+
+        found = {m.id: m for m in run_tx(self.pool, work, timeout_s)}
+        return [found[i] for i in dict.fromkeys(ids) if i in found]
+
+    def thumbnail(self, image_id: int, timeout_s: float | None) -> bytes:
+        """The stored thumbnail of an image."""
+        row = run_tx(self.pool, lambda cur: _fetchone(cur, f"SELECT thumbnail FROM {TABLE} WHERE id = %s",
+                                                      (image_id,)), timeout_s)
+        if row is None:
+            raise NotFound(f"no image with id {image_id}")
+        if row[0] is None:
+            raise NotFound(f"image {image_id} has no thumbnail")
+        return bytes(row[0])
+
+    def labels(self, timeout_s: float | None) -> list[tuple[str, int]]:
+        """Every label with its count."""
+        return run_tx(self.pool, lambda cur: _fetchall(
+            cur, f"SELECT label, count(*) FROM {TABLE} GROUP BY label ORDER BY label"), timeout_s)
+
+    def exists(self, shas: Sequence[str], timeout_s: float | None) -> list[str]:
+        """The stored subset of `shas`, in the order asked."""
+        rows = run_tx(self.pool, lambda cur: _fetchall(
+            cur, f"SELECT sha256 FROM {TABLE} WHERE sha256 = ANY(%s)", (list(shas),)), timeout_s)
+        present = {r[0] for r in rows}
+        return [s for s in dict.fromkeys(shas) if s in present]
+
+    def stats(self, timeout_s: float | None) -> dict[str, Any]:
+        """Counts, versions, index state and sizes."""
+        return run_tx(self.pool, self._stats_tx, timeout_s)
+
+    def _stats_tx(self, cur: cursor) -> dict[str, Any]:
+        ext = self.dialect.extension
+        cur.execute(
+            f"SELECT (SELECT count(*) FROM {TABLE}), (SELECT extversion FROM pg_extension WHERE extname = %s), "
+            f"current_setting('server_version'), pg_table_size('{TABLE}'), pg_indexes_size('{TABLE}'), "
+            f"(SELECT coalesce(sum(size_bytes), 0) FROM {TABLE} WHERE sha256 IS NOT NULL)",
+            (ext,),
+        )
+        count, version, pg_version, table_bytes, index_bytes, media_bytes = cur.fetchone()
+        cur.execute(f"SELECT DISTINCT model_id FROM {TABLE} ORDER BY 1")
+        models = [r[0] for r in cur.fetchall()]
+        recorded = _fetchone(cur, "SELECT value FROM index_meta WHERE key = 'model_id'")
+        if recorded and recorded[0] not in models:
+            models.append(recorded[0])
+        params = self.dialect.index_params(self.config.hnsw)
+        params.update(_reloptions(cur))
+        return {
+            "count": count, "backend": self.dialect.name, "extension_version": version or "",
+            "postgres_version": pg_version, "index_params": params, "index_state": _index_state(cur),
+            "model_ids": models, "dim": self.dim, "table_bytes": table_bytes, "index_bytes": index_bytes,
+            "media_bytes": int(media_bytes),
+        }
+
+    def build_index(self, concurrently: bool, timeout_s: float | None) -> tuple[bool, float]:
+        """Create the HNSW index if missing (dropping a failed concurrent build); returns (built, seconds)."""
+        try:
+            return self._build_index(concurrently, timeout_s)
+        except errors.QueryCanceled:
+            raise DeadlineExceeded("the index build ran out of time") from None
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as err:
+            raise Unavailable(f"database unavailable: {str(err).strip()}") from None
+
+    def _build_index(self, concurrently: bool, timeout_s: float | None) -> tuple[bool, float]:
+        with self.pool.connection(timeout_s) as (conn, _):
+            conn.autocommit = True  # CREATE INDEX CONCURRENTLY cannot run in a transaction block
+            try:
+                with conn.cursor() as cur:
+                    state = _index_state(cur)
+                    if state == "ready":
+                        return False, 0.0
+                    if state == "invalid":
+                        cur.execute(f"DROP INDEX IF EXISTS {INDEX}")
+                    cur.execute(f"SET maintenance_work_mem = '{self.config.maintenance_work_mem}'")
+                    cur.execute("SET max_parallel_maintenance_workers = 2")
+                    ms = 0 if timeout_s is None else max(1, int(timeout_s * 1000))
+                    cur.execute(f"SET statement_timeout = {ms}")
+                    started = time.perf_counter()
+                    cur.execute(self.dialect.index_ddl(TABLE, INDEX, self.dim, self.config.hnsw, concurrently))
+                    seconds = time.perf_counter() - started
+                    cur.execute("RESET statement_timeout")
+                    log.info("built %s in %.1f s", INDEX, seconds)
+                    return True, seconds
+            finally:
+                if not conn.closed:
+                    conn.autocommit = False
+
+    def index_state(self, timeout_s: float | None) -> str:
+        """'ready', 'building', 'missing' (or 'invalid' after a failed concurrent build)."""
+        return run_tx(self.pool, _index_state, timeout_s)
+
+    def image_ids(self, timeout_s: float | None) -> Iterator[int]:
+        """Every id (tests and tools)."""
+        yield from (r[0] for r in run_tx(self.pool, lambda cur: _fetchall(cur, f"SELECT id FROM {TABLE}"),
+                                          timeout_s))
+
+
+def _copy_text(value: str) -> str:
+    """Escape a value for COPY's text format."""
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _index_state(cur: cursor) -> str:
+    cur.execute("SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)", (INDEX,))
+    row = cur.fetchone()
+    if row is not None and row[0]:
+        return "ready"
+    # A plain CREATE INDEX is invisible to other sessions until it commits: ask the progress view.
+    cur.execute("SELECT count(*) FROM pg_stat_progress_create_index WHERE relid = to_regclass(%s)", (TABLE,))
+    if cur.fetchone()[0]:
+        return "building"
+    return "missing" if row is None else "invalid"
+
+
+def _reloptions(cur: cursor) -> dict[str, str]:
+    cur.execute("SELECT reloptions FROM pg_class WHERE oid = to_regclass(%s)", (INDEX,))
+    row = cur.fetchone()
+    opts = (row[0] if row else None) or []
+    return {f"built.{k}": v for k, v in (o.split("=", 1) for o in opts)}
+
+
+def _fetchone(cur: cursor, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+    cur.execute(sql, params)
+    return cur.fetchone()
+
+
+def _fetchall(cur: cursor, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    cur.execute(sql, params)
+    return cur.fetchall()
+
+
+__all__ = ["Repository", "UNKNOWN_MODEL"]

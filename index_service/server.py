@@ -1,0 +1,402 @@
+"""The gRPC servicer of semsearch.v1.Index: proto <-> domain, domain errors -> status codes."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter, Gauge, Histogram
+
+from index_service import domain
+from index_service.config import Config
+from index_service.domain import (
+    DeadlineExceeded,
+    InvalidArgument,
+    Mismatch,
+    NotFound,
+    SearchQuery,
+    ServiceError,
+    TooLarge,
+    Unavailable,
+    UpsertOutcome,
+)
+from index_service.media import MediaStore
+from index_service.repository import Repository
+from protos.semsearch.v1 import common_pb2, index_pb2, index_pb2_grpc
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SERVICE_NAME = index_pb2.DESCRIPTOR.services_by_name["Index"].full_name
+NO_DEADLINE_S = 120.0  # a caller without a deadline still gets no hang
+MAX_THUMBNAIL = 4 * 1024 * 1024
+MAX_TEXT = 1000
+
+STATUS = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    Mismatch: grpc.StatusCode.FAILED_PRECONDITION,
+    TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+REQUESTS = Counter("index_requests", "RPCs handled", ["method", "code"])
+LATENCY = Histogram("index_request_seconds", "RPC latency", ["method"],
+                    buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+UPSERTED = Counter("index_upserted_items", "Upserted items by outcome", ["outcome"])
+DB_UP = Gauge("index_database_up", "1 while the database is reachable and migrated")
+
+
+def status_of(err: ServiceError) -> grpc.StatusCode:
+    """The gRPC status of a domain error."""
+    return STATUS.get(type(err), grpc.StatusCode.INTERNAL)
+
+
+@dataclass
+class Deps:
+    """What the servicer needs: the repository, the media store and the health monitor."""
+
+    repo: Repository
+    media: MediaStore
+    health: health.HealthServicer = field(default_factory=health.HealthServicer)
+    monitor: DbMonitor | None = None
+
+    @classmethod
+    def build(cls, config: Config, dsn: str) -> Deps:
+        """Wire the real dependencies for a database DSN."""
+        media = MediaStore(config.media_dir)
+        return cls(Repository(config, dsn, media), media)
+
+    def close(self) -> None:
+        """Stop the monitor and close database connections."""
+        if self.monitor is not None:
+            self.monitor.stop()
+        self.repo.close()
+
+
+class DbMonitor:
+    """Migrates once the database is reachable, then tracks it: SERVING while it answers."""
+
+    def __init__(self, config: Config, deps: Deps) -> None:
+        self.config, self.deps = config, deps
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._last_sweep = 0.0
+        self._thread = threading.Thread(target=self._loop, name="index-db-monitor", daemon=True)
+
+    def start(self) -> None:
+        """Start checking in the background."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop checking."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    def lost(self) -> None:
+        """A request saw the database go away: report NOT_SERVING now and re-check soon."""
+        self._set(False)
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._set(self._check())
+            self._wake.wait(self.config.health_interval_s)
+            self._wake.clear()
+
+    def _check(self) -> bool:
+        repo = self.deps.repo
+        try:
+            if not repo.ready:
+                collection = repo.open()
+                log.info("database ready: backend %s, dim %d", collection.dialect.name, collection.dim)
+            else:
+                repo.ping(timeout_s=max(1.0, self.config.health_interval_s))
+            if time.monotonic() - self._last_sweep > max(60.0, self.config.orphan_grace_s):
+                self._last_sweep = time.monotonic()
+                self.deps.media.sweep(repo.with_orphans, self.config.orphan_grace_s)
+            return True
+        except ServiceError as err:
+            log.warning("database not ready: %s", err)
+        except Exception:  # a migration bug must not kill the monitor thread
+            log.exception("database check failed")
+        return False
+
+    def _set(self, up: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            self.deps.health.set(name, status)
+        DB_UP.set(1 if up else 0)
+
+
+def _rpc(method: Callable[..., T]) -> Callable[..., T]:
+    """Map domain errors to status codes, count and time the call."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def wrapper(self: IndexServicer, request: Any, context: grpc.ServicerContext) -> T:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return method(self, request, context)
+        except ServiceError as err:
+            code = status_of(err)
+            if code == grpc.StatusCode.UNAVAILABLE and self.deps.monitor is not None:
+                self.deps.monitor.lost()
+            log.debug("%s -> %s: %s", name, code.name, err)
+            context.abort(code, str(err))
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            log.exception("%s failed", name)
+            context.abort(code, "internal error (logged by the index service)")
+        finally:
+            REQUESTS.labels(name, code.name).inc()
+            LATENCY.labels(name).observe(time.perf_counter() - started)
+        raise AssertionError("unreachable")  # context.abort always raises
+
+    return wrapper
+
+
+def _timeout(context: grpc.ServicerContext) -> float:
+    remaining = context.time_remaining()
+    return NO_DEADLINE_S if remaining is None else max(0.0, remaining)
+
+
+class IndexServicer(index_pb2_grpc.IndexServicer):
+    """semsearch.v1.Index over a Repository."""
+
+    def __init__(self, config: Config, deps: Deps) -> None:
+        self.config, self.deps, self.repo = config, deps, deps.repo
+
+    def _ready(self) -> None:
+        if not self.repo.ready:
+            raise Unavailable("the index database is not reachable or not migrated yet")
+
+    @_rpc
+    def Upsert(self, request: index_pb2.UpsertRequest, context: grpc.ServicerContext) -> index_pb2.UpsertResponse:
+        """Validate each item alone, store the valid ones in one transaction."""
+        self._ready()
+        if not request.items:
+            raise InvalidArgument("no items")
+        if len(request.items) > self.config.max_batch:
+            raise TooLarge(f"{len(request.items)} items; at most {self.config.max_batch} per batch")
+        outcomes: list[UpsertOutcome | None] = []
+        valid: list[domain.NewImage] = []
+        for item in request.items:
+            try:
+                valid.append(self._new_image(item))
+                outcomes.append(None)
+            except ServiceError as err:
+                outcomes.append(UpsertOutcome(item.sha256, error=err))
+        stored = iter(self.repo.upsert(valid, _timeout(context)) if valid else [])
+        results = [o if o is not None else next(stored) for o in outcomes]
+        errors = [r.error for r in results if r.error is not None]
+        if errors and len(errors) == len(results) and all(isinstance(e, Mismatch) for e in errors):
+            raise errors[0]  # nothing stored because of the model guard: the whole call fails
+        for r in results:
+            UPSERTED.labels("error" if r.error else "created" if r.created else "existing").inc()
+        log.info("upsert: %d items, %d new, %d errors", len(results), sum(r.created for r in results), len(errors))
+        return index_pb2.UpsertResponse(results=[_result_pb(r) for r in results])
+
+    def _new_image(self, item: index_pb2.UpsertItem) -> domain.NewImage:
+        domain.check_model_id(item.model_id)
+        if not item.original:
+            raise InvalidArgument("original is empty")
+        domain.check_sha256(item.sha256, item.original)
+        if len(item.thumbnail) > MAX_THUMBNAIL:
+            raise TooLarge(f"thumbnail is {len(item.thumbnail)} bytes; at most {MAX_THUMBNAIL}")
+        for name in ("label", "source", "file_name", "content_type"):
+            if len(getattr(item, name)) > MAX_TEXT:
+                raise InvalidArgument(f"{name} is longer than {MAX_TEXT} characters")
+        vector = domain.check_vector(item.embedding, self.repo.dim, self.config.norm_tolerance)
+        return domain.NewImage(
+            sha256=item.sha256, original=item.original,
+            content_type=item.content_type or "application/octet-stream", thumbnail=item.thumbnail,
+            width=item.width, height=item.height, label=item.label, source=item.source,
+            file_name=item.file_name, vector=vector, model_id=item.model_id,
+        )
+
+    @_rpc
+    def Search(self, request: index_pb2.SearchRequest, context: grpc.ServicerContext) -> index_pb2.SearchResponse:
+        """Nearest neighbours of a query vector."""
+        self._ready()
+        timeout = _timeout(context)
+        if request.model_id:
+            model = self.repo.model_id(timeout)
+            if model is not None and model != request.model_id:
+                raise Mismatch(f"the collection holds model {model!r}, the query comes from {request.model_id!r}")
+        vector = domain.check_vector(request.vector, self.repo.dim, self.config.norm_tolerance)
+        return self._search(vector, request, None, timeout)
+
+    @_rpc
+    def SearchSimilar(
+        self, request: index_pb2.SearchSimilarRequest, context: grpc.ServicerContext
+    ) -> index_pb2.SearchResponse:
+        """Nearest neighbours of a stored image, itself excluded."""
+        self._ready()
+        timeout = _timeout(context)
+        text = self.repo.vector_of(request.id, timeout)
+        vector = _parse_vector(text)
+        return self._search(vector, request, request.id, timeout)
+
+    def _search(self, vector: Any, request: Any, exclude: int | None, timeout: float) -> index_pb2.SearchResponse:
+        if not 1 <= request.k <= self.config.max_k:
+            raise InvalidArgument(f"k must be between 1 and {self.config.max_k}")
+        if len(request.filter.labels) > MAX_TEXT:
+            raise InvalidArgument(f"at most {MAX_TEXT} labels in a filter")
+        query = SearchQuery(
+            vector=vector, k=request.k, labels=tuple(request.filter.labels), source=request.filter.source,
+            min_score=request.min_score if request.HasField("min_score") else None,
+            exact=request.exact, exclude_id=exclude,
+        )
+        hits, ms = self.repo.search(query, timeout)
+        return index_pb2.SearchResponse(
+            hits=[index_pb2.Hit(id=h.id, score=h.score, label=h.label, source=h.source, width=h.width,
+                                height=h.height) for h in hits],
+            search_ms=ms,
+        )
+
+    @_rpc
+    def Get(self, request: index_pb2.GetRequest, context: grpc.ServicerContext) -> index_pb2.GetResponse:
+        """Metadata of the ids that exist."""
+        self._ready()
+        _check_ids(request.ids, self.config.max_batch * 10)
+        metas = self.repo.get(list(request.ids), _timeout(context))
+        return index_pb2.GetResponse(images=[_meta_pb(m) for m in metas])
+
+    @_rpc
+    def GetImage(self, request: index_pb2.GetImageRequest, context: grpc.ServicerContext) -> Iterator[Any]:
+        """The original (from the media store) or the thumbnail (from the database), in chunks."""
+        self._ready()
+        timeout = _timeout(context)
+        metas = self.repo.get([request.id], timeout)
+        if not metas:
+            raise NotFound(f"no image with id {request.id}")
+        meta = metas[0]
+        if request.variant == index_pb2.GetImageRequest.THUMBNAIL:
+            data = self.repo.thumbnail(request.id, timeout)
+            return _chunks(iter([data]), domain.sniff_content_type(data), len(data), meta.sha256)
+        if not meta.sha256:
+            raise NotFound(f"image {request.id} came from the prototype; its original is not stored "
+                           f"(reference: {meta.original_ref})")
+        try:
+            size = self.deps.media.size(meta.sha256)
+        except FileNotFoundError:
+            log.error("image %d: media file %s is missing", request.id, meta.sha256)
+            raise NotFound(f"the original of image {request.id} is missing from the media store") from None
+        return _chunks(self.deps.media.open(meta.sha256), meta.content_type, size, meta.sha256)
+
+    @_rpc
+    def Delete(self, request: index_pb2.DeleteRequest, context: grpc.ServicerContext) -> index_pb2.DeleteResponse:
+        """Remove rows and their files."""
+        self._ready()
+        _check_ids(request.ids, self.config.max_batch * 10)
+        deleted = self.repo.delete(list(request.ids), _timeout(context)) if request.ids else []
+        log.info("deleted %d image(s)", len(deleted))
+        return index_pb2.DeleteResponse(deleted=deleted)
+
+    @_rpc
+    def ListLabels(
+        self, request: index_pb2.ListLabelsRequest, context: grpc.ServicerContext
+    ) -> index_pb2.ListLabelsResponse:
+        """Every label with its count."""
+        self._ready()
+        rows = self.repo.labels(_timeout(context))
+        return index_pb2.ListLabelsResponse(labels=[index_pb2.LabelCount(label=lb, count=n) for lb, n in rows])
+
+    @_rpc
+    def Exists(self, request: index_pb2.ExistsRequest, context: grpc.ServicerContext) -> index_pb2.ExistsResponse:
+        """The stored subset of the given hashes."""
+        self._ready()
+        if len(request.sha256) > 100_000:
+            raise TooLarge("at most 100000 hashes per call")
+        present = self.repo.exists(list(request.sha256), _timeout(context)) if request.sha256 else []
+        return index_pb2.ExistsResponse(present=present)
+
+    @_rpc
+    def Stats(self, request: index_pb2.StatsRequest, context: grpc.ServicerContext) -> index_pb2.StatsResponse:
+        """Count, backend, versions, index parameters and state, models, sizes."""
+        self._ready()
+        return index_pb2.StatsResponse(**self.repo.stats(_timeout(context)))
+
+    @_rpc
+    def BuildIndex(
+        self, request: index_pb2.BuildIndexRequest, context: grpc.ServicerContext
+    ) -> index_pb2.BuildIndexResponse:
+        """Build the HNSW index after a bulk load."""
+        self._ready()
+        remaining = context.time_remaining()
+        built, seconds = self.repo.build_index(request.concurrently, remaining)
+        return index_pb2.BuildIndexResponse(
+            index_state=self.repo.index_state(_timeout(context)), build_seconds=seconds, built=built)
+
+
+def _chunks(data: Iterator[bytes], content_type: str, total: int, sha256: str) -> Iterator[index_pb2.ImageChunk]:
+    first = True
+    for piece in data:
+        for start in range(0, len(piece), 64 * 1024):
+            part = piece[start:start + 64 * 1024]
+            if first:
+                yield index_pb2.ImageChunk(content_type=content_type, total_size=total, sha256=sha256, data=part)
+                first = False
+            else:
+                yield index_pb2.ImageChunk(data=part)
+    if first:
+        yield index_pb2.ImageChunk(content_type=content_type, total_size=total, sha256=sha256)
+
+
+def _parse_vector(text: str) -> Any:
+    import numpy as np
+
+    return np.array([float(x) for x in text.strip("[]{}").split(",")], dtype=np.float32)
+
+
+def _check_ids(ids: Any, limit: int) -> None:
+    if len(ids) > limit:
+        raise TooLarge(f"at most {limit} ids per call")
+
+
+def _result_pb(r: UpsertOutcome) -> index_pb2.UpsertResult:
+    error = None if r.error is None else common_pb2.ItemError(code=status_of(r.error).value[0], message=str(r.error))
+    return index_pb2.UpsertResult(id=r.id, created=r.created, sha256=r.sha256, error=error)
+
+
+def _meta_pb(m: domain.ImageMeta) -> index_pb2.ImageMeta:
+    return index_pb2.ImageMeta(
+        id=m.id, sha256=m.sha256, label=m.label, source=m.source, file_name=m.file_name, width=m.width,
+        height=m.height, content_type=m.content_type, size_bytes=m.size_bytes, model_id=m.model_id,
+        created_at=m.created_at,
+    )
+
+
+def create_server(config: Config, deps: Deps) -> tuple[grpc.Server, int]:
+    """A started gRPC server with the Index, health and reflection services; returns it and its port."""
+    limit = config.max_message_mb * 1024 * 1024
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="index-rpc"),
+        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+    )
+    index_pb2_grpc.add_IndexServicer_to_server(IndexServicer(config, deps), server)
+    health_pb2_grpc.add_HealthServicer_to_server(deps.health, server)
+    names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    if port == 0:
+        raise RuntimeError(f"could not bind {config.host}:{config.port}")
+    for name in ("", SERVICE_NAME):
+        deps.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    if deps.monitor is None:
+        deps.monitor = DbMonitor(config, deps)
+        deps.monitor.start()
+    server.start()
+    log.info("index service listening on %s:%d", config.host, port)
+    return server, port
