@@ -1,0 +1,245 @@
+"""The model CLI: obtain, build, convert and describe model bundles.
+
+    python -m embedder_service.models --help
+
+Download, int8, fp16, info and obtain (for hub bundles or paths) run without torch; random and export-*
+need the export extra (torch, transformers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from embedder_service import bundle as bundles
+from embedder_service import hub
+from embedder_service.bundle import Bundle, BundleError
+
+log = logging.getLogger("embedder_service.models")
+
+OBTAIN_KEYWORDS = ("hub", "random", "random-int8")
+RANDOM_WARNING = """\
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
+!!  {model_id} has RANDOM weights: its embeddings are NOT semantic, so search results are noise.
+!!  Good for trying the plumbing and for benchmarks only. For real search use MODEL=hub or a bundle
+!!  exported from a real checkpoint (export-hf / export-open-clip).
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"""
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Failures that deserve a one-line message rather than a traceback."""
+    from embedder_service.export import ExportError
+    from embedder_service.quantize import QuantizeError
+
+    return BundleError, hub.HubError, ExportError, QuantizeError, OSError
+
+
+def describe(found: Bundle) -> str:
+    """A human summary of a bundle: model.json plus the graphs' interface and sizes."""
+    from embedder_service.quantize import graph_summary
+
+    meaning = "yes" if found.semantic else "NO: random weights, embeddings carry no meaning"
+    lines = [
+        f"path        {found.path}",
+        f"model id    {found.model_id}",
+        f"semantic    {meaning}",
+        f"source      {found.source}",
+        f"precision   {found.precision}",
+        f"dim         {found.dim}",
+        f"image       {found.image_size}px, {found.resize}, mean {found.mean}, std {found.std}",
+        f"context     {found.context_length} tokens",
+    ]
+    for label, path in (("image.onnx", found.image_onnx), ("text.onnx", found.text_onnx), ("vocab", found.vocab)):
+        size = f"{path.stat().st_size / 1e6:7.1f} MB"
+        if path.suffix == ".onnx":
+            graph = graph_summary(path)
+            size += (f"  {', '.join(graph.inputs)} -> {', '.join(graph.outputs)}"
+                     f"  (opset {graph.opset}, weights {'/'.join(graph.weights)})")
+        lines.append(f"{label:<11} {size}")
+    if found.extra:
+        lines.append(f"extra       {json.dumps(found.extra, sort_keys=True)}")
+    return "\n".join(lines)
+
+
+def _report(found: Bundle) -> int:
+    """Print the one-line result of a build command."""
+    note = "" if found.semantic else ", NOT semantic: random weights"
+    print(f"wrote {found.model_id} ({found.precision}, dim {found.dim}{note}) to {found.path}")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    """download: fetch a ready ONNX CLIP from the hub."""
+    return _report(hub.download(args.out, repo_id=args.repo, revision=args.revision, timeout=args.timeout))
+
+
+def cmd_export_hf(args: argparse.Namespace) -> int:
+    """export-hf: export a transformers checkpoint."""
+    from embedder_service import export
+
+    return _report(export.export_transformers(args.checkpoint, args.out, vocab=args.vocab))
+
+
+def cmd_export_open_clip(args: argparse.Namespace) -> int:
+    """export-open-clip: export an open_clip model."""
+    from embedder_service import export
+
+    return _report(export.export_open_clip(args.model, args.pretrained, args.out))
+
+
+def cmd_random(args: argparse.Namespace) -> int:
+    """random: build a random-weight bundle."""
+    from embedder_service import export
+
+    return _report(export.build_random_bundle(args.out, args.preset, seed=args.seed, vocab=args.vocab))
+
+
+def cmd_int8(args: argparse.Namespace) -> int:
+    """int8: quantize a bundle for CPUs."""
+    from embedder_service import quantize
+
+    return _report(quantize.make_int8(args.src, args.out))
+
+
+def cmd_fp16(args: argparse.Namespace) -> int:
+    """fp16: convert a bundle for GPUs."""
+    from embedder_service import quantize
+
+    return _report(quantize.make_fp16(args.src, args.out))
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """info: describe a bundle."""
+    found = bundles.load(args.dir)
+    if args.json:
+        print(json.dumps(dict(asdict(found), path=str(found.path.resolve())), indent=2))
+    else:
+        print(describe(found))
+    return 0
+
+
+def obtain(what: str, cache: Path, repo: str = hub.DEFAULT_REPO, revision: str | None = None) -> Bundle:
+    """Resolve `what` (hub, random, random-int8 or a bundle path) to a ready bundle, using cache."""
+    if what == "hub":
+        target = cache / "hub" / (repo.replace("/", "--") + (f"@{revision}" if revision else ""))
+        if (target / bundles.MANIFEST).is_file():
+            log.info("using the cached download in %s", target)
+            return bundles.load(target)
+        return hub.download(target, repo_id=repo, revision=revision)
+    if what in ("random", "random-int8"):
+        from embedder_service import export
+
+        precision = "int8" if what == "random-int8" else "fp32"
+        found = bundles.load(export.cached_random_bundle(cache / "random", "vit-b-32", precision))
+        print(RANDOM_WARNING.format(model_id=found.model_id), file=sys.stderr)
+        return found
+    path = Path(what)
+    if not path.exists():
+        raise BundleError(f"{what!r} is neither {', '.join(OBTAIN_KEYWORDS)} nor an existing bundle directory")
+    return bundles.load(path)
+
+
+def cmd_obtain(args: argparse.Namespace) -> int:
+    """obtain: the bundle `make run` serves."""
+    found = obtain(args.what, Path(args.cache), repo=args.repo, revision=args.revision)
+    if args.print_path:
+        print(found.path.resolve())
+    else:
+        print(describe(found))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with help for every command and option."""
+    parser = argparse.ArgumentParser(
+        prog="python -m embedder_service.models",
+        description="Obtain, build, convert and describe CLIP model bundles (model.json, image.onnx, text.onnx, "
+                    "BPE vocabulary). Exit status: 0 ok, 1 failure (one-line message on stderr), 2 usage error.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details (debug level) to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: object, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(run=run)
+        return p
+
+    def out_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--out", required=True, metavar="DIR", help="new bundle directory (must be absent or empty)")
+
+    p = command("download", cmd_download, "download a ready ONNX CLIP ViT-B/32 from the Hugging Face hub")
+    p.add_argument("--repo", default=hub.DEFAULT_REPO, metavar="ID",
+                   help=f"hub repository with onnx/vision_model.onnx, onnx/text_model.onnx, merges.txt "
+                        f"(default {hub.DEFAULT_REPO})")
+    p.add_argument("--revision", metavar="R", help="branch, tag or commit of the repository (default: main)")
+    p.add_argument("--timeout", type=float, default=hub.TIMEOUT_S, metavar="S",
+                   help=f"network timeout in seconds for reaching the hub (default {hub.TIMEOUT_S:g})")
+    out_option(p)
+
+    p = command("export-hf", cmd_export_hf, "export a transformers CLIP checkpoint (needs torch)")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="local checkpoint directory or hub id")
+    p.add_argument("--vocab", metavar="FILE", help="BPE vocabulary .txt.gz (default: the checkpoint's "
+                                                   "merges.txt, else the shared or open_clip copy)")
+    out_option(p)
+
+    p = command("export-open-clip", cmd_export_open_clip,
+                "export an open_clip model (needs torch and open_clip_torch)")
+    p.add_argument("model", metavar="MODEL", help="open_clip model name, e.g. ViT-B-32")
+    p.add_argument("pretrained", metavar="PRETRAINED", help="open_clip pretrained tag or file, e.g. laion2b_s34b_b79k")
+    out_option(p)
+
+    from embedder_service.export import PRESETS  # plain data; torch is imported only when building
+
+    p = command("random", cmd_random, "build a bundle with random weights: NOT semantic; for tests, benchmarks, "
+                                      "demos of the plumbing (needs torch)")
+    p.add_argument("--preset", required=True, choices=sorted(PRESETS),
+                   help="vit-b-32: the exact ViT-B/32 shape (600 MB); tiny: two thin layers per tower (15 MB)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the random weights (default 0)")
+    p.add_argument("--vocab", metavar="FILE", help="BPE vocabulary .txt.gz (default: the shared or open_clip copy)")
+    out_option(p)
+
+    for name, run, what in (("int8", cmd_int8, "an int8 bundle (dynamic quantization) for CPU serving"),
+                            ("fp16", cmd_fp16, "an fp16 bundle (float32 inputs and outputs) for GPU serving")):
+        p = command(name, run, f"convert an fp32 bundle into {what}")
+        p.add_argument("src", metavar="SRC", help="fp32 bundle directory")
+        out_option(p)
+
+    p = command("info", cmd_info, "describe a bundle: model.json, graph inputs and outputs, file sizes")
+    p.add_argument("dir", metavar="DIR", help="bundle directory")
+    p.add_argument("--json", action="store_true", help="print model.json (plus the resolved path) as JSON")
+
+    p = command("obtain", cmd_obtain, "resolve the bundle to serve (used by `make run`), building or downloading "
+                                      "it into the cache on first use")
+    p.add_argument("what", metavar="{hub,random,random-int8,PATH}",
+                   help="hub: download the default ONNX CLIP (reused once present); random / random-int8: a "
+                        "cached random-weight ViT-B/32 bundle, NOT semantic (needs torch); PATH: an existing "
+                        "bundle directory, checked and used as is")
+    p.add_argument("--cache", required=True, metavar="DIR", help="directory for downloaded and built bundles")
+    p.add_argument("--print-path", action="store_true",
+                   help="print only the bundle's path on stdout (everything else goes to stderr)")
+    p.add_argument("--repo", default=hub.DEFAULT_REPO, metavar="ID", help="hub repository for `hub`")
+    p.add_argument("--revision", metavar="R", help="revision for `hub` (default: main)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    # Logs go to stderr so stdout carries only results (a path with --print-path).
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("embedder_service").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        return args.run(args)
+    except _expected_errors() as exc:
+        if args.verbose:
+            log.exception("failed")
+        message = " ".join(str(exc).split())
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
