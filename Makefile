@@ -23,11 +23,11 @@ protos: $(GENERATED)
 $(GENERATED): $(PROTOS) $(STAMP)
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. $(PROTOS)
 
-# Obtain a model bundle (MODEL=hub downloads CLIP ViT-B/32; MODEL=random builds a meaningless
-# demo model of the same shape; MODEL=/path uses a bundle directory) and serve it.
+# Obtain a model bundle (MODEL=hub downloads CLIP ViT-B/32 once; MODEL=random builds a meaningless demo
+# model of the same shape; MODEL=/path uses a bundle directory), then start and supervise every service.
+# ARGS passes more options, e.g. ARGS="--load ~/Pictures --port 9000" (see python -m deploy --help).
 run: install
-	$(PY) -m embedder_service.models obtain $(MODEL) --cache $(MODELS_DIR) --print-path > $(VENV)/.model-path
-	EMBEDDER_MODEL_DIR="$$(cat $(VENV)/.model-path)" $(PY) -m embedder_service
+	$(PY) -m deploy --model $(MODEL) --cache $(MODELS_DIR) $(ARGS)
 
 test: install
 	$(PY) -m ruff check .

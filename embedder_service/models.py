@@ -30,7 +30,7 @@ RANDOM_WARNING = """\
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"""
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
+def expected_errors() -> tuple[type[BaseException], ...]:
     """Failures that deserve a one-line message rather than a traceback."""
     from embedder_service.export import ExportError
     from embedder_service.quantize import QuantizeError
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("embedder_service").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return args.run(args)
-    except _expected_errors() as exc:
+    except expected_errors() as exc:
         if args.verbose:
             log.exception("failed")
         message = " ".join(str(exc).split())

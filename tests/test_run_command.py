@@ -1,0 +1,73 @@
+"""The README's run command (`python -m deploy`) with the tiny model: healthy, serves, stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+@pytest.mark.slow
+def test_run_command_reaches_healthy_serves_a_search_and_stops_cleanly(tiny_bundle_dir: Path,
+                                                                        tmp_path_factory) -> None:
+    data = tmp_path_factory.mktemp("run", numbered=True)
+    http, embedder, index = free_ports(3)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deploy", "--model", str(tiny_bundle_dir), "--data-dir", str(data),
+         "--port", str(http), "--embedder-port", str(embedder), "--index-port", str(index)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        for line in proc.stdout:
+            if "semsearch is ready" in line:
+                break
+            assert time.monotonic() < deadline, "not ready in time"
+        else:
+            pytest.fail(f"the launcher exited with {proc.wait()} before it was ready")
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/api/search?q=a+dog+on+a+beach", timeout=30) as r:
+            body = json.load(r)
+        assert r.status == 200 and body["hits"] == [] and "embed_ms" in body["timings"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/api/stats", timeout=10) as r:
+            assert json.load(r)["semantic"] is False
+        services = children(proc.pid)
+        postgres = data / "index" / "postgres" / "pgdata" / "postmaster.pid"
+        assert len(services) == 3 and postgres.exists()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert not any(alive(pid) for pid in services)
+        assert not postgres.exists(), "Postgres was not shut down cleanly"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
