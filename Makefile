@@ -8,7 +8,7 @@ GENERATED := $(PROTOS:.proto=_pb2.py)
 MODEL ?= hub
 MODELS_DIR ?= .cache/models
 
-.PHONY: install protos run test lint clean bench
+.PHONY: install protos run test browser clean bench
 install: $(STAMP) $(GENERATED)
 
 $(STAMP): pyproject.toml
@@ -29,9 +29,14 @@ $(GENERATED): $(PROTOS) $(STAMP)
 run: install
 	$(PY) -m deploy --model $(MODEL) --cache $(MODELS_DIR) $(ARGS)
 
-test: install
+test: install browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# The browser tests drive Debian's Chromium; install it when missing and we may (root with apt-get).
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; fi
 
 bench: install
 	$(PY) -m bench.embedder

@@ -1,0 +1,185 @@
+"""Async gRPC clients of the embedder and the index: one reusable channel each, deadlines, error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import Counter, Histogram
+
+from gateway.config import GatewayConfig
+from gateway.errors import ApiError, from_rpc
+from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc, index_pb2, index_pb2_grpc
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BACKEND_CALLS = Counter("gateway_backend_calls", "gRPC calls to the backends", ["backend", "method", "code"])
+BACKEND_LATENCY = Histogram("gateway_backend_seconds", "gRPC call latency", ["backend", "method"],
+                            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+
+CHANNEL_OPTIONS = [
+    # A restarted backend is found again within about a second, not after gRPC's default 120 s backoff.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    # Notice a dead peer on an idle connection instead of waiting for TCP to give up.
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 300 * 1024 * 1024),
+]
+
+
+class Deadline:
+    """One time budget for a whole HTTP request, shared by the calls it makes."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        """Seconds left; at least a millisecond so gRPC reports DEADLINE_EXCEEDED itself."""
+        return max(0.001, self.end - time.monotonic())
+
+
+class Backends:
+    """The two services behind the gateway; create inside the event loop, close on shutdown."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.embedder_channel = grpc.aio.insecure_channel(config.embedder_addr, options=CHANNEL_OPTIONS)
+        self.index_channel = grpc.aio.insecure_channel(config.index_addr, options=CHANNEL_OPTIONS)
+        self.embedder = embedder_pb2_grpc.EmbedderStub(self.embedder_channel)
+        self.index = index_pb2_grpc.IndexStub(self.index_channel)
+
+    async def close(self) -> None:
+        """Close both channels."""
+        await self.embedder_channel.close()
+        await self.index_channel.close()
+
+    async def _call(self, backend: str, method: str, request: Any, deadline: Deadline,
+                    overload_is_429: bool = False) -> Any:
+        """Call backend.method(request) within the deadline; failures leave as ApiError, all are counted."""
+        stub = self.embedder if backend == "embedder" else self.index
+        return await self._await(backend, method, getattr(stub, method)(request, timeout=deadline.remaining()),
+                                 overload_is_429)
+
+    async def _await(self, backend: str, method: str, call: Awaitable[T], overload_is_429: bool = False) -> T:
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            return await call
+        except grpc.aio.AioRpcError as err:
+            code = err.code().name
+            log.debug("%s.%s failed: %s %s", backend, method, code, err.details())
+            raise from_rpc(err, backend, self.config.retry_after_s, overload_is_429) from None
+        finally:
+            BACKEND_CALLS.labels(backend, method, code).inc()
+            BACKEND_LATENCY.labels(backend, method).observe(time.perf_counter() - started)
+
+    # -- embedder ---------------------------------------------------------------------------------
+
+    async def embed_text(self, text: str, deadline: Deadline) -> tuple[list[float], str, bool]:
+        """The vector of one text, the model id that made it, and whether the text was cut."""
+        response = await self._call("embedder", "EmbedTexts", embedder_pb2.EmbedTextsRequest(texts=[text]), deadline,
+                                    overload_is_429=True)
+        result = response.results[0]
+        if result.HasField("error"):
+            raise ApiError(400, result.error.message)
+        return list(result.embedding), response.model_id, result.truncated
+
+    async def embed_images(self, images: list[tuple[str, bytes]], thumbnail_size: int,
+                           deadline: Deadline) -> embedder_pb2.EmbedImagesResponse:
+        """Embed (key, bytes) pairs in one call; per-item errors stay inside the response."""
+        request = embedder_pb2.EmbedImagesRequest(
+            images=[embedder_pb2.ImageInput(key=key, data=data) for key, data in images],
+            thumbnail_size=thumbnail_size)
+        return await self._call("embedder", "EmbedImages", request, deadline, overload_is_429=True)
+
+    async def model_info(self, deadline: Deadline) -> embedder_pb2.ModelInfo:
+        """What model the embedder runs, and where."""
+        return await self._call("embedder", "GetModelInfo", embedder_pb2.GetModelInfoRequest(), deadline)
+
+    # -- index ------------------------------------------------------------------------------------
+
+    async def search(self, request: index_pb2.SearchRequest, deadline: Deadline) -> index_pb2.SearchResponse:
+        """Nearest neighbours of a vector."""
+        return await self._call("index", "Search", request, deadline)
+
+    async def similar(self, request: index_pb2.SearchSimilarRequest,
+                      deadline: Deadline) -> index_pb2.SearchResponse:
+        """Nearest neighbours of a stored image."""
+        return await self._call("index", "SearchSimilar", request, deadline)
+
+    async def upsert(self, items: list[index_pb2.UpsertItem], deadline: Deadline) -> index_pb2.UpsertResponse:
+        """Store a batch; per-item errors stay inside the response."""
+        return await self._call("index", "Upsert", index_pb2.UpsertRequest(items=items), deadline)
+
+    async def get(self, image_id: int, deadline: Deadline) -> index_pb2.ImageMeta:
+        """Metadata of one image; 404 when unknown."""
+        response = await self._call("index", "Get", index_pb2.GetRequest(ids=[image_id]), deadline)
+        if not response.images:
+            raise ApiError(404, f"no image with id {image_id}")
+        return response.images[0]
+
+    async def delete(self, image_id: int, deadline: Deadline) -> bool:
+        """Remove one image; False when it did not exist."""
+        response = await self._call("index", "Delete", index_pb2.DeleteRequest(ids=[image_id]), deadline)
+        return image_id in response.deleted
+
+    async def labels(self, deadline: Deadline) -> list[index_pb2.LabelCount]:
+        """Every label and its count."""
+        response = await self._call("index", "ListLabels", index_pb2.ListLabelsRequest(), deadline)
+        return list(response.labels)
+
+    async def stats(self, deadline: Deadline) -> index_pb2.StatsResponse:
+        """Collection size, backend and model ids."""
+        return await self._call("index", "Stats", index_pb2.StatsRequest(), deadline)
+
+    async def open_image(self, image_id: int, thumbnail: bool,
+                         deadline: Deadline) -> tuple[index_pb2.ImageChunk, AsyncIterator[bytes]]:
+        """The first chunk (content type, size, hash) and an iterator over all the bytes.
+
+        Reading the first chunk before answering turns NOT_FOUND into a 404 instead of a broken stream.
+        """
+        variant = index_pb2.GetImageRequest.THUMBNAIL if thumbnail else index_pb2.GetImageRequest.ORIGINAL
+        call = self.index.GetImage(index_pb2.GetImageRequest(id=image_id, variant=variant),
+                                   timeout=deadline.remaining())
+        first = await self._await("index", "GetImage", call.read())
+        if first is grpc.aio.EOF:
+            raise ApiError(404, f"no image with id {image_id}")
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                yield first.data
+                while (chunk := await call.read()) is not grpc.aio.EOF:
+                    yield chunk.data
+            except grpc.aio.AioRpcError as err:
+                # Headers are out: all we can do is end short, so the client sees a truncated body.
+                log.warning("image %d: stream broke after the first chunk: %s", image_id, err.code().name)
+            finally:
+                call.cancel()  # the HTTP client went away: stop the stream upstream too
+
+        return first, body()
+
+    # -- health -----------------------------------------------------------------------------------
+
+    async def serving(self, deadline: Deadline) -> dict[str, bool]:
+        """Whether each backend's health service says SERVING (both asked at once)."""
+
+        async def check(channel: grpc.aio.Channel) -> bool:
+            try:
+                reply = await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=deadline.remaining())
+            except grpc.aio.AioRpcError:
+                return False
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+        embedder, index = await asyncio.gather(check(self.embedder_channel), check(self.index_channel))
+        return {"embedder": embedder, "index": index}

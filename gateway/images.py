@@ -1,0 +1,58 @@
+"""Cheap checks of uploaded bytes before they travel to the embedder: is it an image, how many pixels."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+from PIL import Image
+
+from gateway.errors import ApiError
+
+# Magic numbers of the formats the embedder decodes (embedder.proto: JPEG, PNG, WebP, GIF, BMP, TIFF).
+SIGNATURES = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"BM", "image/bmp"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+)
+
+
+def sniff(data: bytes) -> str | None:
+    """The image MIME type the bytes announce, or None for anything else."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    for magic, mime in SIGNATURES:
+        if data.startswith(magic):
+            return mime
+    return None
+
+
+def check(data: bytes, name: str, max_bytes: int, max_pixels: int) -> str:
+    """Raise the right ApiError for an empty, oversized, non-image or pixel-bomb upload; return its type.
+
+    Only the header is parsed (Pillow opens lazily), so a decompression bomb is refused before anyone
+    allocates its pixels. Corrupt image data past the header is left to the embedder, which decodes.
+    """
+    if not data:
+        raise ApiError(400, f"{name}: the file is empty")
+    if len(data) > max_bytes:
+        raise ApiError(413, f"{name}: {len(data):,} bytes; the limit is {max_bytes:,}")
+    mime = sniff(data)
+    if mime is None:
+        raise ApiError(415, f"{name}: not an image (JPEG, PNG, WebP, GIF, BMP or TIFF expected)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except Image.DecompressionBombError:
+        raise ApiError(413, f"{name}: too many pixels") from None
+    except Exception as err:  # noqa: BLE001 - any header Pillow cannot read is the client's corrupt file
+        raise ApiError(400, f"{name}: corrupt {mime.split('/')[1].upper()} header ({err.__class__.__name__})") from None
+    if width * height > max_pixels:
+        raise ApiError(413, f"{name}: {width}x{height} pixels; the limit is {max_pixels:,} pixels")
+    return mime

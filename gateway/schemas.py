@@ -1,0 +1,144 @@
+"""The JSON shapes of the HTTP API; they make the OpenAPI spec the gateway serves."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ErrorBody(BaseModel):
+    """Every error response."""
+
+    error: str = Field(description="short code, e.g. not_found")
+    status: int
+    message: str = Field(description="what went wrong, readable by a person")
+
+
+class Hit(BaseModel):
+    """One search result."""
+
+    id: int
+    score: float = Field(description="cosine similarity, 1 = same direction")
+    label: str
+    source: str
+    width: int
+    height: int
+    thumbnail_url: str
+    image_url: str
+
+
+class Timings(BaseModel):
+    """Where the time of a search went, in milliseconds."""
+
+    embed_ms: float = Field(description="the embedder call (0 for 'more like this')")
+    search_ms: float = Field(description="the index call, as seen by the gateway")
+    database_ms: float = Field(description="time spent in the database, as reported by the index")
+    total_ms: float
+
+
+class SearchResult(BaseModel):
+    """Hits of a search, best first, from position `offset` on."""
+
+    hits: list[Hit]
+    offset: int
+    k: int
+    has_more: bool = Field(description="whether asking with a larger offset may give more hits")
+    timings: Timings
+    truncated: bool = Field(False, description="the text was longer than the model's context and was cut")
+
+
+class ImageInfo(BaseModel):
+    """Metadata of a stored image."""
+
+    id: int
+    sha256: str
+    label: str
+    source: str
+    file_name: str
+    width: int
+    height: int
+    content_type: str
+    size_bytes: int
+    model_id: str
+    created_at: int = Field(description="seconds since the epoch, UTC")
+    thumbnail_url: str
+    image_url: str
+
+
+class UploadOutcome(BaseModel):
+    """What happened to one uploaded file."""
+
+    file: str
+    outcome: Literal["created", "exists", "error"]
+    id: int | None = None
+    sha256: str | None = None
+    status: int = Field(description="HTTP-style status of this file: 201, 200 or the error's")
+    message: str | None = None
+
+
+class UploadResult(BaseModel):
+    """Per-file outcomes, in the order of the request."""
+
+    results: list[UploadOutcome]
+    created: int
+    existing: int
+    failed: int
+
+
+class UploadFailure(ErrorBody):
+    """No file was stored: the error (of the first file), and each file's outcome when the files were read."""
+
+    results: list[UploadOutcome] = []
+    created: int = 0
+    existing: int = 0
+    failed: int = 0
+
+
+class Deleted(BaseModel):
+    """A removed image."""
+
+    deleted: int
+
+
+class Label(BaseModel):
+    """A label and how many images carry it."""
+
+    label: str
+    count: int
+
+
+class Limits(BaseModel):
+    """The limits this gateway enforces."""
+
+    max_file_bytes: int
+    max_request_bytes: int
+    max_files: int
+    max_query_chars: int
+    max_k: int
+    max_depth: int
+
+
+class Stats(BaseModel):
+    """The collection and the model behind it."""
+
+    count: int
+    backend: str
+    index_state: str
+    collection_models: list[str]
+    model_id: str
+    model_name: str
+    precision: str
+    providers: list[str]
+    semantic: bool = Field(description="false for random-weight models: their results carry no meaning")
+    dim: int
+    write_token_required: bool
+    limits: Limits
+
+
+class Ready(BaseModel):
+    """Whether each backend says SERVING."""
+
+    ready: bool
+    embedder: bool
+    index: bool
