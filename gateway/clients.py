@@ -24,6 +24,8 @@ BACKEND_LATENCY = Histogram("gateway_backend_seconds", "gRPC call latency", ["ba
                             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
 CHANNEL_OPTIONS = [
+    # Spread calls over every address the name resolves to (a headless Service's pods: dns:///embedder:50051).
+    ("grpc.lb_policy_name", "round_robin"),
     # A restarted backend is found again within about a second, not after gRPC's default 120 s backoff.
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
