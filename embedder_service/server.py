@@ -179,7 +179,9 @@ def create_server(config: EmbedderConfig, engine: Engine | None = None) -> Embed
     limit = config.max_receive_mb * 1024 * 1024
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="rpc"),
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
+                 # Callers reconnect every few minutes, re-resolving DNS, so new replicas get traffic.
+                 ("grpc.max_connection_age_ms", 300_000), ("grpc.max_connection_age_grace_ms", 60_000)],
     )
     servicer = EmbedderServicer(config)
     embedder_pb2_grpc.add_EmbedderServicer_to_server(servicer, server)

@@ -383,7 +383,9 @@ def create_server(config: Config, deps: Deps) -> tuple[grpc.Server, int]:
     limit = config.max_message_mb * 1024 * 1024
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="index-rpc"),
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
+                 # Callers reconnect every few minutes, re-resolving DNS, so new replicas get traffic.
+                 ("grpc.max_connection_age_ms", 300_000), ("grpc.max_connection_age_grace_ms", 60_000)],
     )
     index_pb2_grpc.add_IndexServicer_to_server(IndexServicer(config, deps), server)
     health_pb2_grpc.add_HealthServicer_to_server(deps.health, server)

