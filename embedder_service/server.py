@@ -69,7 +69,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
 
         threading.Thread(target=read, daemon=True, name="stream-reader").start()
         try:
-            while (item := results.get()) is not None:
+            while (item := _next(results, context)) is not None:
                 if isinstance(item, Exception):
                     break
                 yield self._answer("StreamEmbedImages", context, lambda _: item.result())
@@ -103,7 +103,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         if request.thumbnail_size > self.config.thumbnail_max:
             raise ValueError(f"thumbnail_size {request.thumbnail_size} exceeds {self.config.thumbnail_max}")
         results = engine.embed_images([i.data for i in request.images], request.thumbnail_size,
-                                      context.time_remaining(), wait_for_room)
+                                      _remaining(context), wait_for_room)
         out = embedder_pb2.EmbedImagesResponse(request_id=request.request_id,
                                                model_id=engine.model.bundle.model_id)
         for item, result in zip(request.images, results, strict=True):
@@ -120,7 +120,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         if len(request.texts) > self.config.max_texts_per_request:
             raise Overloaded(f"{len(request.texts)} texts in one request; the limit is "
                              f"{self.config.max_texts_per_request}")
-        results = engine.embed_texts(list(request.texts), context.time_remaining())
+        results = engine.embed_texts(list(request.texts), _remaining(context))
         out = embedder_pb2.EmbedTextsResponse(model_id=engine.model.bundle.model_id)
         for result in results:
             if isinstance(result, Exception):
@@ -137,6 +137,22 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
             context_length=b.context_length, precision=b.precision, providers=engine.model.providers,
             max_batch=self.config.max_batch, source=b.source, semantic=b.semantic,
         )
+
+
+def _next(results: queue.Queue, context: grpc.ServicerContext) -> object | None:
+    """The next queued result, or None once the stream ends or its client is gone."""
+    while True:
+        try:
+            return results.get(timeout=0.5)
+        except queue.Empty:
+            if not context.is_active():
+                return None
+
+
+def _remaining(context: grpc.ServicerContext) -> float | None:
+    """Seconds to the caller's deadline; None without one (gRPC then reports a huge number)."""
+    left = context.time_remaining()
+    return None if left is None or left > 1e6 else left
 
 
 def _status_of(exc: Exception) -> grpc.StatusCode:

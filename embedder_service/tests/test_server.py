@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -180,3 +182,42 @@ def test_health_reflection_and_loading_state(model: ClipModel) -> None:
     finally:
         channel.close()
         server.stop(1)
+
+
+def test_stream_without_a_deadline_works(stub) -> None:
+    request = embedder_pb2.EmbedImagesRequest(images=[embedder_pb2.ImageInput(data=images.jpeg(seed=30))],
+                                              request_id="only")
+    responses = list(stub.StreamEmbedImages(iter([request])))
+    assert [r.request_id for r in responses] == ["only"] and len(responses[0].results[0].embedding) == 512
+
+
+def _stream_handlers_running() -> int:
+    return sum(any(f.f_code.co_name == "StreamEmbedImages" for f in _stack(frame))
+               for frame in sys._current_frames().values())
+
+
+def _stack(frame) -> Iterator:
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
+
+
+def test_a_vanished_stream_client_does_not_leave_its_handler_waiting(stub) -> None:
+    gate = threading.Event()
+
+    def requests() -> Iterator[embedder_pb2.EmbedImagesRequest]:
+        yield embedder_pb2.EmbedImagesRequest(images=[embedder_pb2.ImageInput(data=images.jpeg(seed=31))])
+        gate.wait(30)  # the client neither sends more nor closes its side
+
+    call = stub.StreamEmbedImages(requests(), timeout=60)
+    next(call)
+    deadline = time.monotonic() + 5
+    while not _stream_handlers_running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _stream_handlers_running() == 1  # waiting for the client's next request
+    call.cancel()
+    gate.set()
+    deadline = time.monotonic() + 5
+    while _stream_handlers_running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _stream_handlers_running() == 0

@@ -1,0 +1,177 @@
+"""Real services for the loader tests: the tiny-model embedder and the index on an embedded Postgres."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import psycopg2
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from embedder_service import bundle
+from embedder_service.config import EmbedderConfig
+from embedder_service.engine import Engine
+from embedder_service.model import ClipModel
+from embedder_service.server import create_server as create_embedder
+from index_service.config import Config as IndexConfig
+from index_service.pg import EmbeddedPostgres
+from index_service.server import Deps
+from index_service.server import create_server as create_index
+from protos.semsearch.v1 import index_pb2, index_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[2]
+# The test cluster needs no crash safety of its own; what the tests check is the loader's.
+FAST_PG = {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off", "max_connections": "200"}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_serving(addr: str, timeout_s: float = 60.0) -> None:
+    """Block until the server at addr reports SERVING."""
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(addr) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{addr} never became SERVING")
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[EmbeddedPostgres]:
+    """One embedded Postgres for the session.
+
+    Its cluster lives outside pytest's temporary root: every pytest start resets that root to mode
+    0700, which would lock the unprivileged postgres user out while another test run begins.
+    """
+    root = Path(tempfile.mkdtemp(prefix="loader-tests-pg-"))
+    server = EmbeddedPostgres(root, settings=FAST_PG)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop(mode="immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class IndexServer:
+    """An in-process index service on its own fresh database."""
+
+    addr: str
+    stub: index_pb2_grpc.IndexStub
+    server: grpc.Server
+    deps: Deps
+    channel: grpc.Channel
+    dsn: str
+
+    def count(self) -> int:
+        """Rows stored."""
+        return self.stub.Stats(index_pb2.StatsRequest(), timeout=10).count
+
+    def labels(self) -> dict[str, int]:
+        """Rows per label."""
+        return {lc.label: lc.count for lc in self.stub.ListLabels(index_pb2.ListLabelsRequest(), timeout=10).labels}
+
+    def metas(self) -> list[index_pb2.ImageMeta]:
+        """Metadata of every row (ids are dense from 1 in a fresh database; gaps are fine)."""
+        top = 10_000
+        return list(self.stub.Get(index_pb2.GetRequest(ids=range(1, top)), timeout=30).images) \
+            if self.count() else []
+
+
+def create_database(pg: EmbeddedPostgres) -> str:
+    """A new empty database on pg; returns its DSN."""
+    name = f"loader_{uuid.uuid4().hex[:10]}"
+    conn = psycopg2.connect(pg.dsn())
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    conn.close()
+    return pg.dsn(name)
+
+
+def start_index(pg: EmbeddedPostgres, data_dir: Path, dsn: str | None = None, port: int = 0,
+                **overrides: object) -> IndexServer:
+    """An index server, SERVING, over dsn (default: a new database on pg) and data_dir."""
+    config = IndexConfig(host="127.0.0.1", port=port, dsn=dsn or create_database(pg), data_dir=data_dir,
+                         health_interval_s=0.2, grace_s=0.5, **overrides)  # type: ignore[arg-type]
+    deps = Deps.build(config, config.dsn or "")
+    server, port = create_index(config, deps)
+    addr = f"127.0.0.1:{port}"
+    wait_serving(addr)
+    channel = grpc.insecure_channel(addr)
+    return IndexServer(addr, index_pb2_grpc.IndexStub(channel), server, deps, channel, config.dsn or "")
+
+
+def stop_index(index: IndexServer) -> None:
+    """Stop an index server started by start_index."""
+    index.channel.close()
+    index.server.stop(0).wait()
+    index.deps.close()
+
+
+@pytest.fixture
+def index(pg: EmbeddedPostgres, tmp_path: Path) -> Iterator[IndexServer]:
+    """A fresh, empty index for one test."""
+    server = start_index(pg, tmp_path / "index-data")
+    yield server
+    stop_index(server)
+
+
+@pytest.fixture(scope="session")
+def embedder(tiny_bundle_dir: Path) -> Iterator[str]:
+    """The address of an in-process embedder serving the tiny model."""
+    config = EmbedderConfig(port=0, max_wait_ms=2)
+    server = create_embedder(config, Engine(ClipModel(bundle.load(tiny_bundle_dir), "cpu"), config))
+    yield f"127.0.0.1:{server.port}"
+    server.stop(0.5)
+
+
+def start_embedder_process(bundle_dir: Path, port: int) -> subprocess.Popen:
+    """`python -m embedder_service` on 127.0.0.1:port, SERVING."""
+    env = {**os.environ, "EMBEDDER_MODEL_DIR": str(bundle_dir), "EMBEDDER_PORT": str(port),
+           "EMBEDDER_PROVIDER": "cpu", "EMBEDDER_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "embedder_service"], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_serving(f"127.0.0.1:{port}")
+    except TimeoutError:
+        proc.kill()
+        raise
+    return proc
+
+
+def kill(proc: subprocess.Popen) -> None:
+    """SIGKILL a process we started and reap it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def loader_process(*args: str) -> subprocess.Popen:
+    """`python -m loader ARGS` as a child process (stdout and stderr captured)."""
+    return subprocess.Popen([sys.executable, "-m", "loader", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
