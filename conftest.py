@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Tests fork helpers (pg_ctl run as another user) while gRPC threads are busy; gRPC's fork handlers
+# then skip themselves and the child can crash before exec. Nothing here needs gRPC across a fork.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import pytest
 
