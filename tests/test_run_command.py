@@ -33,6 +33,10 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
+def cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
 def children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
@@ -63,6 +67,22 @@ def test_run_command_reaches_healthy_serves_a_search_and_stops_cleanly(tiny_bund
         services = children(proc.pid)
         postgres = data / "index" / "postgres" / "pgdata" / "postmaster.pid"
         assert len(services) == 3 and postgres.exists()
+
+        # A crashed service is restarted and the system answers again.
+        embedder_pid = next(pid for pid in services if "embedder_service" in cmdline(pid))
+        os.kill(embedder_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http}/api/search?q=a+cat", timeout=10) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the system did not answer again after the embedder was killed")
+        services = children(proc.pid)
+        assert len(services) == 3 and embedder_pid not in services
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         assert not any(alive(pid) for pid in services)
