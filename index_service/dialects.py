@@ -6,6 +6,7 @@ dialect follows the facts in ../shared/LANTERN.md; it cannot run here and is uni
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +51,12 @@ class Lantern:
     def literal(self, vec: np.ndarray) -> str:
         """The text form of a vector parameter."""
         return "{" + _floats(vec) + "}"
+
+    def binary(self, vec: np.ndarray) -> bytes:
+        """The column value in COPY's binary format: a one-dimensional float4 array (element OID 700)."""
+        cells = np.empty(len(vec), dtype=[("size", ">i4"), ("value", ">f4")])
+        cells["size"], cells["value"] = 4, vec
+        return struct.pack(">iiiii", 1, 0, 700, len(vec), 1) + cells.tobytes()
 
     def session_setup(self) -> list[str]:
         """Loads the library so its settings exist in the session (SET LOCAL needs them)."""
@@ -101,6 +108,10 @@ class PgVector:
     def literal(self, vec: np.ndarray) -> str:
         """The text form of a vector parameter."""
         return "[" + _floats(vec) + "]"
+
+    def binary(self, vec: np.ndarray) -> bytes:
+        """The column value in COPY's binary format (pgvector's vector_recv: dim, unused, float4s)."""
+        return struct.pack(">hh", len(vec), 0) + vec.astype(">f4").tobytes()
 
     def session_setup(self) -> list[str]:
         """Nothing to load: hnsw.* settings exist once the extension is installed."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -36,6 +37,10 @@ META_COLUMNS = (
     "id, sha256, label, source, file_name, width, height, content_type, size_bytes, model_id, "
     "extract(epoch FROM created_at)::bigint, original_ref"
 )
+# COPY's binary format: signature, flags, header-extension length; then per row a field count and
+# length-prefixed fields in the columns' binary forms (text as UTF-8, int4/int8 big-endian, raw bytea).
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_INT2, _INT4, _INT8 = struct.Struct(">h"), struct.Struct(">i"), struct.Struct(">q")
 INSERT_COLUMNS = (
     "sha256, label, source, file_name, width, height, content_type, size_bytes, model_id, thumbnail, v"
 )
@@ -149,21 +154,25 @@ class Repository:
         self.media.put_many([(i.sha256, i.original) for i in new])
         if new:
             # COPY straight into the table: every new sha256 is locked by us, so no one else can insert it.
-            cur.copy_expert(f"COPY {TABLE} ({INSERT_COLUMNS}) FROM STDIN", io.StringIO(self._copy_rows(new)))
+            cur.copy_expert(f"COPY {TABLE} ({INSERT_COLUMNS}) FROM STDIN WITH (FORMAT binary)",
+                            io.BytesIO(self._copy_rows(new)))
             cur.execute(f"SELECT sha256, id FROM {TABLE} WHERE sha256 = ANY(%s)", ([i.sha256 for i in new],))
             out.update({sha: UpsertOutcome(sha, id=row_id, created=True) for sha, row_id in cur.fetchall()})
         out.update({sha: UpsertOutcome(sha, id=row_id) for sha, row_id in existing.items()})
         return out
 
-    def _copy_rows(self, items: list[NewImage]) -> str:
-        """COPY text rows (bytea as hex, the vector in the dialect's literal form)."""
-        lines = []
+    def _copy_rows(self, items: list[NewImage]) -> bytes:
+        """The rows in COPY's binary format: no text formatting of floats, no hex of thumbnails."""
+        out = [COPY_HEADER]
         for i in items:
-            fields = [i.sha256, _copy_text(i.label), _copy_text(i.source), _copy_text(i.file_name), str(i.width),
-                      str(i.height), _copy_text(i.content_type), str(len(i.original)), _copy_text(i.model_id),
-                      "\\\\x" + i.thumbnail.hex(), self.dialect.literal(i.vector)]
-            lines.append("\t".join(fields))
-        return "\n".join(lines) + "\n"
+            fields = [i.sha256.encode(), i.label.encode(), i.source.encode(), i.file_name.encode(),
+                      _INT4.pack(i.width), _INT4.pack(i.height), i.content_type.encode(),
+                      _INT8.pack(len(i.original)), i.model_id.encode(), i.thumbnail, self.dialect.binary(i.vector)]
+            out.append(_INT2.pack(len(fields)))
+            for f in fields:
+                out += (_INT4.pack(len(f)), f)
+        out.append(_INT2.pack(-1))
+        return b"".join(out)
 
     def _claim_model(self, cur: cursor, model_id: str) -> str:
         """The collection's model; the first upsert records its own (concurrent first batches: one wins)."""
@@ -362,11 +371,6 @@ class Repository:
         """Every id (tests and tools)."""
         yield from (r[0] for r in run_tx(self.pool, lambda cur: _fetchall(cur, f"SELECT id FROM {TABLE}"),
                                           timeout_s))
-
-
-def _copy_text(value: str) -> str:
-    """Escape a value for COPY's text format."""
-    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _index_state(cur: cursor) -> str:
