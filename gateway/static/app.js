@@ -382,6 +382,7 @@ async function refreshStats() {
     const children = [text];
     if (!stats.semantic) children.push(" · ", el("span", { className: "warn" }, ["random-weight model: results carry no meaning"]));
     $("footer-text").replaceChildren(...children);
+    $("demo-banner").hidden = stats.semantic;
     $("token-field").hidden = !stats.write_token_required;
     if (state.mode === "idle") showIdle();
   } catch (err) {

@@ -85,6 +85,8 @@ def test_empty_state_and_footer(page: object) -> None:
     page.wait_for_function("() => document.getElementById('footer-text').textContent.includes('pgvector')")  # type: ignore[attr-defined]
     footer = page.text_content("#footer-text")  # type: ignore[attr-defined]
     assert "random-tiny" in footer and "fp32" in footer and "CPU" in footer and "no meaning" in footer
+    assert page.is_visible("#demo-banner")  # type: ignore[attr-defined]
+    assert "random weights" in page.text_content("#demo-banner")  # type: ignore[attr-defined]
     assert "Search your pictures" in page.text_content("#empty")  # type: ignore[attr-defined]
     assert page.get_attribute("#q", "placeholder")  # type: ignore[attr-defined]
     page.wait_for_function("() => document.querySelectorAll('#label-filter option').length > 1")  # type: ignore[attr-defined]
