@@ -154,7 +154,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
               responses={**ERRORS, 200: {"model": schemas.UploadResult, "description": "every file was stored already"},
                          401: {"model": schemas.ErrorBody},
                          **{code: {"model": schemas.UploadFailure, "description": "no file was stored"}
-                            for code in (400, 409, 413, 415)}})
+                            for code in (400, 409, 413, 415, 507)}})
     async def add_images(b: Backend, files: Annotated[list[UploadFile], File(description="one or more images")],
                          label: Annotated[str, Form(description="label for all the files")] = "",
                          source: Annotated[str, Form(description="where they come from")] = "upload") -> Response:
@@ -200,10 +200,12 @@ def create_app(config: GatewayConfig) -> FastAPI:
             await body.aclose()
             return Response(status_code=304, headers=headers)
         headers["Content-Length"] = str(first.total_size)
-        ext = first.content_type.rsplit("/", 1)[-1]
+        # Only the image types we decode go out as such: anything else another index client stored (HTML,
+        # SVG, a header-breaking string) is served as opaque bytes, so no browser runs it as a page.
+        media_type = first.content_type if first.content_type in images.SERVED_TYPES else "application/octet-stream"
+        ext = media_type.rsplit("/", 1)[-1] if media_type in images.SERVED_TYPES else "bin"
         headers["Content-Disposition"] = f'inline; filename="{image_id}{"-thumb" if thumbnail else ""}.{ext}"'
-        return StreamingResponse(body, media_type=first.content_type or "application/octet-stream",
-                                 headers=headers)
+        return StreamingResponse(body, media_type=media_type, headers=headers)
 
     image_responses = {200: {"content": {"image/*": {}}, "description": "the image bytes"}, 304: {}, **ERRORS}
 

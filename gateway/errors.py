@@ -21,8 +21,9 @@ HTTP_OF_GRPC = {
 TITLES = {
     400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
     413: "too_large", 415: "unsupported_media_type", 429: "overloaded", 500: "internal", 503: "unavailable",
-    504: "deadline_exceeded",
+    504: "deadline_exceeded", 507: "insufficient_storage",
 }
+STORAGE_ERROR_KEY = "semsearch-error"  # trailing metadata the index sets on media-store failures
 
 
 class ApiError(Exception):
@@ -46,6 +47,9 @@ def from_rpc(err: grpc.RpcError, backend: str, retry_after: int, overload_is_429
     """
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     details = (err.details() if hasattr(err, "details") else None) or ""
+    if _storage_error(err):
+        # The index's media store is full or read-only: no retry helps until an operator acts.
+        return ApiError(507, f"the {backend} cannot store files: {details}")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and overload_is_429:
         return ApiError(429, f"the {backend} is busy: {details}", retry_after)
     status = HTTP_OF_GRPC.get(code, 500)
@@ -56,3 +60,11 @@ def from_rpc(err: grpc.RpcError, backend: str, retry_after: int, overload_is_429
     if status == 500:
         return ApiError(500, f"the {backend} service failed ({code.name})")
     return ApiError(status, details or code.name.lower())
+
+
+def _storage_error(err: grpc.RpcError) -> bool:
+    try:
+        trailing = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
+    except Exception:  # a hand-made RpcError (tests) may not carry call state
+        return False
+    return any(key == STORAGE_ERROR_KEY and value == "storage" for key, value in trailing or ())

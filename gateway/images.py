@@ -20,6 +20,8 @@ SIGNATURES = (
     (b"MM\x00*", "image/tiff"),
 )
 
+SERVED_TYPES = frozenset({mime for _, mime in SIGNATURES} | {"image/webp"})  # what /images/{id} may be typed as
+
 
 def sniff(data: bytes) -> str | None:
     """The image MIME type the bytes announce, or None for anything else."""

@@ -84,11 +84,12 @@ async def _store(items: list[tuple[int, index_pb2.UpsertItem]], uploads: list[Up
     try:
         stored = await backends.upsert([item for _, item in items], deadline)
     except ApiError as err:
-        if err.status != 409:
+        if err.status not in (409, 507):
             raise
-        # The whole batch was refused by the model guard: say so on each file, not as a crash.
+        # The whole batch was refused (the model guard, or a full or read-only media store): say so on
+        # each file, not as a crash.
         for i, _ in items:
-            outcomes[i] = _failed(uploads[i].name, 409, err.message)
+            outcomes[i] = _failed(uploads[i].name, err.status, err.message)
         return
     for (i, item), result in zip(items, stored.results, strict=True):
         name = uploads[i].name

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")  # \Z: "$" would also accept a trailing newline
 UNKNOWN_MODEL = "unknown"
 
 
@@ -39,6 +39,18 @@ class Unavailable(ServiceError):
 
 class DeadlineExceeded(ServiceError):
     """The statement ran out of the caller's time (DEADLINE_EXCEEDED)."""
+
+
+class StorageError(ServiceError):
+    """The media store cannot take a file; the transport marks these so callers can tell them apart."""
+
+
+class StorageFull(StorageError):
+    """The media store's disk or quota is full (RESOURCE_EXHAUSTED)."""
+
+
+class StorageUnwritable(StorageError):
+    """The media store is read-only or not writable by the service (FAILED_PRECONDITION)."""
 
 
 @dataclass(frozen=True)
@@ -139,12 +151,31 @@ def check_sha256(sha: str, data: bytes) -> None:
         raise InvalidArgument("sha256 does not match the original's bytes")
 
 
+MAX_DIMENSION = 2**31 - 1  # width and height are Postgres integers
+CONTENT_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*/[A-Za-z0-9][A-Za-z0-9.+-]*\Z")
+
+
+def check_text(name: str, value: str, limit: int) -> None:
+    """Raise unless `value` fits in `limit` characters and holds no NUL (Postgres text cannot store it)."""
+    if len(value) > limit:
+        raise InvalidArgument(f"{name} is longer than {limit} characters")
+    if "\x00" in value:
+        raise InvalidArgument(f"{name} contains a NUL character")
+
+
+def check_image_fields(content_type: str, width: int, height: int) -> None:
+    """Raise unless the content type is a bare `type/subtype` (or empty) and the sizes fit the table."""
+    if content_type and not CONTENT_TYPE_RE.match(content_type):
+        raise InvalidArgument("content_type must be a bare type/subtype such as image/jpeg")
+    if width > MAX_DIMENSION or height > MAX_DIMENSION:
+        raise InvalidArgument(f"width and height must not exceed {MAX_DIMENSION}")
+
+
 def check_model_id(model_id: str) -> None:
     """Raise unless a model id is given."""
     if not model_id.strip():
         raise InvalidArgument("model_id is missing")
-    if len(model_id) > 200:
-        raise InvalidArgument("model_id is longer than 200 characters")
+    check_text("model_id", model_id, 200)
 
 
 def sniff_content_type(data: bytes) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import errno
 import logging
 import os
 import sys
@@ -11,11 +13,13 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from index_service.domain import SHA256_RE, InvalidArgument
+from index_service.domain import SHA256_RE, InvalidArgument, StorageFull, StorageUnwritable
 
 log = logging.getLogger(__name__)
 
 TMP_PREFIX = ".tmp-"
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+UNWRITABLE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 CHUNK = 64 * 1024
 OrphanCheck = Callable[[list[str], Callable[[list[str]], None]], None]
 
@@ -58,9 +62,14 @@ class MediaStore:
             for tmp, final in staged:
                 os.replace(tmp, final)
             self._flush({final.parent for _, final in staged}, files_done=True)
-        except BaseException:
+        except BaseException as err:
             for tmp, _ in staged:
-                tmp.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # on a read-only store even this unlink fails
+                    tmp.unlink(missing_ok=True)
+            if isinstance(err, OSError) and err.errno in FULL_ERRNOS:
+                raise StorageFull(f"the media store is full: {err.strerror}") from err
+            if isinstance(err, OSError) and err.errno in UNWRITABLE_ERRNOS:
+                raise StorageUnwritable(f"the media store is not writable: {err.strerror}") from err
             raise
 
     def _flush(self, folders: set[Path], files_done: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,9 @@ from index_service.domain import (
     NotFound,
     SearchQuery,
     ServiceError,
+    StorageError,
+    StorageFull,
+    StorageUnwritable,
     TooLarge,
     Unavailable,
     UpsertOutcome,
@@ -48,7 +52,11 @@ STATUS = {
     TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    StorageFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    StorageUnwritable: grpc.StatusCode.FAILED_PRECONDITION,
 }
+# Trailing metadata on storage failures: their codes are shared with "too large" and "wrong model".
+STORAGE_ERROR_KEY = "semsearch-error"
 REQUESTS = Counter("index_requests", "RPCs handled", ["method", "code"])
 LATENCY = Histogram("index_request_seconds", "RPC latency", ["method"],
                     buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
@@ -152,7 +160,11 @@ def _rpc(method: Callable[..., T]) -> Callable[..., T]:
             code = status_of(err)
             if code == grpc.StatusCode.UNAVAILABLE and self.deps.monitor is not None:
                 self.deps.monitor.lost()
-            log.debug("%s -> %s: %s", name, code.name, err)
+            if isinstance(err, StorageError):
+                log.error("%s -> %s: %s", name, code.name, err)  # an operator must act
+                context.set_trailing_metadata(((STORAGE_ERROR_KEY, "storage"),))
+            else:
+                log.debug("%s -> %s: %s", name, code.name, err)
             context.abort(code, str(err))
         except Exception:
             code = grpc.StatusCode.INTERNAL
@@ -215,8 +227,8 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         if len(item.thumbnail) > MAX_THUMBNAIL:
             raise TooLarge(f"thumbnail is {len(item.thumbnail)} bytes; at most {MAX_THUMBNAIL}")
         for name in ("label", "source", "file_name", "content_type"):
-            if len(getattr(item, name)) > MAX_TEXT:
-                raise InvalidArgument(f"{name} is longer than {MAX_TEXT} characters")
+            domain.check_text(name, getattr(item, name), MAX_TEXT)
+        domain.check_image_fields(item.content_type, item.width, item.height)
         vector = domain.check_vector(item.embedding, self.repo.dim, self.config.norm_tolerance)
         return domain.NewImage(
             sha256=item.sha256, original=item.original,
@@ -253,6 +265,10 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
             raise InvalidArgument(f"k must be between 1 and {self.config.max_k}")
         if len(request.filter.labels) > MAX_TEXT:
             raise InvalidArgument(f"at most {MAX_TEXT} labels in a filter")
+        for text in (*request.filter.labels, request.filter.source):
+            domain.check_text("filter", text, MAX_TEXT)
+        if request.HasField("min_score") and not math.isfinite(request.min_score):
+            raise InvalidArgument("min_score must be a finite number")
         query = SearchQuery(
             vector=vector, k=request.k, labels=tuple(request.filter.labels), source=request.filter.source,
             min_score=request.min_score if request.HasField("min_score") else None,
@@ -319,7 +335,9 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         self._ready()
         if len(request.sha256) > 100_000:
             raise TooLarge("at most 100000 hashes per call")
-        present = self.repo.exists(list(request.sha256), _timeout(context)) if request.sha256 else []
+        # Only well-formed hashes can be stored; the rest are simply absent (and never reach SQL).
+        shas = [sha for sha in request.sha256 if domain.SHA256_RE.match(sha)]
+        present = self.repo.exists(shas, _timeout(context)) if shas else []
         return index_pb2.ExistsResponse(present=present)
 
     @_rpc
