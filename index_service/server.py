@@ -131,13 +131,20 @@ class DbMonitor:
                 repo.ping(timeout_s=max(1.0, self.config.health_interval_s))
             if time.monotonic() - self._last_sweep > max(60.0, self.config.orphan_grace_s):
                 self._last_sweep = time.monotonic()
-                self.deps.media.sweep(repo.with_orphans, self.config.orphan_grace_s)
+                self._sweep()
             return True
         except ServiceError as err:
             log.warning("database not ready: %s", err)
         except Exception:  # a migration bug must not kill the monitor thread
             log.exception("database check failed")
         return False
+
+    def _sweep(self) -> None:
+        # A media store that cannot be cleaned (read-only, full) is an upload problem, not an outage.
+        try:
+            self.deps.media.sweep(self.deps.repo.with_orphans, self.config.orphan_grace_s)
+        except OSError as err:
+            log.error("orphan sweep of the media store failed: %s", err)
 
     def _set(self, up: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
