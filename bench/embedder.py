@@ -2,16 +2,19 @@
 
 `python -m bench.embedder [--quick]`: builds (once, cached) the exact-shape random bundles in fp32
 and int8, serves each in process over gRPC and measures, in the same run: images/s from JPEG bytes
-at batch 1/8/32 and with 8 concurrent single-image clients, the model alone on pre-decoded pixels,
-short-text latency, and the same model in PyTorch/transformers on the same inputs. Writes
-bench/results/embedder.json.
+at batch 1/8/32 and with 1/2/4/8/16 concurrent single-image clients, the model alone on pre-decoded
+pixels, short-text latency (with every sample kept for the report's distributions), and the same model
+in PyTorch/transformers on the same inputs (batches, and the same numbers of threads each embedding one
+image at a time). Writes bench/results/embedder.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from embedder_service.tokenizer import ClipTokenizer
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "bench-bundles"
+CONCURRENCY = (1, 2, 4, 8, 16)
 QUERIES = ["a dog on a beach", "a red car", "two people riding bicycles", "a bowl of soup",
            "an airplane in the sky", "a cat sleeping on a sofa", "mountains at sunset", "a guitar"]
 
@@ -90,7 +94,8 @@ def measure_ours(bundle_dir: Path, caltech: list[bytes], large: list[bytes], thr
         for batch in (1, 8, 32):
             out[f"jpeg_b{batch}"] = _grpc_rate(stub, caltech, batch, min_s)
         out["large_b8"] = _grpc_rate(stub, large, 8, min_s)
-        out["jpeg_8_clients"] = _concurrent_rate(stub, caltech, 8, min_s)
+        out["jpeg_clients"] = {str(c): _concurrent_rate(stub, caltech, c, min_s) for c in CONCURRENCY}
+        out["jpeg_8_clients"] = out["jpeg_clients"]["8"]
         out.update(_text_latency(stub, min_s))
         out["providers"] = model.providers
     finally:
@@ -114,18 +119,30 @@ def _grpc_rate(stub, datas: list[bytes], batch: int, min_s: float) -> float:
 
 
 def _concurrent_rate(stub, datas: list[bytes], clients: int, min_s: float) -> float:
+    """Images/s of `clients` threads each sending single-image requests back to back for min_s."""
     requests = [embedder_pb2.EmbedImagesRequest(images=[embedder_pb2.ImageInput(data=d)]) for d in datas]
-    per_client = max(len(datas) // clients, 4)
-    rounds = max(1, int(np.ceil(min_s * 8 / clients)))  # roughly enough calls to fill min_s at ~8 img/s
+    return _threads_rate(clients, min_s, lambda i: stub.EmbedImages(requests[i % len(requests)], timeout=120))
+
+
+def _threads_rate(clients: int, min_s: float, call: Callable[[int], object]) -> float:
+    """Calls/s of `clients` threads calling call(i) in a loop until min_s has passed (at least 2 calls each)."""
+    gate = threading.Barrier(clients + 1)
+    deadline = [0.0]
 
     def client(c: int) -> int:
-        for r in range(per_client * rounds):
-            stub.EmbedImages(requests[(c * per_client + r) % len(requests)], timeout=120)
-        return per_client * rounds
+        gate.wait()
+        done = 0
+        while done < 2 or time.perf_counter() < deadline[0]:
+            call(c * 7919 + done)
+            done += 1
+        return done
 
     with ThreadPoolExecutor(clients) as pool:
+        futures = [pool.submit(client, c) for c in range(clients)]
         started = time.perf_counter()
-        done = sum(pool.map(client, range(clients)))
+        deadline[0] = started + max(min_s, 0.5)
+        gate.wait()
+        done = sum(f.result() for f in futures)
         return done / (time.perf_counter() - started)
 
 
@@ -142,7 +159,8 @@ def _text_latency(stub, min_s: float) -> dict:
     batch = embedder_pb2.EmbedTextsRequest(texts=QUERIES * 8)
     texts_per_s = rate(len(batch.texts), lambda: stub.EmbedTexts(batch, timeout=60), min_s)
     lat = percentiles(samples)
-    return {"text_p50_ms": lat["p50_ms"], "text_p99_ms": lat["p99_ms"], "texts_per_s_b64": texts_per_s}
+    return {"text_p50_ms": lat["p50_ms"], "text_p99_ms": lat["p99_ms"], "texts_per_s_b64": texts_per_s,
+            "text_samples_ms": [round(x * 1000, 3) for x in samples]}
 
 
 def measure_torch(caltech: list[bytes], threads: int, min_s: float, vocab: Path) -> dict:
@@ -165,6 +183,9 @@ def measure_torch(caltech: list[bytes], threads: int, min_s: float, vocab: Path)
         chunk = caltech[:batch]
         images_fn(chunk)
         out[f"jpeg_b{batch}"] = rate(batch, lambda c=chunk: images_fn(c), min_s)
+    one = caltech[:64]
+    out["jpeg_clients"] = {str(c): _threads_rate(c, min_s, lambda i: images_fn([one[i % len(one)]]))
+                           for c in CONCURRENCY}
     tokenizer = ClipTokenizer(vocab)
     samples = []
     for i in range(40):
@@ -175,6 +196,7 @@ def measure_torch(caltech: list[bytes], threads: int, min_s: float, vocab: Path)
         samples.append(time.perf_counter() - t)
     lat = percentiles(samples[5:])
     out["text_p50_ms"], out["text_p99_ms"] = lat["p50_ms"], lat["p99_ms"]
+    out["text_samples_ms"] = [round(x * 1000, 3) for x in samples[5:]]
     return out
 
 
@@ -215,6 +237,12 @@ def report(r: dict) -> None:
     print(f"machine: {r['machine']}; numpy fp32 matmul peak {r['numpy_fp32_gflops']:.1f} GFLOP/s; "
           f"ViT-B/32 image tower {r['image_gflop_per_item']:.2f} GFLOP per image")
     print(table(rows, list(rows[0])))
+    sweep = [{"engine": name, **{f"{c} clients": m["jpeg_clients"][str(c)] for c in CONCURRENCY}}
+             for name, m in [*((f"ours {p}", m) for p, m in r["ours"].items()), ("PyTorch fp32", r["torch_fp32"])]
+             if "jpeg_clients" in m]
+    if sweep:
+        print("\nsingle-image clients, images/s:")
+        print(table(sweep, list(sweep[0])))
     goals = {}
     for p, m in r["ours"].items():
         best = max(m[f"jpeg_b{b}"] for b in (1, 8, 32))

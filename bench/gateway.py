@@ -7,7 +7,8 @@ then times text searches: (a) the direct path, EmbedTexts + Index.Search over gR
 search as `GET /api/search` through the gateway, with 1 and 16 concurrent clients. Direct and gateway
 calls are interleaved request by request for the latencies (each client alternates the two paths), so
 drift and neighbours on a shared machine hit both alike; requests/s come from each path run alone in
-short alternating blocks. Prints a table, writes bench/results/gateway.json.
+short alternating blocks. Prints a table, writes bench/results/gateway.json (with every latency
+sample, as "samples_ms" keyed "path/clients", for the report's distributions).
 """
 
 from __future__ import annotations
@@ -287,6 +288,8 @@ def report(samples: dict[tuple[str, int], tuple[list[float], list[float]]], stag
         "machine": machine, "model_id": info.model_id, "precision": info.precision, "providers": list(info.providers),
         "rows": count, "load_rows_per_s": rows_s, "index_build_s": build_s, "k": args.k, "rounds": args.rounds,
         "results": rows, "stages_1_client": stages,
+        "samples_ms": {f"{name}/{clients}": [round(x * 1000, 3) for x in lat]
+                       for (name, clients), (lat, _) in samples.items()},
     })
     print(f"wrote {path}")
 

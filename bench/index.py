@@ -3,7 +3,11 @@
 `python -m bench.index [--sizes 30000,100000]` starts the real service (`python -m index_service`, with
 its embedded Postgres + pgvector) per size in a fresh data dir, loads clustered 512-d unit vectors with
 ~15 KB thumbnails through Upsert, builds the index (the bulk-load switch), and measures ANN and exact
-search in the same run. Prints a table and writes bench/results/index.json.
+search in the same run. Then the ef sweep: the service is restarted on the same data with each
+INDEX_HNSW_EF of --ef-sweep (pgvector's hnsw.ef_search; the service raises it to k per query) and the
+same queries go through the same gRPC Search, so recall@10 and latency are those of the real path at
+that ef. Prints a table and writes bench/results/index.json (with every latency sample of the default
+run, for the report's distributions).
 """
 
 from __future__ import annotations
@@ -49,10 +53,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_service(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_service(data_dir: Path, port: int, ef: int | None = None) -> subprocess.Popen[bytes]:
     """The real service in its own process, on its own embedded Postgres, bulk-load switch on."""
     env = dict(os.environ, INDEX_DATA_DIR=str(data_dir), INDEX_PORT=str(port), INDEX_DEFER_INDEX="true",
                INDEX_LOG_LEVEL="WARNING")
+    if ef is not None:
+        env["INDEX_HNSW_EF"] = str(ef)
     proc = subprocess.Popen([sys.executable, "-m", "index_service"], env=env)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     health = health_pb2_grpc.HealthStub(channel)
@@ -108,15 +114,32 @@ def search_run(stub: index_pb2_grpc.IndexStub, queries: np.ndarray, exact: bool)
     return times, ids
 
 
+def connect(port: int) -> tuple[grpc.Channel, index_pb2_grpc.IndexStub]:
+    """A channel and stub to the service on port."""
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)])
+    return channel, index_pb2_grpc.IndexStub(channel)
+
+
+def stop_service(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM and wait (the service stops its embedded Postgres)."""
+    proc.terminate()
+    proc.wait(timeout=60)
+
+
+def recall_at_10(found: list[list[int]], truth: list[list[int]]) -> float:
+    """Mean overlap of each result with the exact top 10."""
+    return float(np.mean([len(set(a) & set(t)) / 10 for a, t in zip(found, truth, strict=True)]))
+
+
 def run_size(n: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Load n rows, build, measure the default search path, sweep ef, then upsert into the built index."""
     rng = np.random.default_rng(n)
     vecs = clustered(rng, n, max(50, n // 100))
     labels = rng.integers(0, 257, n)
     port = free_port()
     data_dir = root / f"n{n}"
     proc = start_service(data_dir, port)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)])
-    stub = index_pb2_grpc.IndexStub(channel)
+    channel, stub = connect(port)
     try:
         rows_s, ids = load(stub, vecs, labels, args.batch, args.clients)
         build = stub.BuildIndex(index_pb2.BuildIndexRequest(), timeout=3600)
@@ -129,8 +152,25 @@ def run_size(n: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
         ann_ms, ann_ids = search_run(stub, queries, exact=False)
         exact_ms, exact_ids = search_run(stub, queries[: args.exact_queries], exact=True)
         truth = _truth(vecs, queries, ids)
-        recall = float(np.mean([len(set(a) & set(t)) / 10 for a, t in zip(ann_ids, truth, strict=True)]))
+        recall = recall_at_10(ann_ids, truth)
         agree = float(np.mean([set(e) == set(t) for e, t in zip(exact_ids, truth[: len(exact_ids)], strict=True)]))
+        channel.close()
+        stop_service(proc)
+        sweep = []
+        for ef in (int(e) for e in args.ef_sweep.split(",") if e):
+            proc = start_service(data_dir, port, ef)
+            channel, stub = connect(port)
+            search_run(stub, queries, exact=False)  # warm-up: a restarted Postgres starts with cold buffers
+            ms, found = search_run(stub, queries, exact=False)
+            sweep.append({"ef_search": ef, "p50_ms": float(np.percentile(ms, 50)),
+                          "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(np.mean(ms)),
+                          "recall_at_10": recall_at_10(found, truth)})
+            print(f"  ef_search {ef}: recall@10 {sweep[-1]['recall_at_10']:.3f}, p50 {sweep[-1]['p50_ms']:.2f} ms",
+                  flush=True)
+            channel.close()
+            stop_service(proc)
+        proc = start_service(data_dir, port)
+        channel, stub = connect(port)
         extra = vecs[: args.indexed_rows].copy()
         extra_rows_s, _ = load(stub, _perturb(rng, extra), labels, args.batch, args.clients, offset=n)
         return {
@@ -140,11 +180,14 @@ def run_size(n: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
             "exact_matches_numpy": agree, "upsert_indexed_rows_per_s": extra_rows_s,
             "table_mb": stats.table_bytes / 1e6, "index_mb": stats.index_bytes / 1e6,
             "backend": f"{stats.backend} {stats.extension_version}", "index_params": dict(stats.index_params),
+            "ef_sweep": sweep, "ef_sweep_method": "service restarted per INDEX_HNSW_EF; same queries over gRPC",
+            "search_samples_ms": [round(x, 3) for x in ann_ms],
+            "exact_samples_ms": [round(x, 3) for x in exact_ms],
         }
     finally:
         channel.close()
-        proc.terminate()
-        proc.wait(timeout=60)
+        if proc.poll() is None:
+            stop_service(proc)
 
 
 def _perturb(rng: np.random.Generator, vecs: np.ndarray) -> np.ndarray:
@@ -166,6 +209,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--exact-queries", type=int, default=30)
     parser.add_argument("--indexed-rows", type=int, default=2048, help="rows upserted after the build")
+    parser.add_argument("--ef-sweep", default="10,20,40,100,200",
+                        help="INDEX_HNSW_EF values to sweep (empty: none)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-index-", dir="/tmp"))

@@ -10,7 +10,9 @@ The images are split into rounds, each measured both ways in alternating order (
 that the background load of a shared machine hits both alike. Besides wall time it counts CPU
 seconds per image of every process involved (embedder; plus loader, index and Postgres), which
 other jobs on the machine do not disturb. The ratio of the rates is the number that matters; the
-projection to Caltech-256's 30,607 images uses the loader's rate. Writes bench/results/loader.json.
+projection to Caltech-256's 30,607 images uses the loader's rate. Both modes also record their
+progress over time (the embedder: each streamed response; the loader: its plain progress lines, every
+half second), for the report's timeline. Writes bench/results/loader.json.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import socket
@@ -40,6 +43,7 @@ from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc
 REPO = Path(__file__).resolve().parent.parent
 CALTECH_IMAGES = 30_607
 PROTOTYPE_S = 3600.0  # the Django prototype: about an hour, on a GPU machine
+PROGRESS_LINE = re.compile(r"^(\d+)/(\d+) files")
 
 
 def free_port() -> int:
@@ -103,8 +107,10 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def embedder_rate(addr: str, datas: list[bytes], batch: int, thumbnail: int) -> float:
-    """Seconds the embedder alone takes for all images through one stream, as fast as it drains them."""
+def embedder_rate(addr: str, datas: list[bytes], batch: int, thumbnail: int,
+                  marks: list[list[float]] | None = None) -> float:
+    """Seconds the embedder alone takes for all images through one stream, as fast as it drains them;
+    appends [seconds since start, images done] per response to marks."""
     def requests() -> Iterator[embedder_pb2.EmbedImagesRequest]:
         for n, start in enumerate(range(0, len(datas), batch)):
             images = [embedder_pb2.ImageInput(data=d, key=str(k)) for k, d in enumerate(datas[start:start + batch])]
@@ -113,21 +119,36 @@ def embedder_rate(addr: str, datas: list[bytes], batch: int, thumbnail: int) -> 
     with grpc.insecure_channel(addr, options=[("grpc.max_receive_message_length", 256 << 20)]) as channel:
         stub = embedder_pb2_grpc.EmbedderStub(channel)
         started = time.perf_counter()
-        done = sum(len(r.results) for r in stub.StreamEmbedImages(requests(), timeout=3600))
+        done = 0
+        for response in stub.StreamEmbedImages(requests(), timeout=3600):
+            done += len(response.results)
+            if marks is not None:
+                marks.append([round(time.perf_counter() - started, 3), done])
         elapsed = time.perf_counter() - started
     assert done == len(datas)
     return elapsed
 
 
-def loader_run(tree: Path, embedder: str, index: str, report: Path, batch: int, in_flight: int) -> dict:
-    """Run the loader CLI end to end; returns its summary plus the wall time of the process."""
+def loader_run(tree: Path, embedder: str, index: str, report: Path, batch: int, in_flight: int,
+               marks: list[list[float]] | None = None) -> dict:
+    """Run the loader CLI end to end; returns its summary plus the wall time of the process, and appends
+    [seconds since start, files done] per progress line to marks."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "loader", "dir", str(tree), "--embedder", embedder, "--index", index,
-                    "--batch-size", str(batch), "--in-flight", str(in_flight), "--report", str(report),
-                    "--progress", "none", "--quiet"], cwd=REPO, check=False, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "loader", "dir", str(tree), "--embedder", embedder, "--index", index,
+                             "--batch-size", str(batch), "--in-flight", str(in_flight), "--report", str(report),
+                             "--progress", "lines", "--progress-interval", "0.5"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        match = PROGRESS_LINE.match(line)
+        if match and marks is not None:
+            marks.append([round(time.perf_counter() - started, 3), int(match.group(1))])
+    proc.wait()
     wall = time.perf_counter() - started
     summary = json.loads(report.read_text().splitlines()[-1])["summary"]
     summary["wall_s"] = wall
+    if marks is not None:
+        marks.append([round(wall, 3), summary["loaded"] + summary["already_present"]])
     return summary
 
 
@@ -153,15 +174,21 @@ def measure(args: argparse.Namespace, work: Path, bundle_dir: Path) -> dict:
         t = {"embedder_s": 0.0, "loader_s": 0.0, "embedder_cpu_s": 0.0, "loader_cpu_s": 0.0, "loaded": 0}
         # Where the CPU of the loader rounds goes, per process (the loader itself: its exited process).
         split = dict.fromkeys([*parts, "loader"], 0.0)
+        timeline: list[dict] = []
+        bench_start = time.perf_counter()
         for r, (tree, datas) in enumerate(trees):
             # Alternate which goes first, so drift in the machine's background load hits both alike.
             for mode in (("embedder", "loader") if r % 2 == 0 else ("loader", "embedder")):
                 cpu0, child0 = cpu_s(services), children_cpu_s()
                 each0 = {name: cpu_s(pids) for name, pids in parts.items()}
+                marks: list[list[float]] = []
+                timeline.append({"round": r, "mode": mode, "start_s": round(time.perf_counter() - bench_start, 3),
+                                 "points": marks})
                 if mode == "embedder":
-                    t["embedder_s"] += embedder_rate(embedder, datas, args.batch, 256)
+                    t["embedder_s"] += embedder_rate(embedder, datas, args.batch, 256, marks)
                 else:
-                    summary = loader_run(tree, embedder, index, work / f"report{r}.jsonl", args.batch, args.in_flight)
+                    summary = loader_run(tree, embedder, index, work / f"report{r}.jsonl", args.batch, args.in_flight,
+                                         marks)
                     t["loader_s"] += summary["elapsed_s"]
                     t["loaded"] += summary["loaded"] + summary["already_present"]
                 t[f"{mode}_cpu_s"] += cpu_s(services) - cpu0 + children_cpu_s() - child0
@@ -172,6 +199,7 @@ def measure(args: argparse.Namespace, work: Path, bundle_dir: Path) -> dict:
             print(f"round {r + 1}/{args.rounds}: embedder {t['embedder_s']:.1f} s, loader {t['loader_s']:.1f} s "
                   "(cumulative)", flush=True)
         t["loader_cpu_ms_per_image_by_process"] = {k: 1000 * v / args.images for k, v in split.items()}
+        t["timeline"] = timeline
         return t
     finally:
         for proc in procs:
