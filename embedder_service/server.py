@@ -16,6 +16,7 @@ from embedder_service import metrics
 from embedder_service.batching import Closed, Overloaded
 from embedder_service.config import EmbedderConfig
 from embedder_service.engine import DeadlineExceeded, Engine
+from protos import serving
 from protos.semsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -195,9 +196,8 @@ def create_server(config: EmbedderConfig, engine: Engine | None = None) -> Embed
     limit = config.max_receive_mb * 1024 * 1024
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="rpc"),
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
-                 # Callers reconnect every few minutes, re-resolving DNS, so new replicas get traffic.
-                 ("grpc.max_connection_age_ms", 300_000), ("grpc.max_connection_age_grace_ms", 60_000)],
+        options=serving.server_options(limit),
+        interceptors=[serving.RejectUndecodable()],
     )
     servicer = EmbedderServicer(config)
     embedder_pb2_grpc.add_EmbedderServicer_to_server(servicer, server)

@@ -35,6 +35,7 @@ from index_service.domain import (
 )
 from index_service.media import MediaStore
 from index_service.repository import Repository
+from protos import serving
 from protos.semsearch.v1 import common_pb2, index_pb2, index_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -408,9 +409,8 @@ def create_server(config: Config, deps: Deps) -> tuple[grpc.Server, int]:
     limit = config.max_message_mb * 1024 * 1024
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="index-rpc"),
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
-                 # Callers reconnect every few minutes, re-resolving DNS, so new replicas get traffic.
-                 ("grpc.max_connection_age_ms", 300_000), ("grpc.max_connection_age_grace_ms", 60_000)],
+        options=serving.server_options(limit),
+        interceptors=[serving.RejectUndecodable()],
     )
     index_pb2_grpc.add_IndexServicer_to_server(IndexServicer(config, deps), server)
     health_pb2_grpc.add_HealthServicer_to_server(deps.health, server)

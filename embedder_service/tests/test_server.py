@@ -221,3 +221,19 @@ def test_a_vanished_stream_client_does_not_leave_its_handler_waiting(stub) -> No
     while _stream_handlers_running() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _stream_handlers_running() == 0
+
+
+def test_undecodable_request_bytes_are_invalid_argument_not_internal(served) -> None:
+    channel = served[1]
+    raw = embedder_pb2.EmbedTextsRequest(texts=["MARKER"]).SerializeToString().replace(b"MARKER", b"\xff\xfe\xc0")
+    unary = channel.unary_unary("/semsearch.v1.Embedder/EmbedTexts", request_serializer=None,
+                                response_deserializer=embedder_pb2.EmbedTextsResponse.FromString)
+    with pytest.raises(grpc.RpcError) as err:
+        unary(raw, timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not a valid protobuf" in err.value.details()
+    bad = embedder_pb2.EmbedImagesRequest(request_id="MARKER").SerializeToString().replace(b"MARKER", b"\xff\xfe\xc0")
+    stream = channel.stream_stream("/semsearch.v1.Embedder/StreamEmbedImages", request_serializer=None,
+                                   response_deserializer=embedder_pb2.EmbedImagesResponse.FromString)
+    with pytest.raises(grpc.RpcError) as err:
+        list(stream(iter([bad]), timeout=10))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

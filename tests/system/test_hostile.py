@@ -367,8 +367,6 @@ def test_index_queries_with_hostile_values(hostile_stack: Stack, upserted: tuple
     assert list(stub.Exists(index_pb2.ExistsRequest(sha256=shas), timeout=10).present) == [good]
 
 
-@pytest.mark.xfail(strict=True, reason="grpcio answers INTERNAL 'Exception deserializing request!' before any "
-                   "servicer code runs; not fixed (see the hostile-input report)")
 def test_index_refuses_undecodable_requests_as_invalid(hostile_stack: Stack, model_id: str) -> None:
     """Bytes that are not a valid message (invalid UTF-8 in a string field) are the caller's fault."""
     item = Items(model_id, hostile_stack.index.deps.repo.dim, seed=11)(label="MARKER")
