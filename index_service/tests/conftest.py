@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,6 +35,22 @@ def embedded_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPo
     pg.start()
     yield pg
     pg.stop(mode="immediate")
+
+
+@contextlib.contextmanager
+def scratch_postgres(prefix: str, settings: dict[str, str] | None = None) -> Iterator[EmbeddedPostgres]:
+    """A started embedded Postgres in a folder of its own, stopped and removed afterwards.
+
+    For tests that stop and start their server, or must not share the session one.
+    """
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    server = EmbeddedPostgres(root, settings=settings or FAST_SETTINGS)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop(mode="immediate")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def create_database(pg: EmbeddedPostgres) -> str:

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import psycopg2
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -29,6 +25,7 @@ from index_service.config import Config as IndexConfig
 from index_service.pg import EmbeddedPostgres
 from index_service.server import Deps
 from index_service.server import create_server as create_index
+from index_service.tests.conftest import create_database, scratch_postgres
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,19 +58,9 @@ def wait_serving(addr: str, timeout_s: float = 60.0) -> None:
 
 @pytest.fixture(scope="session")
 def pg() -> Iterator[EmbeddedPostgres]:
-    """One embedded Postgres for the session.
-
-    Its cluster lives outside pytest's temporary root: every pytest start resets that root to mode
-    0700, which would lock the unprivileged postgres user out while another test run begins.
-    """
-    root = Path(tempfile.mkdtemp(prefix="loader-tests-pg-"))
-    server = EmbeddedPostgres(root, settings=FAST_PG)
-    try:
-        server.start()
+    """One embedded Postgres for the session."""
+    with scratch_postgres("loader-tests-pg-", FAST_PG) as server:
         yield server
-    finally:
-        server.stop(mode="immediate")
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass
@@ -100,17 +87,6 @@ class IndexServer:
         top = 10_000
         return list(self.stub.Get(index_pb2.GetRequest(ids=range(1, top)), timeout=30).images) \
             if self.count() else []
-
-
-def create_database(pg: EmbeddedPostgres) -> str:
-    """A new empty database on pg; returns its DSN."""
-    name = f"loader_{uuid.uuid4().hex[:10]}"
-    conn = psycopg2.connect(pg.dsn())
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    conn.close()
-    return pg.dsn(name)
 
 
 def start_index(pg: EmbeddedPostgres, data_dir: Path, dsn: str | None = None, port: int = 0,

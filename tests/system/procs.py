@@ -17,7 +17,8 @@ import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from index_service.pg import EmbeddedPostgres
-from loader.tests.conftest import create_database, free_port
+from index_service.tests.conftest import create_database
+from loader.tests.conftest import free_port
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc, index_pb2, index_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]

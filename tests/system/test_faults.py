@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import pytest
 from PIL import Image
 
 from index_service.pg import EmbeddedPostgres
+from index_service.tests.conftest import scratch_postgres
 from loader.tests.conftest import loader_process
 from loader.tests.test_resilience import assert_one_row_per_image, wait_for_rows
 from loader.tests.trees import encoded
@@ -50,18 +50,9 @@ RETRY_AFTER_S = 2
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[EmbeddedPostgres]:
-    """A Postgres of this module's own, so it can be stopped and started without hurting other tests.
-
-    Its cluster lives outside pytest's temporary root (which is 0700: the postgres user could not enter it).
-    """
-    root = Path(tempfile.mkdtemp(prefix="system-faults-pg-"))
-    server = EmbeddedPostgres(root, settings=PG_SETTINGS)
-    try:
-        server.start()
+    """A Postgres of this module's own, so it can be stopped and started without hurting other tests."""
+    with scratch_postgres("system-faults-pg-", PG_SETTINGS) as server:
         yield server
-    finally:
-        server.stop(mode="immediate")
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
