@@ -17,7 +17,9 @@ from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc, index_pb2, inde
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# A service shutting down cancels the calls it is serving (CANCELLED): as retryable as it being away,
+# and safe, since Exists, streamed embedding and Upsert (idempotent on sha256) can all be repeated.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 MESSAGE_LIMIT = 256 * 1024 * 1024
 
 
