@@ -9,48 +9,45 @@ from typing import Any
 
 import numpy as np
 
+from semsearch_common.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Reason,
+    ResourceExhausted,
+    ServiceError,
+    Unavailable,
+)
+
+__all__ = ["DeadlineExceeded", "InvalidArgument", "NotFound", "ServiceError", "Unavailable"]  # re-exported
+
 SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")  # \Z: "$" would also accept a trailing newline
 UNKNOWN_MODEL = "unknown"
 
 
-class ServiceError(Exception):
-    """Base of the errors the transport maps to status codes."""
+class Mismatch(FailedPrecondition):
+    """Another model or dimension than the collection's (FAILED_PRECONDITION, MODEL_MISMATCH by default)."""
 
 
-class InvalidArgument(ServiceError):
-    """Bad input (INVALID_ARGUMENT)."""
-
-
-class NotFound(ServiceError):
-    """No such image (NOT_FOUND)."""
-
-
-class Mismatch(ServiceError):
-    """Another model or dimension than the collection's (FAILED_PRECONDITION)."""
-
-
-class TooLarge(ServiceError):
-    """Over a size limit (RESOURCE_EXHAUSTED)."""
-
-
-class Unavailable(ServiceError):
-    """The database cannot be reached or is not migrated yet (UNAVAILABLE)."""
-
-
-class DeadlineExceeded(ServiceError):
-    """The statement ran out of the caller's time (DEADLINE_EXCEEDED)."""
+class TooLarge(ResourceExhausted):
+    """Over a size limit (RESOURCE_EXHAUSTED, TOO_LARGE)."""
 
 
 class StorageError(ServiceError):
-    """The media store cannot take a file; the transport marks these so callers can tell them apart."""
+    """The media store cannot take a file: an operator must act, so the transport logs these loudly."""
 
 
-class StorageFull(StorageError):
-    """The media store's disk or quota is full (RESOURCE_EXHAUSTED)."""
+class StorageFull(StorageError, ResourceExhausted):
+    """The media store's disk or quota is full (RESOURCE_EXHAUSTED, MEDIA_STORE_FULL)."""
+
+    reason = Reason.MEDIA_STORE_FULL
 
 
-class StorageUnwritable(StorageError):
-    """The media store is read-only or not writable by the service (FAILED_PRECONDITION)."""
+class StorageUnwritable(StorageError, FailedPrecondition):
+    """The media store is read-only or not writable by the service (FAILED_PRECONDITION, MEDIA_STORE_READ_ONLY)."""
+
+    reason = Reason.MEDIA_STORE_READ_ONLY
 
 
 @dataclass(frozen=True)
@@ -134,7 +131,8 @@ def check_vector(values: Any, dim: int, tolerance: float) -> np.ndarray:
     if vec.ndim != 1 or vec.shape[0] == 0:
         raise InvalidArgument("vector is empty")
     if vec.shape[0] != dim:
-        raise Mismatch(f"vector has {vec.shape[0]} dimensions, the collection has {dim}")
+        raise Mismatch(f"vector has {vec.shape[0]} dimensions, the collection has {dim}",
+                       reason=Reason.DIMENSION_MISMATCH)
     if not np.isfinite(vec).all():
         raise InvalidArgument("vector has non-finite values (NaN or Inf)")
     norm = float(np.linalg.norm(vec.astype(np.float64)))
