@@ -15,10 +15,10 @@ import httpx
 import pytest
 import uvicorn
 
-from embedder_service import bundle
 from embedder_service.config import EmbedderConfig
 from embedder_service.engine import Engine
 from embedder_service.model import ClipModel
+from embedder_service.models import bundle
 from embedder_service.server import EmbedderServer
 from embedder_service.server import create_server as create_embedder
 from gateway.app import create_app

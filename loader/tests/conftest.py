@@ -16,10 +16,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from embedder_service import bundle
 from embedder_service.config import EmbedderConfig
 from embedder_service.engine import Engine
 from embedder_service.model import ClipModel
+from embedder_service.models import bundle
 from embedder_service.server import create_server as create_embedder
 from index_service.config import Config as IndexConfig
 from index_service.pg import EmbeddedPostgres
