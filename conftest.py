@@ -41,6 +41,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def tiny_bundle_dir() -> Path:
     """A tiny random-weight CLIP bundle (fp32), built once and cached under .cache/."""
     pytest.importorskip("torch", reason="building a bundle needs the torch extra")
-    from embedder_service import export
+    from embedder_service.models import export
 
     return export.cached_random_bundle(CACHE, preset="tiny")

@@ -121,7 +121,7 @@ def spec_for(bundle_dir: Path | None) -> tuple[PreprocessSpec, str]:
     """The bundle's preprocessing when it has a model.json, else CLIP's defaults."""
     if bundle_dir is None or not (bundle_dir / "model.json").is_file():
         return PreprocessSpec(), ""
-    from embedder_service import bundle
+    from embedder_service.models import bundle
 
     b = bundle.load(bundle_dir)
     note = "" if b.semantic else f"{b.model_id} has random weights: its cosines say nothing about meaning"

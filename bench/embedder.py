@@ -23,10 +23,10 @@ import numpy as np
 from PIL import Image
 
 from bench.common import machine, numpy_matmul_gflops, percentiles, rate, table, write
-from embedder_service import bundle, export
 from embedder_service.config import EmbedderConfig
 from embedder_service.engine import Engine
 from embedder_service.model import ClipModel
+from embedder_service.models import bundle, export
 from embedder_service.preprocess import PreprocessSpec, decode
 from embedder_service.server import create_server
 from embedder_service.tests import images

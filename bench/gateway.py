@@ -62,7 +62,7 @@ def find_bundle(arg: str) -> Path:
         found = sorted(root.glob("vit-b-32-fp32-*/model.json"), key=lambda p: p.stat().st_mtime)
         if found:
             return found[-1].parent
-    from embedder_service import export
+    from embedder_service.models import export
 
     return export.cached_random_bundle(REPO / ".cache" / "bench-bundles", "vit-b-32", "fp32")
 

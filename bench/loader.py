@@ -37,7 +37,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.common import machine, table, write
 from bench.embedder import CACHE, caltech_like
-from embedder_service import export
+from embedder_service.models import export
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc
 
 REPO = Path(__file__).resolve().parent.parent

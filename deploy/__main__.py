@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     """Obtain the model, start and supervise the services, stop them on a signal."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from embedder_service import models
+    from embedder_service.models import cli as models
 
     try:
         bundle = models.obtain(args.model, args.cache)

@@ -7,10 +7,11 @@ import signal
 import sys
 import threading
 
-from embedder_service import bundle, metrics
+from embedder_service import metrics
 from embedder_service.config import ConfigError, EmbedderConfig
 from embedder_service.engine import Engine
 from embedder_service.model import ClipModel, ProviderError
+from embedder_service.models import bundle
 from embedder_service.server import create_server
 
 log = logging.getLogger("embedder_service")

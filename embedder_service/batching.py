@@ -82,10 +82,6 @@ class Batcher(Generic[Item, Result]):
                 fut.set_exception(Closed("the model is shutting down"))
         self._thread.join(timeout=10)
 
-    def queued(self) -> int:
-        """Items waiting for a batch."""
-        return len(self._queue)
-
     def _take(self) -> list[tuple[Item, Future, float]] | None:
         with self._cond:
             while not self._queue and not self._closed:

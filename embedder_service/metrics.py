@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Histogram, start_http_server
 
 REQUESTS = Counter("embedder_requests_total", "RPCs answered", ["method", "code"])
 ITEMS = Counter("embedder_items_total", "Images and texts handled", ["kind", "outcome"])
@@ -15,7 +15,6 @@ STAGE_SECONDS = Histogram(
     ["stage"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-QUEUED = Gauge("embedder_queued_items", "Items waiting for inference", ["tower"])
 
 
 def serve(port: int, host: str) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from embedder_service import bundle as bundles
+from embedder_service.models import bundle as bundles
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from embedder_service.bundle import CLIP_MEAN, CLIP_STD
+from embedder_service.models.bundle import CLIP_MEAN, CLIP_STD
 
 
 class ImageError(ValueError):

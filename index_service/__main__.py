@@ -10,6 +10,7 @@ import threading
 from prometheus_client import start_http_server
 
 from index_service.config import Config, ConfigError
+from index_service.monitor import start_monitor
 from index_service.pg import EmbeddedPostgres
 from index_service.server import Deps, create_server
 
@@ -34,6 +35,7 @@ def main() -> int:
         start_http_server(config.metrics_port, addr=config.host)
     deps = Deps.build(config, dsn)
     server, _port = create_server(config, deps)
+    start_monitor(config, deps)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

@@ -6,7 +6,7 @@ import io
 import logging
 import struct
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg2
@@ -370,11 +370,6 @@ class Repository:
     def index_state(self, timeout_s: float | None) -> str:
         """'ready', 'building', 'missing' (or 'invalid' after a failed concurrent build)."""
         return run_tx(self.pool, _index_state, timeout_s)
-
-    def image_ids(self, timeout_s: float | None) -> Iterator[int]:
-        """Every id (tests and tools)."""
-        yield from (r[0] for r in run_tx(self.pool, lambda cur: _fetchall(cur, f"SELECT id FROM {TABLE}"),
-                                          timeout_s))
 
 
 def _index_state(cur: cursor) -> str:

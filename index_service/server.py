@@ -5,17 +5,15 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import Counter, Gauge, Histogram
 
 from index_service import domain
 from index_service.config import Config
@@ -34,9 +32,13 @@ from index_service.domain import (
     UpsertOutcome,
 )
 from index_service.media import MediaStore
+from index_service.metrics import LATENCY, REQUESTS, UPSERTED
 from index_service.repository import Repository
 from protos import serving
 from protos.semsearch.v1 import common_pb2, index_pb2, index_pb2_grpc
+
+if TYPE_CHECKING:
+    from index_service.monitor import DbMonitor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,11 +60,6 @@ STATUS = {
 }
 # Trailing metadata on storage failures: their codes are shared with "too large" and "wrong model".
 STORAGE_ERROR_KEY = "semsearch-error"
-REQUESTS = Counter("index_requests", "RPCs handled", ["method", "code"])
-LATENCY = Histogram("index_request_seconds", "RPC latency", ["method"],
-                    buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-UPSERTED = Counter("index_upserted_items", "Upserted items by outcome", ["outcome"])
-DB_UP = Gauge("index_database_up", "1 while the database is reachable and migrated")
 
 
 def status_of(err: ServiceError) -> grpc.StatusCode:
@@ -90,68 +87,6 @@ class Deps:
         if self.monitor is not None:
             self.monitor.stop()
         self.repo.close()
-
-
-class DbMonitor:
-    """Migrates once the database is reachable, then tracks it: SERVING while it answers."""
-
-    def __init__(self, config: Config, deps: Deps) -> None:
-        self.config, self.deps = config, deps
-        self._wake, self._stop = threading.Event(), threading.Event()
-        self._last_sweep = 0.0
-        self._thread = threading.Thread(target=self._loop, name="index-db-monitor", daemon=True)
-
-    def start(self) -> None:
-        """Start checking in the background."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop checking."""
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=10)
-
-    def lost(self) -> None:
-        """A request saw the database go away: report NOT_SERVING now and re-check soon."""
-        self._set(False)
-        self._wake.set()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._set(self._check())
-            self._wake.wait(self.config.health_interval_s)
-            self._wake.clear()
-
-    def _check(self) -> bool:
-        repo = self.deps.repo
-        try:
-            if not repo.ready:
-                collection = repo.open()
-                log.info("database ready: backend %s, dim %d", collection.dialect.name, collection.dim)
-            else:
-                repo.ping(timeout_s=max(1.0, self.config.health_interval_s))
-            if time.monotonic() - self._last_sweep > max(60.0, self.config.orphan_grace_s):
-                self._last_sweep = time.monotonic()
-                self._sweep()
-            return True
-        except ServiceError as err:
-            log.warning("database not ready: %s", err)
-        except Exception:  # a migration bug must not kill the monitor thread
-            log.exception("database check failed")
-        return False
-
-    def _sweep(self) -> None:
-        # A media store that cannot be cleaned (read-only, full) is an upload problem, not an outage.
-        try:
-            self.deps.media.sweep(self.deps.repo.with_orphans, self.config.orphan_grace_s)
-        except OSError as err:
-            log.error("orphan sweep of the media store failed: %s", err)
-
-    def _set(self, up: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in ("", SERVICE_NAME):
-            self.deps.health.set(name, status)
-        DB_UP.set(1 if up else 0)
 
 
 def _rpc(method: Callable[..., T]) -> Callable[..., T]:
@@ -421,9 +356,6 @@ def create_server(config: Config, deps: Deps) -> tuple[grpc.Server, int]:
         raise RuntimeError(f"could not bind {config.host}:{config.port}")
     for name in ("", SERVICE_NAME):
         deps.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    if deps.monitor is None:
-        deps.monitor = DbMonitor(config, deps)
-        deps.monitor.start()
     server.start()
     log.info("index service listening on %s:%d", config.host, port)
     return server, port

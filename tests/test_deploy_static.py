@@ -21,8 +21,8 @@ import pytest
 
 yaml = pytest.importorskip("yaml")
 
-from embedder_service import models as model_cli  # noqa: E402
 from embedder_service.config import EmbedderConfig  # noqa: E402
+from embedder_service.models import cli as model_cli  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
 from index_service.config import LIBPQ_VARS  # noqa: E402
 from index_service.config import Config as IndexConfig  # noqa: E402
@@ -517,7 +517,7 @@ def test_image_provides_every_import(path: Path) -> None:
     pick_requirements.pick(ROOT / "pyproject.toml", names)  # raises for a name pyproject.toml lacks
     entries = [ROOT / service.module / "__main__.py"]
     if service.kind == "embedder":
-        entries.append(ROOT / "embedder_service" / "models.py")
+        entries.append(ROOT / "embedder_service" / "models" / "__main__.py")
     copied = " ".join(copy_sources(steps))
     if "healthcheck.py" in copied:
         entries.append(DOCKER / "healthcheck.py")

@@ -19,9 +19,9 @@ pytest.importorskip("transformers", reason="export checks need the torch extra")
 
 import onnxruntime as ort  # noqa: E402
 
-from embedder_service import bundle as bundles  # noqa: E402
-from embedder_service import export  # noqa: E402
-from embedder_service.export import EOT, cosine_rows  # noqa: E402
+from embedder_service.models import bundle as bundles  # noqa: E402
+from embedder_service.models import export  # noqa: E402
+from embedder_service.models.verify import EOT, cosine_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache" / "test-bundles"  # the root conftest's cache: bundles built once per code version

@@ -14,9 +14,9 @@ import numpy as np
 import onnx
 import pytest
 
-from embedder_service import bundle as bundles
-from embedder_service import hub
-from embedder_service.bundle import CLIP_MEAN, CLIP_STD, BundleError
+from embedder_service.models import bundle as bundles
+from embedder_service.models import hub
+from embedder_service.models.bundle import CLIP_MEAN, CLIP_STD, BundleError
 
 SHARED_CLIP = Path(__file__).resolve().parents[3] / "shared" / "clip"
 
@@ -99,7 +99,7 @@ def test_unreachable_hub_fails_fast_with_the_ways_out(tmp_path: Path, monkeypatc
 def hub_like_repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Files laid out and named like Xenova/clip-vit-base-patch32, exported from a tiny random CLIP."""
     torch = pytest.importorskip("torch", reason="making hub-like graphs needs the torch extra")
-    from embedder_service import export
+    from embedder_service.models import export
 
     model = export.random_clip("tiny", seed=3)
 
@@ -143,7 +143,8 @@ def hub_like_repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_hub_files_become_a_bundle_with_our_interface(hub_like_repo: dict[str, Any], tmp_path: Path) -> None:
-    from embedder_service.export import EOT, cosine_rows, reference_features
+    from embedder_service.models.export import reference_features
+    from embedder_service.models.verify import EOT, cosine_rows
 
     found = hub.bundle_from_files(hub_like_repo["root"], tmp_path / "b", name="clip-test", source="hf:test@abc")
     assert (found.dim, found.image_size, found.context_length, found.semantic) == (512, 224, 77, True)

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from embedder_service import bundle as bundles
-from embedder_service import hub, models
+from embedder_service.models import bundle as bundles
+from embedder_service.models import cli as models
+from embedder_service.models import hub
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,7 +47,7 @@ def test_random_int8_info_obtain_round_trip(tmp_path: Path, tiny_bundle_dir: Pat
 
 def test_obtain_random_warns_and_prints_only_the_path(tiny_bundle_dir: Path, tmp_path: Path, monkeypatch: Any,
                                                       capsys: Any) -> None:
-    from embedder_service import export
+    from embedder_service.models import export
 
     asked = []
 

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image, ImageFile, ImageOps
 from transformers import CLIPImageProcessorPil
 
-from embedder_service.bundle import CLIP_STD
+from embedder_service.models.bundle import CLIP_STD
 from embedder_service.preprocess import Decoded, ImageError, PreprocessSpec, _request_draft, decode
 
 SPEC = PreprocessSpec()

@@ -8,9 +8,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from embedder_service import bundle as bundles
-from embedder_service import quantize
-from embedder_service.bundle import BundleError
+from embedder_service.models import bundle as bundles
+from embedder_service.models import quantize
+from embedder_service.models.bundle import BundleError
 
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "test-bundles"
 
@@ -36,7 +36,7 @@ def test_output_matmuls_finds_the_projection_only() -> None:
 @pytest.fixture(scope="module")
 def int8_dir(tiny_bundle_dir: Path) -> Path:
     """The cached int8 variant of the tiny bundle."""
-    from embedder_service import export
+    from embedder_service.models import export
 
     return export.cached_random_bundle(CACHE, "tiny", "int8")
 

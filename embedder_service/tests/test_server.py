@@ -16,10 +16,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
-from embedder_service import bundle
 from embedder_service.config import EmbedderConfig
 from embedder_service.engine import Engine
 from embedder_service.model import ClipModel
+from embedder_service.models import bundle
 from embedder_service.preprocess import PreprocessSpec, decode
 from embedder_service.server import SERVICE, create_server
 from embedder_service.tests import images

@@ -15,14 +15,15 @@ import httpx
 import pytest
 import uvicorn
 
-from embedder_service import bundle
 from embedder_service.config import EmbedderConfig
 from embedder_service.engine import Engine
 from embedder_service.model import ClipModel
+from embedder_service.models import bundle
 from embedder_service.server import EmbedderServer
 from embedder_service.server import create_server as create_embedder
 from gateway.app import create_app
 from gateway.config import GatewayConfig
+from index_service.monitor import start_monitor
 from index_service.server import Deps
 from index_service.server import create_server as create_index
 from index_service.tests.conftest import Running, create_database, drop_database, make_config
@@ -122,6 +123,7 @@ def _stack(model: ClipModel, pg: Any, data_dir: Path) -> tuple[Stack, Callable[[
     config = make_config(data_dir, dsn)
     deps = Deps.build(config, dsn)
     server, port = create_index(config, deps)
+    start_monitor(config, deps)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     index = Running(config, deps, server, channel, index_pb2_grpc.IndexStub(channel))
     index.wait_serving()

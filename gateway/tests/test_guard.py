@@ -19,6 +19,7 @@ from embedder_service.tests import images
 from gateway.config import ConfigError, GatewayConfig
 from gateway.tests.conftest import TOKEN, Stack
 from gateway.tests.test_api import upload
+from index_service.monitor import start_monitor
 from index_service.server import Deps
 from index_service.server import create_server as create_index
 from protos.semsearch.v1 import index_pb2
@@ -135,6 +136,7 @@ def test_index_stopped_and_restarted(private_stack: Stack) -> None:
     config = dataclasses.replace(index.config, port=private_stack.index_port)
     index.deps = Deps.build(config, config.dsn or "")
     index.server, _ = create_index(config, index.deps)
+    start_monitor(config, index.deps)
     index.wait_serving()
     assert wait_for(gw.client, f"/images/{image_id}/thumb", 200, within_s=5.0) < 5.0
     assert gw.client.get("/api/search", params={"q": "boats"}).json()["hits"][0]["id"] == image_id

@@ -20,6 +20,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from index_service.config import Config, HnswParams
+from index_service.monitor import start_monitor
 from index_service.pg import EmbeddedPostgres
 from index_service.server import Deps, create_server
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
@@ -124,6 +125,7 @@ def start_server(config: Config, wait: bool = True) -> Running:
     """Start an in-process server for `config` (its dsn) and connect a channel to it."""
     deps = Deps.build(config, config.dsn or "")
     server, port = create_server(config, deps)
+    start_monitor(config, deps)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     running = Running(config, deps, server, channel, index_pb2_grpc.IndexStub(channel))
     if wait:

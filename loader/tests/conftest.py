@@ -16,12 +16,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from embedder_service import bundle
 from embedder_service.config import EmbedderConfig
 from embedder_service.engine import Engine
 from embedder_service.model import ClipModel
+from embedder_service.models import bundle
 from embedder_service.server import create_server as create_embedder
 from index_service.config import Config as IndexConfig
+from index_service.monitor import start_monitor
 from index_service.pg import EmbeddedPostgres
 from index_service.server import Deps
 from index_service.server import create_server as create_index
@@ -96,6 +97,7 @@ def start_index(pg: EmbeddedPostgres, data_dir: Path, dsn: str | None = None, po
                          health_interval_s=0.2, grace_s=0.5, **overrides)  # type: ignore[arg-type]
     deps = Deps.build(config, config.dsn or "")
     server, port = create_index(config, deps)
+    start_monitor(config, deps)
     addr = f"127.0.0.1:{port}"
     wait_serving(addr)
     channel = grpc.insecure_channel(addr)

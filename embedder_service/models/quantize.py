@@ -12,8 +12,8 @@ from pathlib import Path
 
 import onnx
 
-from embedder_service import bundle as bundles
-from embedder_service.bundle import Bundle, BundleError
+from embedder_service.models import bundle as bundles
+from embedder_service.models.bundle import Bundle, BundleError
 
 log = logging.getLogger(__name__)
 

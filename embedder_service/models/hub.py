@@ -13,8 +13,9 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-from embedder_service import bundle as bundles
-from embedder_service.bundle import CLIP_MEAN, CLIP_STD, Bundle, BundleError
+from embedder_service.models import bundle as bundles
+from embedder_service.models.bundle import CLIP_MEAN, CLIP_STD, Bundle, BundleError
+from embedder_service.models.verify import verify_bundle
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,6 @@ def download(out_dir: str | Path, repo_id: str = DEFAULT_REPO, revision: str | N
 
 def bundle_from_files(repo_dir: str | Path, out_dir: str | Path, name: str, source: str) -> Bundle:
     """Turn a local copy of a hub repo (see the assumed layout above) into a checked bundle."""
-    from embedder_service.export import verify_bundle
-
     repo, out = Path(repo_dir), Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise BundleError(f"{out} already exists and is not empty; choose a new directory")

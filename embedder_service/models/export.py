@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedder_service import bundle as bundles
-from embedder_service.bundle import CLIP_MEAN, CLIP_STD, VOCAB_FILE, Bundle
+from embedder_service.models import bundle as bundles
+from embedder_service.models.bundle import CLIP_MEAN, CLIP_STD, VOCAB_FILE, Bundle
+from embedder_service.models.verify import EOT, SOT, ExportError, example_inputs, verify_bundle
 
 if TYPE_CHECKING:
     import torch
@@ -31,10 +32,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OPSET = 17
-SOT, EOT = 49406, 49407
 VOCAB_SIZE = 49408
 # The shared reference material sits beside the repository: <repo>/../shared/clip/.
-SHARED_VOCAB = Path(__file__).resolve().parents[2] / "shared" / "clip" / VOCAB_FILE
+SHARED_VOCAB = Path(__file__).resolve().parents[3] / "shared" / "clip" / VOCAB_FILE
 PRECISIONS = ("fp32", "int8", "fp16")
 
 _TINY_TOWER = {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2}
@@ -57,10 +57,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 # random images, measured on both presets). Factor 4 sharpens attention and brings it to 0.4-0.85 for
 # images and texts, so the fp32 and int8 fidelity checks compare vectors that depend on the input.
 INIT_SCALE = 4.0
-
-
-class ExportError(Exception):
-    """An export cannot run (missing package, unsupported model) or produced a wrong graph."""
 
 
 def _require_torch() -> None:
@@ -174,17 +170,6 @@ def open_clip_towers(model: Any, context_length: int) -> tuple[torch.nn.Module, 
     return ImageTower().eval(), TextTower().eval()
 
 
-def _example_inputs(batch: int, image_size: int, context_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Random pixels and padded token ids of different lengths, ending in eot, for tracing and checks."""
-    rng = np.random.default_rng(0)
-    pixels = rng.standard_normal((batch, 3, image_size, image_size)).astype(np.float32)
-    ids = np.zeros((batch, context_length), dtype=np.int64)
-    for row in range(batch):
-        n = 5 + row * 3
-        ids[row, 0], ids[row, 1 : n + 1], ids[row, n + 1] = SOT, rng.integers(1, SOT, n), EOT
-    return pixels, ids
-
-
 def _onnx_export(module: torch.nn.Module, example: np.ndarray, path: Path, names: tuple[str, str],
                  axes: dict[int, str]) -> None:
     """Trace one tower into an ONNX file with dynamic batch (and sequence) axes."""
@@ -201,40 +186,6 @@ def _onnx_export(module: torch.nn.Module, example: np.ndarray, path: Path, names
         torch.onnx.export(module, (torch.from_numpy(example),), str(path), input_names=[names[0]],
                           output_names=[names[1]], dynamic_axes={names[0]: axes, names[1]: {0: "batch"}},
                           opset_version=OPSET, dynamo=False, do_constant_folding=True)
-
-
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of matching rows."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-
-
-def verify_bundle(found: Bundle, image: Callable[[np.ndarray], np.ndarray] | None = None,
-                  text: Callable[[np.ndarray], np.ndarray] | None = None, min_cosine: float = 0.9999) -> None:
-    """Check a bundle's graphs: output width, dynamic batch and sequence, and agreement with a reference."""
-    import onnxruntime as ort
-
-    pixels, ids = _example_inputs(3, found.image_size, found.context_length)
-    short = ids[:1, : int(np.argmax(ids[0] == EOT)) + 1]  # row 0 cut right after its eot
-    # Batch and sequence length may only change rounding; the reference check allows min_cosine.
-    checks: list[tuple[str, np.ndarray, np.ndarray, float]] = []
-    for path, feed, reference in ((found.image_onnx, pixels, image), (found.text_onnx, ids, text)):
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        out = session.run(None, {name: feed})[0]
-        if out.shape != (len(feed), found.dim):
-            raise ExportError(f"{path.name} gives shape {out.shape}, expected {(len(feed), found.dim)}")
-        checks.append((f"{path.name} batch 1 vs {len(feed)}", session.run(None, {name: feed[:1]})[0], out[:1],
-                       0.99999))
-        if path == found.text_onnx:
-            checks.append((f"{path.name} {short.shape[1]} vs {ids.shape[1]} tokens",
-                           session.run(None, {name: short})[0], out[:1], 0.99999))
-        if reference is not None:
-            checks.append((f"{path.name} vs torch", out, reference(feed), min_cosine))
-    for what, got, want, floor in checks:
-        worst = float(cosine_rows(got, want).min())
-        if not worst >= floor:
-            raise ExportError(f"export check failed: {what}: cosine {worst:.6f} < {floor}")
 
 
 def _torch_fn(module: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
@@ -271,7 +222,7 @@ def write_bundle(towers: tuple[torch.nn.Module, torch.nn.Module], out_dir: str |
 
     out = _fresh_dir(out_dir)
     started = time.perf_counter()
-    pixels, ids = _example_inputs(2, meta.image_size, meta.context_length)
+    pixels, ids = example_inputs(2, meta.image_size, meta.context_length)
     _onnx_export(towers[0], pixels, out / bundles.IMAGE_FILE, (bundles.IMAGE_INPUT, bundles.IMAGE_OUTPUT),
                  {0: "batch"})
     _onnx_export(towers[1], ids, out / bundles.TEXT_FILE, (bundles.TEXT_INPUT, bundles.TEXT_OUTPUT),
@@ -302,7 +253,7 @@ def build_random_bundle(out_dir: str | Path, preset: str, seed: int = 0, vocab: 
 def _source_key() -> str:
     """A hash of the code and library versions that make bundles, so cached ones follow any change."""
     digest = hashlib.sha256()
-    for name in ("export.py", "quantize.py"):
+    for name in ("export.py", "verify.py", "quantize.py"):
         digest.update(Path(__file__).with_name(name).read_bytes())
     # A new transformers may initialize differently, a new exporter or quantizer write other graphs.
     for package in ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu"):
@@ -330,7 +281,7 @@ def cached_random_bundle(cache_root: str | Path, preset: str, precision: str = "
         if precision == "fp32":
             build_random_bundle(staging / "bundle", preset)
         else:
-            from embedder_service import quantize
+            from embedder_service.models import quantize
 
             source = cached_random_bundle(root, preset, "fp32")
             convert = quantize.make_int8 if precision == "int8" else quantize.make_fp16
@@ -375,7 +326,7 @@ def export_transformers(checkpoint: str | Path, out_dir: str | Path, vocab: str 
     _require_torch()
     from transformers import CLIPModel
 
-    from embedder_service import hub
+    from embedder_service.models import hub
 
     model = CLIPModel.from_pretrained(str(checkpoint)).eval()
     if model.config.text_config.vocab_size != VOCAB_SIZE:

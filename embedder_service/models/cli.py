@@ -15,9 +15,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from embedder_service import bundle as bundles
-from embedder_service import hub
-from embedder_service.bundle import Bundle, BundleError
+from embedder_service.models import bundle as bundles
+from embedder_service.models import hub
+from embedder_service.models.bundle import Bundle, BundleError
 
 log = logging.getLogger("embedder_service.models")
 
@@ -32,15 +32,15 @@ RANDOM_WARNING = """\
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """Failures that deserve a one-line message rather than a traceback."""
-    from embedder_service.export import ExportError
-    from embedder_service.quantize import QuantizeError
+    from embedder_service.models.export import ExportError
+    from embedder_service.models.quantize import QuantizeError
 
     return BundleError, hub.HubError, ExportError, QuantizeError, OSError
 
 
 def describe(found: Bundle) -> str:
     """A human summary of a bundle: model.json plus the graphs' interface and sizes."""
-    from embedder_service.quantize import graph_summary
+    from embedder_service.models.quantize import graph_summary
 
     meaning = "yes" if found.semantic else "NO: random weights, embeddings carry no meaning"
     lines = [
@@ -79,35 +79,35 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def cmd_export_hf(args: argparse.Namespace) -> int:
     """export-hf: export a transformers checkpoint."""
-    from embedder_service import export
+    from embedder_service.models import export
 
     return _report(export.export_transformers(args.checkpoint, args.out, vocab=args.vocab))
 
 
 def cmd_export_open_clip(args: argparse.Namespace) -> int:
     """export-open-clip: export an open_clip model."""
-    from embedder_service import export
+    from embedder_service.models import export
 
     return _report(export.export_open_clip(args.model, args.pretrained, args.out))
 
 
 def cmd_random(args: argparse.Namespace) -> int:
     """random: build a random-weight bundle."""
-    from embedder_service import export
+    from embedder_service.models import export
 
     return _report(export.build_random_bundle(args.out, args.preset, seed=args.seed, vocab=args.vocab))
 
 
 def cmd_int8(args: argparse.Namespace) -> int:
     """int8: quantize a bundle for CPUs."""
-    from embedder_service import quantize
+    from embedder_service.models import quantize
 
     return _report(quantize.make_int8(args.src, args.out))
 
 
 def cmd_fp16(args: argparse.Namespace) -> int:
     """fp16: convert a bundle for GPUs."""
-    from embedder_service import quantize
+    from embedder_service.models import quantize
 
     return _report(quantize.make_fp16(args.src, args.out))
 
@@ -131,7 +131,7 @@ def obtain(what: str, cache: Path, repo: str = hub.DEFAULT_REPO, revision: str |
             return bundles.load(target)
         return hub.download(target, repo_id=repo, revision=revision)
     if what in ("random", "random-int8"):
-        from embedder_service import export
+        from embedder_service.models import export
 
         precision = "int8" if what == "random-int8" else "fp32"
         found = bundles.load(export.cached_random_bundle(cache / "random", "vit-b-32", precision))
@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pretrained", metavar="PRETRAINED", help="open_clip pretrained tag or file, e.g. laion2b_s34b_b79k")
     out_option(p)
 
-    from embedder_service.export import PRESETS  # plain data; torch is imported only when building
+    from embedder_service.models.export import PRESETS  # plain data; torch is imported only when building
 
     p = command("random", cmd_random, "build a bundle with random weights: NOT semantic; for tests, benchmarks, "
                                       "demos of the plumbing (needs torch)")
@@ -239,7 +239,3 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(exc).split())
         print(f"error: {message}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
