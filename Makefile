@@ -8,7 +8,7 @@ GENERATED := $(PROTOS:.proto=_pb2.py)
 MODEL ?= hub
 MODELS_DIR ?= .cache/models
 
-.PHONY: install protos run test browser clean bench
+.PHONY: install protos contract run test browser clean bench
 install: $(STAMP) $(GENERATED)
 
 $(STAMP): pyproject.toml
@@ -20,8 +20,12 @@ $(STAMP): pyproject.toml
 	touch $@
 
 protos: $(GENERATED)
-$(GENERATED): $(PROTOS) $(STAMP)
-	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. $(PROTOS)
+$(GENERATED): $(PROTOS) protos/generate.py $(STAMP)
+	$(PY) -m protos.generate
+
+# buf lint and buf breaking over protos/ (buf from npm into .cache/buf on first use; see protos/README.md).
+contract: install
+	$(PY) -m protos.contract
 
 # Obtain a model bundle (MODEL=hub downloads CLIP ViT-B/32 once; MODEL=random builds a meaningless demo
 # model of the same shape; MODEL=/path uses a bundle directory), then start and supervise every service.
@@ -29,7 +33,7 @@ $(GENERATED): $(PROTOS) $(STAMP)
 run: install
 	$(PY) -m deploy --model $(MODEL) --cache $(MODELS_DIR) $(ARGS)
 
-test: install browser
+test: install browser contract
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 

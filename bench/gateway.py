@@ -38,6 +38,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench import common
+from protos.names import enum_word
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc, index_pb2, index_pb2_grpc
 
 DIM = 512
@@ -282,10 +283,10 @@ def report(samples: dict[tuple[str, int], tuple[list[float], list[float]]], stag
     print(f"1 client, p50: direct embed {stages['embed']['p50_ms']:.2f} ms + search "
           f"{stages['search']['p50_ms']:.2f} ms; time inside the gateway's handler besides its two calls "
           f"{stages['gateway_own']['p50_ms']:.2f} ms")
-    machine = common.machine()
-    print(f"{machine}; model {info.model_id} ({info.precision}, {', '.join(info.providers)}); {count:,} rows")
+    machine, precision = common.machine(), enum_word(embedder_pb2.Precision, info.precision)
+    print(f"{machine}; model {info.model_id} ({precision}, {', '.join(info.providers)}); {count:,} rows")
     path = common.write("gateway", {
-        "machine": machine, "model_id": info.model_id, "precision": info.precision, "providers": list(info.providers),
+        "machine": machine, "model_id": info.model_id, "precision": precision, "providers": list(info.providers),
         "rows": count, "load_rows_per_s": rows_s, "index_build_s": build_s, "k": args.k, "rounds": args.rounds,
         "results": rows, "stages_1_client": stages,
         "samples_ms": {f"{name}/{clients}": [round(x * 1000, 3) for x in lat]

@@ -31,6 +31,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from protos.names import enum_word
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
 
 DIM = 512
@@ -179,7 +180,8 @@ def run_size(n: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
             "exact_p50_ms": float(np.percentile(exact_ms, 50)), "recall_at_10": recall,
             "exact_matches_numpy": agree, "upsert_indexed_rows_per_s": extra_rows_s,
             "table_mb": stats.table_bytes / 1e6, "index_mb": stats.index_bytes / 1e6,
-            "backend": f"{stats.backend} {stats.extension_version}", "index_params": dict(stats.index_params),
+            "backend": f"{enum_word(index_pb2.Backend, stats.backend)} {stats.extension_version}",
+            "index_params": dict(stats.index_params),
             "ef_sweep": sweep, "ef_sweep_method": "service restarted per INDEX_HNSW_EF; same queries over gRPC",
             "search_samples_ms": [round(x, 3) for x in ann_ms],
             "exact_samples_ms": [round(x, 3) for x in exact_ms],

@@ -27,6 +27,7 @@ import psutil
 
 from bench import common
 from bench.gateway import ADJECTIVES, NOUNS, find_bundle, free_port, load, start, wait_serving
+from protos.names import enum_word
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc, index_pb2, index_pb2_grpc
 
 
@@ -166,7 +167,8 @@ def main() -> None:
             p.wait(timeout=60)
         shutil.rmtree(root, ignore_errors=True)
     result = {"machine": common.machine(), "source": "bench.search_load", "rows": args.rows,
-              "clients": args.clients, "seconds": args.seconds, "k": args.k, "precision": info.precision,
+              "clients": args.clients, "seconds": args.seconds, "k": args.k,
+              "precision": enum_word(embedder_pb2.Precision, info.precision),
               **summarize(records, memory, args.seconds, min(10.0, args.seconds / 5))}
     print(f"{args.clients} clients for {args.seconds:.0f} s at {args.rows:,} rows: {result['requests']} requests, "
           f"{result['errors']} errors, {result['requests_per_s']:.1f} req/s, p50 {result['p50_ms']:.1f} ms, "

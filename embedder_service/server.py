@@ -9,15 +9,16 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 
 import grpc
+from google.rpc import status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from embedder_service import metrics
 from embedder_service.batching import Closed, Overloaded
 from embedder_service.config import EmbedderConfig
 from embedder_service.engine import DeadlineExceeded, Engine
 from protos import serving
-from protos.semsearch.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
+from protos.names import enum_value
+from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +133,14 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         return out
 
     def _info(self, engine: Engine) -> embedder_pb2.ModelInfo:
-        b = engine.model.bundle
+        b, c = engine.model.bundle, self.config
         return embedder_pb2.ModelInfo(
             name=b.name, version=b.version, model_id=b.model_id, dim=b.dim, image_size=b.image_size,
-            context_length=b.context_length, precision=b.precision, providers=engine.model.providers,
-            max_batch=self.config.max_batch, source=b.source, semantic=b.semantic,
+            context_length=b.context_length, precision=enum_value(embedder_pb2.Precision, b.precision),
+            providers=engine.model.providers, max_batch=c.max_batch, source=b.source, semantic=b.semantic,
+            max_images_per_request=c.max_images_per_request, max_texts_per_request=c.max_texts_per_request,
+            max_message_bytes=c.max_receive_mb * 1024 * 1024, max_thumbnail_size=c.thumbnail_max,
+            max_text_chars=c.max_text_chars, max_image_bytes=c.max_image_bytes, max_image_pixels=c.max_pixels,
         )
 
 
@@ -166,8 +170,8 @@ def _status_of(exc: Exception) -> grpc.StatusCode:
     return grpc.StatusCode.INVALID_ARGUMENT
 
 
-def _item_error(exc: Exception) -> common_pb2.ItemError:
-    return common_pb2.ItemError(code=_status_of(exc).value[0], message=str(exc))
+def _item_error(exc: Exception) -> status_pb2.Status:
+    return status_pb2.Status(code=_status_of(exc).value[0], message=str(exc))
 
 
 class EmbedderServer:
@@ -205,7 +209,7 @@ def create_server(config: EmbedderConfig, engine: Engine | None = None) -> Embed
     for name in ("", SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    serving.enable_reflection((SERVICE, health.SERVICE_NAME), server)
     port = server.add_insecure_port(f"{config.host}:{config.port}")
     if port == 0:
         raise OSError(f"cannot listen on {config.host}:{config.port}")

@@ -25,7 +25,8 @@ from gateway.clients import Backends, Deadline
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
 from gateway.middleware import BodyLimit, Observe, SecurityHeaders
-from protos.semsearch.v1 import index_pb2
+from protos.names import enum_word
+from protos.semsearch.v1 import embedder_pb2, index_pb2
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
@@ -235,8 +236,11 @@ def create_app(config: GatewayConfig) -> FastAPI:
                 raise answer
         s, m = answers
         return schemas.Stats(
-            count=s.count, backend=s.backend, index_state=s.index_state, collection_models=list(s.model_ids),
-            model_id=m.model_id, model_name=m.name, precision=m.precision, providers=list(m.providers),
+            # The HTTP API keeps the contract's enums as the words it always had ("pgvector", "ready", "fp32").
+            count=s.count, backend=enum_word(index_pb2.Backend, s.backend),
+            index_state=enum_word(index_pb2.IndexState, s.index_state), collection_models=list(s.model_ids),
+            model_id=m.model_id, model_name=m.name, precision=enum_word(embedder_pb2.Precision, m.precision),
+            providers=list(m.providers),
             semantic=m.semantic, dim=m.dim, write_token_required=bool(config.token),
             limits=schemas.Limits(max_file_bytes=config.max_file_bytes, max_request_bytes=config.max_request_bytes,
                                   max_files=config.max_files, max_query_chars=config.max_query_chars,

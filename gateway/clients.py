@@ -150,7 +150,7 @@ class Backends:
 
         Reading the first chunk before answering turns NOT_FOUND into a 404 instead of a broken stream.
         """
-        variant = index_pb2.GetImageRequest.THUMBNAIL if thumbnail else index_pb2.GetImageRequest.ORIGINAL
+        variant = index_pb2.IMAGE_VARIANT_THUMBNAIL if thumbnail else index_pb2.IMAGE_VARIANT_ORIGINAL
         call = self.index.GetImage(index_pb2.GetImageRequest(id=image_id, variant=variant),
                                    timeout=deadline.remaining())
         first = await self._await("index", "GetImage", call.read())

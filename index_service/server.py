@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
+from google.rpc import status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from index_service import domain
 from index_service.config import Config
@@ -35,7 +35,8 @@ from index_service.media import MediaStore
 from index_service.metrics import LATENCY, REQUESTS, UPSERTED
 from index_service.repository import Repository
 from protos import serving
-from protos.semsearch.v1 import common_pb2, index_pb2, index_pb2_grpc
+from protos.names import enum_value
+from protos.semsearch.v1 import index_pb2, index_pb2_grpc
 
 if TYPE_CHECKING:
     from index_service.monitor import DbMonitor
@@ -241,7 +242,7 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         if not metas:
             raise NotFound(f"no image with id {request.id}")
         meta = metas[0]
-        if request.variant == index_pb2.GetImageRequest.THUMBNAIL:
+        if request.variant == index_pb2.IMAGE_VARIANT_THUMBNAIL:  # UNSPECIFIED (old callers' 0): the original
             data = self.repo.thumbnail(request.id, timeout)
             return _chunks(iter([data]), domain.sniff_content_type(data), len(data), meta.sha256)
         if not meta.sha256:
@@ -287,7 +288,12 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
     def Stats(self, request: index_pb2.StatsRequest, context: grpc.ServicerContext) -> index_pb2.StatsResponse:
         """Count, backend, versions, index parameters and state, models, sizes."""
         self._ready()
-        return index_pb2.StatsResponse(**self.repo.stats(_timeout(context)))
+        stats, c = self.repo.stats(_timeout(context)), self.config
+        stats["backend"] = enum_value(index_pb2.Backend, stats["backend"])
+        stats["index_state"] = enum_value(index_pb2.IndexState, stats["index_state"])
+        return index_pb2.StatsResponse(
+            **stats, max_k=c.max_k, max_upsert_items=c.max_batch, max_message_bytes=c.max_message_mb * 1024 * 1024,
+            max_ids_per_request=c.max_batch * 10, max_thumbnail_bytes=MAX_THUMBNAIL, max_text_chars=MAX_TEXT)
 
     @_rpc
     def BuildIndex(
@@ -298,7 +304,8 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         remaining = context.time_remaining()
         built, seconds = self.repo.build_index(request.concurrently, remaining)
         return index_pb2.BuildIndexResponse(
-            index_state=self.repo.index_state(_timeout(context)), build_seconds=seconds, built=built)
+            index_state=enum_value(index_pb2.IndexState, self.repo.index_state(_timeout(context))),
+            build_seconds=seconds, built=built)
 
 
 def _chunks(data: Iterator[bytes], content_type: str, total: int, sha256: str) -> Iterator[index_pb2.ImageChunk]:
@@ -327,7 +334,7 @@ def _check_ids(ids: Any, limit: int) -> None:
 
 
 def _result_pb(r: UpsertOutcome) -> index_pb2.UpsertResult:
-    error = None if r.error is None else common_pb2.ItemError(code=status_of(r.error).value[0], message=str(r.error))
+    error = None if r.error is None else status_pb2.Status(code=status_of(r.error).value[0], message=str(r.error))
     return index_pb2.UpsertResult(id=r.id, created=r.created, sha256=r.sha256, error=error)
 
 
@@ -349,8 +356,7 @@ def create_server(config: Config, deps: Deps) -> tuple[grpc.Server, int]:
     )
     index_pb2_grpc.add_IndexServicer_to_server(IndexServicer(config, deps), server)
     health_pb2_grpc.add_HealthServicer_to_server(deps.health, server)
-    names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server)
+    serving.enable_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
     port = server.add_insecure_port(f"{config.host}:{config.port}")
     if port == 0:
         raise RuntimeError(f"could not bind {config.host}:{config.port}")

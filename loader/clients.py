@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import grpc
 
+from protos.names import enum_word
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc, index_pb2, index_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -116,5 +117,5 @@ def preflight(embedder: embedder_pb2_grpc.EmbedderStub, index: index_pb2_grpc.In
         log.warning("the embedder's model %s has random weights (%s): its vectors carry no meaning",
                     info.model_id, info.source)
     log.info("embedder %s (dim %d, %s); index: %d images, backend %s", info.model_id, info.dim,
-             ",".join(info.providers), stats.count, stats.backend)
+             ",".join(info.providers), stats.count, enum_word(index_pb2.Backend, stats.backend))
     return Model(info.model_id, info.dim)

@@ -24,6 +24,7 @@ from loader.clients import Backoff, LoadError, Model
 from loader.config import LoaderConfig
 from loader.report import Report, Summary
 from loader.sources import Candidate, FileData, read
+from protos.names import enum_word
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc, index_pb2, index_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -248,7 +249,7 @@ class Pipeline:
         log.info("building the approximate index")
         reply = clients.call(lambda: self.index.BuildIndex(index_pb2.BuildIndexRequest(), timeout=3600),
                              "index BuildIndex", self._backoff())
-        log.info("index %s (%.1f s)", reply.index_state, reply.build_seconds)
+        log.info("index %s (%.1f s)", enum_word(index_pb2.IndexState, reply.index_state), reply.build_seconds)
 
 
 class _Stream:

@@ -1,11 +1,28 @@
-"""What every gRPC server of the project shares: its channel options and a request-decoding guard."""
+"""What every gRPC server of the project shares: its channel options, a request-decoding guard, reflection."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+# grpcio-reflection (1.85) ships only v1alpha; v1 is the same messages under a new package name, so the same
+# servicer answers both (grpcurl and Postman ask for v1 first).
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def enable_reflection(service_names: Iterable[str], server: grpc.Server) -> None:
+    """Server reflection v1 and v1alpha for these services (the reflection services are listed too)."""
+    names = (*service_names, REFLECTION_V1, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    servicer = reflection.ReflectionServicer(names)
+    method = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo, request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(REFLECTION_V1, {
+        "ServerReflectionInfo": method}),))
 
 
 def server_options(message_limit: int) -> list[tuple[str, int]]:

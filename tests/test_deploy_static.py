@@ -419,7 +419,7 @@ def test_dockerfile_shape(path: Path) -> None:
     pin = re.search(r'"grpcio-tools==([\d.]+)"', pyproject).group(1)  # type: ignore[union-attr]
     assert f'"grpcio=={pin}"' in pyproject
     assert f"grpcio-tools=={pin}" in text
-    assert "grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. protos/semsearch/v1/*.proto" in text
+    assert "python -m protos.generate" in text
     last = final_stage(steps)
     users = [rest for k, rest in last if k == "USER"]
     assert users and users[-1].split(":")[0] not in ("0", "root"), "the final stage runs as a non-root user"

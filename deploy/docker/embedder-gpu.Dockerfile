@@ -7,10 +7,10 @@ ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 
 # Generated protobuf code (pure Python); grpcio-tools stays in this stage.
 FROM ${PYTHON_IMAGE} AS protos
-RUN pip install --no-cache-dir --disable-pip-version-check grpcio-tools==1.85.1
+RUN pip install --no-cache-dir --disable-pip-version-check grpcio-tools==1.85.1 "googleapis-common-protos>=1.65"
 WORKDIR /src
 COPY protos/ protos/
-RUN python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. protos/semsearch/v1/*.proto
+RUN python -m protos.generate
 
 FROM ${CUDA_IMAGE} AS deps
 # onnxruntime-gpu on PyPI: 1.23.2 is built for CUDA 12.2 + cuDNN 9, 1.24.4 for CUDA 12.8 (needs a 12.8 base),
@@ -22,8 +22,8 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml deploy/docker/pick_requirements.py ./
 RUN python3 pick_requirements.py \
-        grpcio grpcio-health-checking grpcio-reflection protobuf numpy Pillow prometheus-client \
-        onnxruntime-gpu onnx huggingface-hub ftfy regex > requirements.txt \
+        grpcio grpcio-health-checking grpcio-reflection protobuf googleapis-common-protos numpy Pillow \
+        prometheus-client onnxruntime-gpu onnx huggingface-hub ftfy regex > requirements.txt \
     && python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -r requirements.txt \
         "onnxruntime-gpu==${ORT_GPU_VERSION}" \

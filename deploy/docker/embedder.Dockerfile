@@ -6,18 +6,18 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # Generated protobuf code; grpcio-tools stays in this stage.
 FROM ${PYTHON_IMAGE} AS protos
-RUN pip install --no-cache-dir --disable-pip-version-check grpcio-tools==1.85.1
+RUN pip install --no-cache-dir --disable-pip-version-check grpcio-tools==1.85.1 "googleapis-common-protos>=1.65"
 WORKDIR /src
 COPY protos/ protos/
-RUN python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. protos/semsearch/v1/*.proto
+RUN python -m protos.generate
 
 # Only the distributions this service imports, at the versions pyproject.toml declares.
 FROM ${PYTHON_IMAGE} AS deps
 WORKDIR /src
 COPY pyproject.toml deploy/docker/pick_requirements.py ./
 RUN python pick_requirements.py \
-        grpcio grpcio-health-checking grpcio-reflection protobuf numpy Pillow prometheus-client \
-        onnxruntime onnx huggingface-hub ftfy regex > requirements.txt \
+        grpcio grpcio-health-checking grpcio-reflection protobuf googleapis-common-protos numpy Pillow \
+        prometheus-client onnxruntime onnx huggingface-hub ftfy regex > requirements.txt \
     && python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -r requirements.txt
 

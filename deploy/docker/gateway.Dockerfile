@@ -6,10 +6,10 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # Generated protobuf code; grpcio-tools stays in this stage.
 FROM ${PYTHON_IMAGE} AS protos
-RUN pip install --no-cache-dir --disable-pip-version-check grpcio-tools==1.85.1
+RUN pip install --no-cache-dir --disable-pip-version-check grpcio-tools==1.85.1 "googleapis-common-protos>=1.65"
 WORKDIR /src
 COPY protos/ protos/
-RUN python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. protos/semsearch/v1/*.proto
+RUN python -m protos.generate
 
 # Only the distributions this service imports (python-multipart: FastAPI's form parser for uploads;
 # uvloop and httptools: uvicorn's fast event loop and HTTP parser, used when present).
@@ -17,7 +17,7 @@ FROM ${PYTHON_IMAGE} AS deps
 WORKDIR /src
 COPY pyproject.toml deploy/docker/pick_requirements.py ./
 RUN python pick_requirements.py \
-        grpcio grpcio-health-checking protobuf Pillow prometheus-client \
+        grpcio grpcio-health-checking protobuf googleapis-common-protos Pillow prometheus-client \
         fastapi uvicorn uvloop httptools python-multipart > requirements.txt \
     && python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -r requirements.txt

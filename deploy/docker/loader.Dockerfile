@@ -6,16 +6,16 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # Generated protobuf code; grpcio-tools stays in this stage.
 FROM ${PYTHON_IMAGE} AS protos
-RUN pip install --no-cache-dir --disable-pip-version-check grpcio-tools==1.85.1
+RUN pip install --no-cache-dir --disable-pip-version-check grpcio-tools==1.85.1 "googleapis-common-protos>=1.65"
 WORKDIR /src
 COPY protos/ protos/
-RUN python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. protos/semsearch/v1/*.proto
+RUN python -m protos.generate
 
 # Only the distributions this command imports (tqdm: the progress bar on a terminal).
 FROM ${PYTHON_IMAGE} AS deps
 WORKDIR /src
 COPY pyproject.toml deploy/docker/pick_requirements.py ./
-RUN python pick_requirements.py grpcio protobuf Pillow tqdm > requirements.txt \
+RUN python pick_requirements.py grpcio protobuf googleapis-common-protos Pillow tqdm > requirements.txt \
     && python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -r requirements.txt
 

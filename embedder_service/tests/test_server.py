@@ -150,7 +150,11 @@ def test_stream_answers_each_request_by_id(stub) -> None:
 def test_model_info(stub, model: ClipModel) -> None:
     info = stub.GetModelInfo(embedder_pb2.GetModelInfoRequest(), timeout=5)
     assert info.dim == 512 and info.image_size == 224 and info.context_length == 77
-    assert info.providers == ["CPUExecutionProvider"] and info.precision == "fp32"
+    assert info.providers == ["CPUExecutionProvider"] and info.precision == embedder_pb2.PRECISION_FP32
+    config = EmbedderConfig()  # the fixture's server: defaults but max_images_per_request=64
+    assert (info.max_images_per_request, info.max_texts_per_request, info.max_thumbnail_size, info.max_text_chars,
+            info.max_message_bytes) == (64, config.max_texts_per_request,
+                                        config.thumbnail_max, config.max_text_chars, config.max_receive_mb << 20)
     assert info.model_id == model.bundle.model_id and not info.semantic
 
 
@@ -178,6 +182,12 @@ def test_health_reflection_and_loading_state(model: ClipModel) -> None:
         assert health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status == status.SERVING
         reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
         answer = next(reflect.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+        names = {s.name for s in answer.list_services_response.service}
+        assert {SERVICE, "grpc.reflection.v1.ServerReflection"} <= names
+        v1 = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                   request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                   response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+        answer = next(v1(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
         assert SERVICE in {s.name for s in answer.list_services_response.service}
     finally:
         channel.close()

@@ -38,7 +38,8 @@ def test_prototype_table_is_adopted_in_place(tmp_path: Path, pg_dsn: str) -> Non
     running = start_server(make_config(tmp_path, pg_dsn))
     try:
         stats = running.stub.Stats(index_pb2.StatsRequest(), timeout=5)
-        assert (stats.count, stats.dim, list(stats.model_ids), stats.index_state) == (30, 512, ["unknown"], "ready")
+        assert (stats.count, stats.dim, list(stats.model_ids), stats.index_state) == (
+            30, 512, ["unknown"], index_pb2.INDEX_STATE_READY)
         hits = running.stub.Search(index_pb2.SearchRequest(vector=vecs[12].tolist(), k=3), timeout=5).hits
         assert hits[0].id == 13 and hits[0].score == pytest.approx(1.0, abs=1e-5)
         (meta,) = running.stub.Get(index_pb2.GetRequest(ids=[13]), timeout=5).images

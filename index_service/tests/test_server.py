@@ -132,7 +132,10 @@ def test_get_and_get_image(index: Running) -> None:
     chunks = list(index.stub.GetImage(index_pb2.GetImageRequest(id=res.id), timeout=5))
     assert len(chunks) > 1 and chunks[0].content_type == "image/jpeg" and chunks[0].total_size == 300_000
     assert b"".join(c.data for c in chunks) == big.original
+    # 1 was THUMBNAIL before the enum gained UNSPECIFIED = 0, which still means the original.
     thumb = list(index.stub.GetImage(index_pb2.GetImageRequest(id=res.id, variant=1), timeout=5))
+    original = index_pb2.GetImageRequest(id=res.id, variant=index_pb2.IMAGE_VARIANT_ORIGINAL)
+    assert b"".join(c.data for c in index.stub.GetImage(original, timeout=5)) == big.original
     assert thumb[0].content_type == "image/png" and b"".join(c.data for c in thumb) == big.thumbnail
     missing = index_pb2.GetImageRequest(id=31337)
     assert code_of(lambda: list(index.stub.GetImage(missing, timeout=5))) == grpc.StatusCode.NOT_FOUND
@@ -165,11 +168,15 @@ def test_list_labels_and_exists(index: Running) -> None:
 
 def test_stats_and_build_index(index: Running) -> None:
     stats = index.stub.Stats(index_pb2.StatsRequest(), timeout=5)
-    assert (stats.backend, stats.dim, stats.index_state, stats.count) == ("pgvector", 512, "ready", 0)
+    assert (stats.backend, stats.dim, stats.index_state, stats.count) == (
+        index_pb2.BACKEND_PGVECTOR, 512, index_pb2.INDEX_STATE_READY, 0)
+    c = index.config
+    assert (stats.max_k, stats.max_upsert_items, stats.max_message_bytes) == (
+        c.max_k, c.max_batch, c.max_message_mb * 1024 * 1024)
     assert stats.extension_version.startswith("0.8") and stats.postgres_version.startswith("18")
     assert stats.index_params["m"] == "16" and stats.index_params["built.m"] == "16"
     built = index.stub.BuildIndex(index_pb2.BuildIndexRequest(), timeout=30)
-    assert (built.built, built.index_state) == (False, "ready")
+    assert (built.built, built.index_state) == (False, index_pb2.INDEX_STATE_READY)
 
 
 def test_batch_limits(index: Running) -> None:
@@ -186,6 +193,12 @@ def test_health_and_reflection(index: Running) -> None:
                                           timeout=5)
     names = {s.name for r in responses for s in r.list_services_response.service}
     assert "semsearch.v1.Index" in names and "grpc.health.v1.Health" in names
+    v1 = index.channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                     request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                     response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+    request = reflection_pb2.ServerReflectionRequest(file_containing_symbol="semsearch.v1.Index")
+    (answer,) = list(v1(iter([request]), timeout=5))
+    assert answer.file_descriptor_response.file_descriptor_proto, answer  # v1 answers as v1alpha does
 
 
 def test_deadline_is_honoured(index: Running) -> None:

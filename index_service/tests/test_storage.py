@@ -80,9 +80,9 @@ def test_recall_at_10_against_exact(tmp_path: Path, pg_dsn: str) -> None:
             batch = [item(vecs[i], f"r{i}", thumb=b"") for i in range(start, start + 1000)]
             ids += [r.id for r in running.stub.Upsert(index_pb2.UpsertRequest(items=batch), timeout=120).results]
         stats = running.stub.Stats(index_pb2.StatsRequest(), timeout=5)
-        assert stats.index_state == "missing"
+        assert stats.index_state == index_pb2.INDEX_STATE_MISSING
         running.stub.BuildIndex(index_pb2.BuildIndexRequest(), timeout=300)
-        assert running.stub.Stats(index_pb2.StatsRequest(), timeout=5).index_state == "ready"
+        assert running.stub.Stats(index_pb2.StatsRequest(), timeout=5).index_state == index_pb2.INDEX_STATE_READY
         id_of = np.array(ids)
         found = 0
         queries = 100
