@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
-
-from prometheus_client import start_http_server
 
 from index_service.config import Config, ConfigError
-from index_service.monitor import start_monitor
 from index_service.pg import EmbeddedPostgres
-from index_service.server import Deps, create_server
+from index_service.server import Deps, serve
+from semsearch_common import logs, process
+from semsearch_common.server import PortInUse, ensure_free
 
 log = logging.getLogger("index_service")
 
@@ -22,26 +19,29 @@ def main() -> int:
     try:
         config = Config.from_env()
     except ConfigError as err:
-        print(f"index_service: bad configuration: {err}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return process.config_error("index_service", err)
+    logs.setup(config.log_level, config.log_format)
+    stop = process.stop_event()
+    try:
+        ensure_free(config.host, config.port)  # before starting Postgres: a second instance touches nothing
+    except PortInUse as err:
+        return process.startup_error("index_service", err)
     embedded: EmbeddedPostgres | None = None
     dsn = config.dsn
     if dsn is None:
         embedded = EmbeddedPostgres(config.data_dir / "postgres", port=config.pg_port)
         dsn = embedded.start()
         log.info("embedded postgres: %s", dsn)
-    if config.metrics_port:
-        start_http_server(config.metrics_port, addr=config.host)
+    process.serve_metrics(config.metrics_port, config.host)
     deps = Deps.build(config, dsn)
-    server, _port = create_server(config, deps)
-    start_monitor(config, deps)
-    done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
-    done.wait()
-    log.info("shutting down (grace %.1f s)", config.grace_s)
-    server.stop(config.grace_s).wait()
+    try:
+        server = serve(config, deps)
+    except PortInUse as err:
+        deps.close()
+        return process.startup_error("index_service", err)
+    stop.wait()
+    log.info("shutting down (drain %.1f s, grace %.1f s)", config.drain_s, config.grace_s)
+    server.stop(config.grace_s, config.drain_s)
     deps.close()
     if embedded is not None and config.pg_stop_on_exit:
         embedded.stop()

@@ -5,14 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
-
-from grpc_health.v1 import health_pb2
 
 from index_service.config import Config
 from index_service.domain import ServiceError
 from index_service.metrics import DB_UP
-from index_service.server import SERVICE_NAME
 
 if TYPE_CHECKING:
     from index_service.server import Deps
@@ -23,8 +21,8 @@ log = logging.getLogger(__name__)
 class DbMonitor:
     """Migrates once the database is reachable, then tracks it: SERVING while it answers."""
 
-    def __init__(self, config: Config, deps: Deps) -> None:
-        self.config, self.deps = config, deps
+    def __init__(self, config: Config, deps: Deps, set_serving: Callable[[bool], None]) -> None:
+        self.config, self.deps, self.set_serving = config, deps, set_serving
         self._wake, self._stop = threading.Event(), threading.Event()
         self._last_sweep = 0.0
         self._thread = threading.Thread(target=self._loop, name="index-db-monitor", daemon=True)
@@ -76,14 +74,12 @@ class DbMonitor:
             log.error("orphan sweep of the media store failed: %s", err)
 
     def _set(self, up: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in ("", SERVICE_NAME):
-            self.deps.health.set(name, status)
+        self.set_serving(up)
         DB_UP.set(1 if up else 0)
 
 
-def start_monitor(config: Config, deps: Deps) -> DbMonitor:
+def start_monitor(config: Config, deps: Deps, set_serving: Callable[[bool], None]) -> DbMonitor:
     """Attach a started monitor to deps: requests that lose the database wake it, deps.close() stops it."""
-    deps.monitor = DbMonitor(config, deps)
+    deps.monitor = DbMonitor(config, deps, set_serving)
     deps.monitor.start()
     return deps.monitor

@@ -2,79 +2,52 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
-import time
-from collections.abc import Callable, Iterator
-from concurrent import futures
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.rpc import status_pb2
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from index_service import domain
 from index_service.config import Config
 from index_service.domain import (
-    DeadlineExceeded,
     InvalidArgument,
     Mismatch,
     NotFound,
     SearchQuery,
     ServiceError,
     StorageError,
-    StorageFull,
-    StorageUnwritable,
     TooLarge,
     Unavailable,
     UpsertOutcome,
 )
 from index_service.media import MediaStore
-from index_service.metrics import LATENCY, REQUESTS, UPSERTED
+from index_service.metrics import UPSERTED
 from index_service.repository import Repository
-from protos import serving
 from protos.names import enum_value
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
+from semsearch_common import status
+from semsearch_common.server import Server, ServerSettings
+from semsearch_common.server import create_server as create_grpc_server
 
 if TYPE_CHECKING:
     from index_service.monitor import DbMonitor
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 SERVICE_NAME = index_pb2.DESCRIPTOR.services_by_name["Index"].full_name
-NO_DEADLINE_S = 120.0  # a caller without a deadline still gets no hang
 MAX_THUMBNAIL = 4 * 1024 * 1024
 MAX_TEXT = 1000
-
-STATUS = {
-    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    Mismatch: grpc.StatusCode.FAILED_PRECONDITION,
-    TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    Unavailable: grpc.StatusCode.UNAVAILABLE,
-    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
-    StorageFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    StorageUnwritable: grpc.StatusCode.FAILED_PRECONDITION,
-}
-# Trailing metadata on storage failures: their codes are shared with "too large" and "wrong model".
-STORAGE_ERROR_KEY = "semsearch-error"
-
-
-def status_of(err: ServiceError) -> grpc.StatusCode:
-    """The gRPC status of a domain error."""
-    return STATUS.get(type(err), grpc.StatusCode.INTERNAL)
 
 
 @dataclass
 class Deps:
-    """What the servicer needs: the repository, the media store and the health monitor."""
+    """What the servicer needs: the repository, the media store and the database monitor."""
 
     repo: Repository
     media: MediaStore
-    health: health.HealthServicer = field(default_factory=health.HealthServicer)
     monitor: DbMonitor | None = None
 
     @classmethod
@@ -89,42 +62,18 @@ class Deps:
             self.monitor.stop()
         self.repo.close()
 
-
-def _rpc(method: Callable[..., T]) -> Callable[..., T]:
-    """Map domain errors to status codes, count and time the call."""
-    name = method.__name__
-
-    @functools.wraps(method)
-    def wrapper(self: IndexServicer, request: Any, context: grpc.ServicerContext) -> T:
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
-            return method(self, request, context)
-        except ServiceError as err:
-            code = status_of(err)
-            if code == grpc.StatusCode.UNAVAILABLE and self.deps.monitor is not None:
-                self.deps.monitor.lost()
-            if isinstance(err, StorageError):
-                log.error("%s -> %s: %s", name, code.name, err)  # an operator must act
-                context.set_trailing_metadata(((STORAGE_ERROR_KEY, "storage"),))
-            else:
-                log.debug("%s -> %s: %s", name, code.name, err)
-            context.abort(code, str(err))
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("%s failed", name)
-            context.abort(code, "internal error (logged by the index service)")
-        finally:
-            REQUESTS.labels(name, code.name).inc()
-            LATENCY.labels(name).observe(time.perf_counter() - started)
-        raise AssertionError("unreachable")  # context.abort always raises
-
-    return wrapper
+    def failed(self, err: ServiceError) -> None:
+        """Every RPC's domain error passes here: a lost database wakes the monitor, storage trouble is loud."""
+        if isinstance(err, Unavailable) and self.monitor is not None:
+            self.monitor.lost()
+        if isinstance(err, StorageError):
+            log.error("media store: %s", err)  # an operator must act
 
 
 def _timeout(context: grpc.ServicerContext) -> float:
+    """Seconds left for the call (the platform bounds calls without a client deadline)."""
     remaining = context.time_remaining()
-    return NO_DEADLINE_S if remaining is None else max(0.0, remaining)
+    return 0.0 if remaining is None else max(0.0, remaining)
 
 
 class IndexServicer(index_pb2_grpc.IndexServicer):
@@ -137,7 +86,6 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         if not self.repo.ready:
             raise Unavailable("the index database is not reachable or not migrated yet")
 
-    @_rpc
     def Upsert(self, request: index_pb2.UpsertRequest, context: grpc.ServicerContext) -> index_pb2.UpsertResponse:
         """Validate each item alone, store the valid ones in one transaction."""
         self._ready()
@@ -181,7 +129,6 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
             file_name=item.file_name, vector=vector, model_id=item.model_id,
         )
 
-    @_rpc
     def Search(self, request: index_pb2.SearchRequest, context: grpc.ServicerContext) -> index_pb2.SearchResponse:
         """Nearest neighbours of a query vector."""
         self._ready()
@@ -193,7 +140,6 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         vector = domain.check_vector(request.vector, self.repo.dim, self.config.norm_tolerance)
         return self._search(vector, request, None, timeout)
 
-    @_rpc
     def SearchSimilar(
         self, request: index_pb2.SearchSimilarRequest, context: grpc.ServicerContext
     ) -> index_pb2.SearchResponse:
@@ -225,7 +171,6 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
             search_ms=ms,
         )
 
-    @_rpc
     def Get(self, request: index_pb2.GetRequest, context: grpc.ServicerContext) -> index_pb2.GetResponse:
         """Metadata of the ids that exist."""
         self._ready()
@@ -233,7 +178,6 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         metas = self.repo.get(list(request.ids), _timeout(context))
         return index_pb2.GetResponse(images=[_meta_pb(m) for m in metas])
 
-    @_rpc
     def GetImage(self, request: index_pb2.GetImageRequest, context: grpc.ServicerContext) -> Iterator[Any]:
         """The original (from the media store) or the thumbnail (from the database), in chunks."""
         self._ready()
@@ -255,7 +199,6 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
             raise NotFound(f"the original of image {request.id} is missing from the media store") from None
         return _chunks(self.deps.media.open(meta.sha256), meta.content_type, size, meta.sha256)
 
-    @_rpc
     def Delete(self, request: index_pb2.DeleteRequest, context: grpc.ServicerContext) -> index_pb2.DeleteResponse:
         """Remove rows and their files."""
         self._ready()
@@ -264,7 +207,6 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         log.info("deleted %d image(s)", len(deleted))
         return index_pb2.DeleteResponse(deleted=deleted)
 
-    @_rpc
     def ListLabels(
         self, request: index_pb2.ListLabelsRequest, context: grpc.ServicerContext
     ) -> index_pb2.ListLabelsResponse:
@@ -273,7 +215,6 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         rows = self.repo.labels(_timeout(context))
         return index_pb2.ListLabelsResponse(labels=[index_pb2.LabelCount(label=lb, count=n) for lb, n in rows])
 
-    @_rpc
     def Exists(self, request: index_pb2.ExistsRequest, context: grpc.ServicerContext) -> index_pb2.ExistsResponse:
         """The stored subset of the given hashes."""
         self._ready()
@@ -284,7 +225,6 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         present = self.repo.exists(shas, _timeout(context)) if shas else []
         return index_pb2.ExistsResponse(present=present)
 
-    @_rpc
     def Stats(self, request: index_pb2.StatsRequest, context: grpc.ServicerContext) -> index_pb2.StatsResponse:
         """Count, backend, versions, index parameters and state, models, sizes."""
         self._ready()
@@ -295,16 +235,14 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
             **stats, max_k=c.max_k, max_upsert_items=c.max_batch, max_message_bytes=c.max_message_mb * 1024 * 1024,
             max_ids_per_request=c.max_batch * 10, max_thumbnail_bytes=MAX_THUMBNAIL, max_text_chars=MAX_TEXT)
 
-    @_rpc
     def BuildIndex(
         self, request: index_pb2.BuildIndexRequest, context: grpc.ServicerContext
     ) -> index_pb2.BuildIndexResponse:
         """Build the HNSW index after a bulk load."""
         self._ready()
-        remaining = context.time_remaining()
-        built, seconds = self.repo.build_index(request.concurrently, remaining)
+        built, seconds = self.repo.build_index(request.concurrently, context.time_remaining())  # None: unbounded
         return index_pb2.BuildIndexResponse(
-            index_state=enum_value(index_pb2.IndexState, self.repo.index_state(_timeout(context))),
+            index_state=enum_value(index_pb2.IndexState, self.repo.index_state(_timeout(context) or 30.0)),
             build_seconds=seconds, built=built)
 
 
@@ -334,7 +272,7 @@ def _check_ids(ids: Any, limit: int) -> None:
 
 
 def _result_pb(r: UpsertOutcome) -> index_pb2.UpsertResult:
-    error = None if r.error is None else status_pb2.Status(code=status_of(r.error).value[0], message=str(r.error))
+    error = None if r.error is None else status.to_proto(r.error)
     return index_pb2.UpsertResult(id=r.id, created=r.created, sha256=r.sha256, error=error)
 
 
@@ -346,22 +284,25 @@ def _meta_pb(m: domain.ImageMeta) -> index_pb2.ImageMeta:
     )
 
 
-def create_server(config: Config, deps: Deps) -> tuple[grpc.Server, int]:
-    """A started gRPC server with the Index, health and reflection services; returns it and its port."""
-    limit = config.max_message_mb * 1024 * 1024
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="index-rpc"),
-        options=serving.server_options(limit),
-        interceptors=[serving.RejectUndecodable()],
-    )
-    index_pb2_grpc.add_IndexServicer_to_server(IndexServicer(config, deps), server)
-    health_pb2_grpc.add_HealthServicer_to_server(deps.health, server)
-    serving.enable_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
-    if port == 0:
-        raise RuntimeError(f"could not bind {config.host}:{config.port}")
-    for name in ("", SERVICE_NAME):
-        deps.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    server.start()
-    log.info("index service listening on %s:%d", config.host, port)
-    return server, port
+def create_server(config: Config, deps: Deps) -> Server:
+    """A started server with the Index, health and reflection services, NOT_SERVING until the monitor says so.
+
+    Raises PortInUse when the address is taken.
+    """
+    settings = ServerSettings(
+        host=config.host, port=config.port, workers=config.workers, message_limit=config.max_message_mb * 1024 * 1024,
+        default_deadline_s=config.default_deadline_s, metrics_prefix="index", unbounded=("BuildIndex",))
+    servicer = IndexServicer(config, deps)
+    server = create_grpc_server(settings, [SERVICE_NAME],
+                                lambda s: index_pb2_grpc.add_IndexServicer_to_server(servicer, s), deps.failed)
+    log.info("index service listening on %s:%d", config.host, server.port)
+    return server
+
+
+def serve(config: Config, deps: Deps) -> Server:
+    """create_server, then the database monitor that drives its health (what __main__ and in-process tests run)."""
+    from index_service.monitor import start_monitor  # the monitor module needs Deps from here
+
+    server = create_server(config, deps)
+    start_monitor(config, deps, server.set_serving)
+    return server

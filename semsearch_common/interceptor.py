@@ -82,10 +82,11 @@ class ServiceInterceptor(grpc.ServerInterceptor):
     """Wraps every method handler of a server; see the module's docstring."""
 
     def __init__(self, metrics_prefix: str, default_deadline_s: float | None,
-                 on_error: Callable[[ServiceError], None] | None = None) -> None:
+                 on_error: Callable[[ServiceError], None] | None = None, unbounded: tuple[str, ...] = ()) -> None:
         self.requests, self.latency = rpc_metrics(metrics_prefix)
         self.default_deadline_s = default_deadline_s
         self.on_error = on_error
+        self.unbounded = frozenset(unbounded)
 
     def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
                           details: grpc.HandlerCallDetails) -> Any:
@@ -101,7 +102,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         if behaviour is None:
             return handler
         # A request-streaming call (a bulk load) may run as long as its caller wants.
-        default = None if handler.request_streaming else self.default_deadline_s
+        default = None if handler.request_streaming or method in self.unbounded else self.default_deadline_s
         wrapped = (self._streaming if handler.response_streaming else self._unary)(method, behaviour, default,
                                                                                    handler.request_streaming)
         replaced: dict[str, Any] = {kind: wrapped}

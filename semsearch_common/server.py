@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
@@ -34,6 +35,8 @@ class ServerSettings:
     message_limit: int = 64 * 1024 * 1024
     # Applied to unary calls whose caller set no deadline; None leaves them unbounded.
     default_deadline_s: float | None = 120.0
+    # Methods that may run longer than any default (an index build): no deadline unless the caller sets one.
+    unbounded: tuple[str, ...] = ()
     # Prefix of the RPC metrics, e.g. "index" -> index_requests_total.
     metrics_prefix: str = "rpc"
 
@@ -76,6 +79,24 @@ class Server:
         self.server.stop(grace).wait()
 
 
+def ensure_free(host: str, port: int) -> None:
+    """Raise PortInUse when something already listens on host:port (0 is always free).
+
+    For a service that must start other things (a database) before it can build its server: it fails
+    early, before touching them. The server's own bind still refuses a port taken in between.
+    """
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR lets the probe bind over connections in TIME_WAIT but, on Linux, never over a listener.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as err:
+            raise PortInUse(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+
+
 def create_server(settings: ServerSettings, names: Sequence[str], register: Callable[[grpc.Server], None],
                   on_error: Callable[[ServiceError], None] | None = None) -> Server:
     """Build, bind and start a server hosting the services `register` adds, NOT_SERVING until set_serving(True).
@@ -86,7 +107,8 @@ def create_server(settings: ServerSettings, names: Sequence[str], register: Call
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"{settings.metrics_prefix}-rpc"),
         options=options(settings.message_limit),
-        interceptors=[ServiceInterceptor(settings.metrics_prefix, settings.default_deadline_s, on_error)],
+        interceptors=[ServiceInterceptor(settings.metrics_prefix, settings.default_deadline_s, on_error,
+                                         settings.unbounded)],
     )
     register(server)
     health_servicer = health.HealthServicer()

@@ -23,9 +23,8 @@ from embedder_service.server import EmbedderServer
 from embedder_service.server import create_server as create_embedder
 from gateway.app import create_app
 from gateway.config import GatewayConfig
-from index_service.monitor import start_monitor
 from index_service.server import Deps
-from index_service.server import create_server as create_index
+from index_service.server import serve as serve_index
 from index_service.tests.conftest import Running, create_database, drop_database, make_config
 from index_service.tests.conftest import embedded_pg as embedded_pg  # re-exported: pytest finds fixtures by name
 from protos.semsearch.v1 import index_pb2_grpc
@@ -122,8 +121,8 @@ def _stack(model: ClipModel, pg: Any, data_dir: Path) -> tuple[Stack, Callable[[
     dsn = create_database(pg)
     config = make_config(data_dir, dsn)
     deps = Deps.build(config, dsn)
-    server, port = create_index(config, deps)
-    start_monitor(config, deps)
+    server = serve_index(config, deps)
+    port = server.port
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     index = Running(config, deps, server, channel, index_pb2_grpc.IndexStub(channel))
     index.wait_serving()

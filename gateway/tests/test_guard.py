@@ -19,9 +19,8 @@ from embedder_service.tests import images
 from gateway.config import ConfigError, GatewayConfig
 from gateway.tests.conftest import TOKEN, Stack
 from gateway.tests.test_api import upload
-from index_service.monitor import start_monitor
 from index_service.server import Deps
-from index_service.server import create_server as create_index
+from index_service.server import serve as serve_index
 from protos.semsearch.v1 import index_pb2
 
 
@@ -126,7 +125,7 @@ def test_index_stopped_and_restarted(private_stack: Stack) -> None:
     index = private_stack.index
     image_id = upload(gw.client, images.jpeg(seed=801)).json()["results"][0]["id"]
     assert gw.client.get(f"/images/{image_id}/thumb").status_code == 200
-    index.server.stop(0).wait()
+    index.server.stop(0)
     index.deps.close()
     for path in ("/api/search?q=boats", f"/images/{image_id}/thumb", "/api/stats", "/api/labels"):
         started = time.monotonic()
@@ -135,8 +134,7 @@ def test_index_stopped_and_restarted(private_stack: Stack) -> None:
         assert time.monotonic() - started < 3.0
     config = dataclasses.replace(index.config, port=private_stack.index_port)
     index.deps = Deps.build(config, config.dsn or "")
-    index.server, _ = create_index(config, index.deps)
-    start_monitor(config, index.deps)
+    index.server = serve_index(config, index.deps)
     index.wait_serving()
     assert wait_for(gw.client, f"/images/{image_id}/thumb", 200, within_s=5.0) < 5.0
     assert gw.client.get("/api/search", params={"q": "boats"}).json()["hits"][0]["id"] == image_id

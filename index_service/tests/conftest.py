@@ -20,10 +20,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from index_service.config import Config, HnswParams
-from index_service.monitor import start_monitor
 from index_service.pg import EmbeddedPostgres
-from index_service.server import Deps, create_server
+from index_service.server import Deps
+from index_service.server import serve as serve_index
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
+from semsearch_common.server import Server
 
 # Tests never need crash durability of the test cluster itself.
 FAST_SETTINGS = {"fsync": "off", "full_page_writes": "off", "max_connections": "300"}
@@ -98,7 +99,7 @@ class Running:
 
     config: Config
     deps: Deps
-    server: grpc.Server
+    server: Server
     channel: grpc.Channel
     stub: index_pb2_grpc.IndexStub
 
@@ -117,15 +118,15 @@ class Running:
     def stop(self) -> None:
         """Stop server and dependencies."""
         self.channel.close()
-        self.server.stop(0).wait()
+        self.server.stop(0)
         self.deps.close()
 
 
 def start_server(config: Config, wait: bool = True) -> Running:
     """Start an in-process server for `config` (its dsn) and connect a channel to it."""
     deps = Deps.build(config, config.dsn or "")
-    server, port = create_server(config, deps)
-    start_monitor(config, deps)
+    server = serve_index(config, deps)
+    port = server.port
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     running = Running(config, deps, server, channel, index_pb2_grpc.IndexStub(channel))
     if wait:

@@ -22,12 +22,12 @@ from embedder_service.model import ClipModel
 from embedder_service.models import bundle
 from embedder_service.server import create_server as create_embedder
 from index_service.config import Config as IndexConfig
-from index_service.monitor import start_monitor
 from index_service.pg import EmbeddedPostgres
 from index_service.server import Deps
-from index_service.server import create_server as create_index
+from index_service.server import serve as serve_index
 from index_service.tests.conftest import create_database, scratch_postgres
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
+from semsearch_common.server import Server
 
 REPO = Path(__file__).resolve().parents[2]
 # The test cluster needs no crash safety of its own; what the tests check is the loader's.
@@ -70,7 +70,7 @@ class IndexServer:
 
     addr: str
     stub: index_pb2_grpc.IndexStub
-    server: grpc.Server
+    server: Server
     deps: Deps
     channel: grpc.Channel
     dsn: str
@@ -96,8 +96,8 @@ def start_index(pg: EmbeddedPostgres, data_dir: Path, dsn: str | None = None, po
     config = IndexConfig(host="127.0.0.1", port=port, dsn=dsn or create_database(pg), data_dir=data_dir,
                          health_interval_s=0.2, grace_s=0.5, **overrides)  # type: ignore[arg-type]
     deps = Deps.build(config, config.dsn or "")
-    server, port = create_index(config, deps)
-    start_monitor(config, deps)
+    server = serve_index(config, deps)
+    port = server.port
     addr = f"127.0.0.1:{port}"
     wait_serving(addr)
     channel = grpc.insecure_channel(addr)
@@ -107,7 +107,7 @@ def start_index(pg: EmbeddedPostgres, data_dir: Path, dsn: str | None = None, po
 def stop_index(index: IndexServer) -> None:
     """Stop an index server started by start_index."""
     index.channel.close()
-    index.server.stop(0).wait()
+    index.server.stop(0)
     index.deps.close()
 
 

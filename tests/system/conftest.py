@@ -18,9 +18,8 @@ import pytest
 
 from gateway.tests.conftest import Embedder, Stack
 from gateway.tests.conftest import clip_model as clip_model  # re-exported: pytest finds fixtures by name
-from index_service.monitor import start_monitor
 from index_service.server import Deps
-from index_service.server import create_server as create_index
+from index_service.server import serve as serve_index
 from index_service.tests.conftest import Running, create_database, drop_database, make_config
 from index_service.tests.conftest import embedded_pg as embedded_pg  # re-exported fixture
 from protos.semsearch.v1 import index_pb2_grpc
@@ -33,8 +32,8 @@ def hostile_stack(clip_model: Any, embedded_pg: Any,  # noqa: F811 - the fixture
     dsn = create_database(embedded_pg)
     config = make_config(tmp_path_factory.mktemp("hostile-index"), dsn)
     deps = Deps.build(config, dsn)
-    server, port = create_index(config, deps)
-    start_monitor(config, deps)
+    server = serve_index(config, deps)
+    port = server.port
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     index = Running(config, deps, server, channel, index_pb2_grpc.IndexStub(channel))
     index.wait_serving()
