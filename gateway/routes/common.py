@@ -1,0 +1,47 @@
+"""What the routers share: the backends and token dependencies, path parameters, error responses, text checks."""
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi import Path as PathParam
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from gateway import schemas
+from gateway.clients import Backends
+from gateway.config import GatewayConfig
+from gateway.errors import ApiError
+
+ERRORS = {code: {"model": schemas.ErrorBody} for code in (400, 404, 409, 413, 415, 429, 503, 504)}
+ImageId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="image id")]
+bearer = HTTPBearer(auto_error=False, description="GATEWAY_TOKEN, when the gateway has one")
+
+
+def backends(request: Request) -> Backends:
+    """The gRPC clients the lifespan opened."""
+    return request.app.state.backends
+
+
+Backend = Annotated[Backends, Depends(backends)]
+
+
+def token_checker(config: GatewayConfig) -> Callable[..., Awaitable[None]]:
+    """A dependency that refuses a request without the gateway's bearer token, when it has one."""
+
+    async def require_token(cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if not config.token:
+            return
+        if cred is None or not hmac.compare_digest(cred.credentials.encode(), config.token.encode()):
+            raise ApiError(401, "this endpoint needs the gateway's bearer token")
+
+    return require_token
+
+
+def check_text(name: str, value: str, limit: int, too_long: int = 400) -> None:
+    """Refuse text over limit characters (too_long is the status) or with control characters."""
+    if len(value) > limit:
+        raise ApiError(too_long, f"{name} is {len(value)} characters; at most {limit}")
+    # Postgres text cannot hold NUL, and control characters are never meant: refuse them here.
+    if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
+        raise ApiError(400, f"{name} contains control characters")

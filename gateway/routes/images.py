@@ -1,0 +1,92 @@
+"""Image routes: add, describe and delete pictures, and serve their bytes."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from gateway import images, schemas, upload
+from gateway.clients import Backends, Deadline
+from gateway.config import GatewayConfig
+from gateway.errors import ApiError
+from gateway.routes.common import ERRORS, Backend, ImageId, check_text, token_checker
+
+IMAGE_CACHE = "public, max-age=31536000, immutable"  # an id's bytes never change; a new upload gets a new id
+
+
+def router(config: GatewayConfig) -> APIRouter:
+    """The image routes, with the limits and token of config."""
+    routes = APIRouter(tags=["images"])
+    require_token = token_checker(config)
+
+    @routes.post("/api/images", response_model=schemas.UploadResult, status_code=201,
+              dependencies=[Depends(require_token)],
+              responses={**ERRORS, 200: {"model": schemas.UploadResult, "description": "every file was stored already"},
+                         401: {"model": schemas.ErrorBody},
+                         **{code: {"model": schemas.UploadFailure, "description": "no file was stored"}
+                            for code in (400, 409, 413, 415, 507)}})
+    async def add_images(b: Backend, files: Annotated[list[UploadFile], File(description="one or more images")],
+                         label: Annotated[str, Form(description="label for all the files")] = "",
+                         source: Annotated[str, Form(description="where they come from")] = "upload") -> Response:
+        """Add pictures; each file gets its own outcome (created, already present, or its error)."""
+        if len(files) > config.max_files:
+            raise ApiError(413, f"{len(files)} files; at most {config.max_files} per request")
+        label, source = label.strip(), source.strip() or "upload"
+        check_text("label", label, 200)
+        check_text("source", source, 200)
+        received = [upload.Upload(f.filename or f"file {i + 1}", await f.read(config.max_file_bytes + 1))
+                    for i, f in enumerate(files)]
+        outcomes = await upload.add(received, label, source, b, config, Deadline(config.upload_deadline_s))
+        body = schemas.UploadResult(results=outcomes, created=sum(o.outcome == "created" for o in outcomes),
+                                    existing=sum(o.outcome == "exists" for o in outcomes),
+                                    failed=sum(o.outcome == "error" for o in outcomes)).model_dump()
+        status = upload.overall_status(outcomes)
+        if status >= 400:  # nothing stored: an error body (as everywhere) that still lists each file
+            body.update(ApiError(status, outcomes[0].message or "no file was stored").body())
+        return JSONResponse(body, status_code=status)
+
+    @routes.get("/api/images/{image_id}", response_model=schemas.ImageInfo, responses=ERRORS)
+    async def image_info(b: Backend, image_id: ImageId) -> schemas.ImageInfo:
+        """Metadata of one image."""
+        m = await b.get(image_id, Deadline(config.search_deadline_s))
+        return schemas.ImageInfo(
+            id=m.id, sha256=m.sha256, label=m.label, source=m.source, file_name=m.file_name, width=m.width,
+            height=m.height, content_type=m.content_type, size_bytes=m.size_bytes, model_id=m.model_id,
+            created_at=m.created_at, thumbnail_url=f"/images/{m.id}/thumb", image_url=f"/images/{m.id}")
+
+    @routes.delete("/api/images/{image_id}", response_model=schemas.Deleted,
+                dependencies=[Depends(require_token)], responses={401: {"model": schemas.ErrorBody}, **ERRORS})
+    async def delete_image(b: Backend, image_id: ImageId) -> schemas.Deleted:
+        """Remove an image, its vector and its files."""
+        if not await b.delete(image_id, Deadline(config.search_deadline_s)):
+            raise ApiError(404, f"no image with id {image_id}")
+        return schemas.Deleted(deleted=image_id)
+
+    async def serve_image(b: Backends, request: Request, image_id: int, thumbnail: bool) -> Response:
+        first, body = await b.open_image(image_id, thumbnail, Deadline(config.upload_deadline_s))
+        etag = f'"{first.sha256}{"-thumb" if thumbnail else ""}"'
+        headers = {"ETag": etag, "Cache-Control": IMAGE_CACHE}
+        if etag in request.headers.get("if-none-match", ""):
+            await body.aclose()
+            return Response(status_code=304, headers=headers)
+        headers["Content-Length"] = str(first.total_size)
+        # Only the image types we decode go out as such: anything else another index client stored (HTML,
+        # SVG, a header-breaking string) is served as opaque bytes, so no browser runs it as a page.
+        media_type = first.content_type if first.content_type in images.SERVED_TYPES else "application/octet-stream"
+        ext = media_type.rsplit("/", 1)[-1] if media_type in images.SERVED_TYPES else "bin"
+        headers["Content-Disposition"] = f'inline; filename="{image_id}{"-thumb" if thumbnail else ""}.{ext}"'
+        return StreamingResponse(body, media_type=media_type, headers=headers)
+
+    image_responses = {200: {"content": {"image/*": {}}, "description": "the image bytes"}, 304: {}, **ERRORS}
+
+    @routes.get("/images/{image_id}", response_class=Response, responses=image_responses)
+    async def original(b: Backend, request: Request, image_id: ImageId) -> Response:
+        """The original file, as uploaded."""
+        return await serve_image(b, request, image_id, False)
+
+    @routes.get("/images/{image_id}/thumb", response_class=Response, responses=image_responses)
+    async def thumbnail(b: Backend, request: Request, image_id: ImageId) -> Response:
+        """A small JPEG of the image."""
+        return await serve_image(b, request, image_id, True)
+
+    return routes

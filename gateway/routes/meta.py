@@ -1,0 +1,66 @@
+"""Collection and operations routes: labels, stats, liveness, readiness, metrics."""
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway import schemas
+from gateway.clients import Deadline
+from gateway.config import GatewayConfig
+from gateway.routes.common import ERRORS, Backend
+from protos.names import enum_word
+from protos.semsearch.v1 import embedder_pb2, index_pb2
+
+
+def router(config: GatewayConfig) -> APIRouter:
+    """The collection and operations routes, with the limits config reports."""
+    routes = APIRouter()
+
+    @routes.get("/api/labels", response_model=list[schemas.Label], responses=ERRORS, tags=["collection"])
+    async def labels(b: Backend) -> list[schemas.Label]:
+        """Every label with its number of images."""
+        rows = await b.labels(Deadline(config.search_deadline_s))
+        return [schemas.Label(label=r.label, count=r.count) for r in rows if r.label]
+
+    @routes.get("/api/stats", response_model=schemas.Stats, responses=ERRORS, tags=["collection"])
+    async def stats(b: Backend) -> schemas.Stats:
+        """Collection size, model, precision, provider and database backend."""
+        deadline = Deadline(config.search_deadline_s)
+        answers = await asyncio.gather(b.stats(deadline), b.model_info(deadline), return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+        s, m = answers
+        return schemas.Stats(
+            # The HTTP API keeps the contract's enums as the words it always had ("pgvector", "ready", "fp32").
+            count=s.count, backend=enum_word(index_pb2.Backend, s.backend),
+            index_state=enum_word(index_pb2.IndexState, s.index_state), collection_models=list(s.model_ids),
+            model_id=m.model_id, model_name=m.name, precision=enum_word(embedder_pb2.Precision, m.precision),
+            providers=list(m.providers),
+            semantic=m.semantic, dim=m.dim, write_token_required=bool(config.token),
+            limits=schemas.Limits(max_file_bytes=config.max_file_bytes, max_request_bytes=config.max_request_bytes,
+                                  max_files=config.max_files, max_query_chars=config.max_query_chars,
+                                  max_k=config.max_k, max_depth=config.max_depth))
+
+    @routes.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """The process is up (liveness)."""
+        return {"status": "ok"}
+
+    @routes.get("/readyz", response_model=schemas.Ready, tags=["operations"],
+             responses={503: {"model": schemas.Ready, "description": "a backend is not serving"}})
+    async def readyz(b: Backend) -> Response:
+        """Both services answer SERVING (readiness)."""
+        up = await b.serving(Deadline(2.0))
+        body = schemas.Ready(ready=all(up.values()), embedder=up["embedder"], index=up["index"])
+        headers = {} if body.ready else {"Retry-After": str(config.retry_after_s)}
+        return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503, headers=headers)
+
+    @routes.get("/metrics", response_class=Response, tags=["operations"])
+    async def metrics() -> Response:
+        """Prometheus metrics of the gateway."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return routes
