@@ -10,18 +10,24 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
+from semsearch_common.errors import Reason, ResourceExhausted, Unavailable
+
 log = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
-class Overloaded(RuntimeError):
+class Overloaded(ResourceExhausted):
     """The queue is full; the caller should back off and retry."""
 
+    reason = Reason.OVERLOADED
 
-class Closed(RuntimeError):
+
+class Closed(Unavailable):
     """The batcher has been stopped."""
+
+    reason = Reason.SHUTTING_DOWN
 
 
 class Batcher(Generic[Item, Result]):
