@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
 from embedder_service import bundle
+from embedder_service.batching import Batcher
 from embedder_service.config import EmbedderConfig
 from embedder_service.engine import Engine
 from embedder_service.model import ClipModel
@@ -116,17 +117,35 @@ def test_request_limits_carry_their_reason(stub) -> None:
 def test_a_full_queue_is_overloaded_and_a_closed_engine_is_shutting_down(model: ClipModel) -> None:
     config = EmbedderConfig(port=0, queue_limit=1)
     engine = Engine(model, config)
+    entered, release = threading.Event(), threading.Event()
+
+    def blocked(rows: list) -> list:
+        entered.set()
+        release.wait(30)
+        return [np.zeros(512, np.float32) for _ in rows]
+
+    engine.texts.close()
+    engine.texts = Batcher(blocked, max_batch=1, max_wait_s=0, queue_limit=1, name="text")
     server = create_server(config, engine)
     stub = embedder_pb2_grpc.EmbedderStub(chan := channels.channel(f"127.0.0.1:{server.port}"))
     try:
-        with pytest.raises(grpc.RpcError) as err:
+        with pytest.raises(grpc.RpcError) as err:  # more than the whole queue holds: waiting cannot help
             stub.EmbedTexts(embedder_pb2.EmbedTextsRequest(texts=["a dog", "a cat"]), timeout=10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and call_reason(err.value) == "TOO_LARGE"
+        running = engine.texts.submit([[1]])
+        assert entered.wait(10)  # that one is in inference; the next fills the queue
+        waiting = engine.texts.submit([[1]])
+        with pytest.raises(grpc.RpcError) as err:
+            stub.EmbedTexts(embedder_pb2.EmbedTextsRequest(texts=["a dog"]), timeout=10)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and call_reason(err.value) == "OVERLOADED"
+        release.set()
+        assert len(running[0].result(10)) == len(waiting[0].result(10)) == 512
         engine.close()
         with pytest.raises(grpc.RpcError) as err:
             stub.EmbedTexts(embedder_pb2.EmbedTextsRequest(texts=["a dog"]), timeout=10)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE and call_reason(err.value) == "SHUTTING_DOWN"
     finally:
+        release.set()
         chan.close()
         server.stop(0)
 
