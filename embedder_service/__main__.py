@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 
-from embedder_service import metrics
-from embedder_service.config import ConfigError, EmbedderConfig
+from embedder_service.config import EmbedderConfig
 from embedder_service.engine import Engine
 from embedder_service.model import ClipModel, ProviderError
 from embedder_service.models import bundle
 from embedder_service.server import create_server
+from semsearch_common import logs, process
+from semsearch_common.config import ConfigError
+from semsearch_common.server import PortInUse
 
 log = logging.getLogger("embedder_service")
+NAME = "embedder"
 
 
 def main() -> int:
@@ -25,29 +26,31 @@ def main() -> int:
             raise ConfigError("EMBEDDER_MODEL_DIR is not set: point it at a model bundle "
                               "(make one with `python -m embedder_service.models --help`)")
     except ConfigError as exc:
-        print(f"embedder: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-
-    server = create_server(config)
-    metrics.serve(config.metrics_port, config.host)
+        return process.config_error(NAME, exc)
+    logs.setup(config.log_level, config.log_format)
+    stop = process.stop_event()
+    try:
+        server = create_server(config)
+    except PortInUse as exc:
+        return process.startup_error(NAME, exc)
+    try:
+        process.serve_metrics(config.metrics_port, config.host)
+    except OSError as exc:
+        server.stop(0)
+        return process.startup_error(NAME, f"cannot serve metrics on {config.host}:{config.metrics_port}: {exc}")
     log.info("listening on %s:%d (NOT_SERVING until the model is loaded)", config.host, server.port)
     try:
         model = ClipModel(bundle.load(config.model_dir), config.provider, config.threads)
     except (bundle.BundleError, ProviderError) as exc:
-        log.error("cannot load the model: %s", exc)
         server.stop(0)
-        return 1
+        return process.startup_error(NAME, f"cannot load the model: {exc}")
     server.attach(Engine(model, config))
     log.info("serving %s", model.bundle.model_id)
     if not model.bundle.semantic:
         log.warning("this bundle has random weights (%s): its vectors carry no meaning", model.bundle.source)
     stop.wait()
-    log.info("shutting down (grace %.1fs)", config.grace_s)
-    server.stop(config.grace_s)
+    log.info("shutting down (drain %.1fs, grace %.1fs)", config.drain_s, config.grace_s)
+    server.stop(config.grace_s, config.drain_s)
     return 0
 
 

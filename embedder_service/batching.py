@@ -10,18 +10,24 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
+from semsearch_common.errors import Reason, ResourceExhausted, Unavailable
+
 log = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
-class Overloaded(RuntimeError):
+class Overloaded(ResourceExhausted):
     """The queue is full; the caller should back off and retry."""
 
+    reason = Reason.OVERLOADED
 
-class Closed(RuntimeError):
+
+class Closed(Unavailable):
     """The batcher has been stopped."""
+
+    reason = Reason.SHUTTING_DOWN
 
 
 class Batcher(Generic[Item, Result]):
@@ -54,7 +60,9 @@ class Batcher(Generic[Item, Result]):
     def submit(self, items: Sequence[Item], timeout: float | None = 0.0) -> list[Future]:
         """Queue items; wait up to `timeout` seconds for room (None = forever), else raise Overloaded."""
         if len(items) > self._queue_limit:
-            raise Overloaded(f"{len(items)} items exceed the queue limit of {self._queue_limit}")
+            # Waiting cannot help these: the reason tells the caller to split, not to retry.
+            raise Overloaded(f"{len(items)} items exceed the queue limit of {self._queue_limit}",
+                             reason=Reason.TOO_LARGE)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while len(self._queue) + len(items) > self._queue_limit and not self._closed:

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from semsearch_common.config import ConfigError, Env
+from semsearch_common.logs import FORMATS, LEVELS
 
 PROVIDERS = ("auto", "cpu", "cuda")
+# Lower bounds (and the port's upper one) of the numeric settings; the rest take any value of their type.
+BOUNDS = {
+    **{name: (1, None) for name in ("max_batch", "queue_limit", "max_images_per_request", "max_texts_per_request",
+                                    "max_pixels", "max_image_bytes", "max_receive_mb", "max_text_chars")},
+    **{name: (0, None) for name in ("threads", "decode_workers", "max_wait_ms", "thumbnail_max", "grace_s",
+                                    "drain_s")},
+    "port": (0, 65535),
+    "metrics_port": (0, 65535),
+}
+CHOICES = {"provider": PROVIDERS, "log_level": LEVELS, "log_format": FORMATS}
 
-
-class ConfigError(ValueError):
-    """A setting has a bad value; the message names the variable."""
+__all__ = ["ConfigError", "EmbedderConfig"]
 
 
 @dataclass(frozen=True)
@@ -43,48 +52,12 @@ class EmbedderConfig:
     thumbnail_max: int = 1024
     metrics_port: int = 0
     grace_s: float = 5.0
+    # Seconds between reporting NOT_SERVING and refusing new calls on SIGTERM, so balancers look elsewhere first.
+    drain_s: float = 0.0
     log_level: str = "INFO"
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EmbedderConfig:
-        """Build from EMBEDDER_* variables; unset ones keep their defaults."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            name = f"EMBEDDER_{f.name.upper()}"
-            if name in env:
-                values[f.name] = _parse(name, env[name], type(getattr(cls, f.name)))
-        config = cls(**values)
-        config.check()
-        return config
-
-    def check(self) -> None:
-        """Reject values that cannot work, naming the variable."""
-        if self.provider not in PROVIDERS:
-            raise ConfigError(f"EMBEDDER_PROVIDER must be one of {', '.join(PROVIDERS)}, not {self.provider!r}")
-        for name in ("max_batch", "queue_limit", "max_images_per_request", "max_texts_per_request",
-                     "max_pixels", "max_image_bytes", "max_receive_mb", "max_text_chars"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"EMBEDDER_{name.upper()} must be at least 1")
-        for name in ("port", "metrics_port", "threads", "decode_workers"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"EMBEDDER_{name.upper()} must not be negative")
-        if self.max_wait_ms < 0:
-            raise ConfigError("EMBEDDER_MAX_WAIT_MS must not be negative")
-
-
-def _parse(name: str, raw: str, kind: type) -> Any:
-    parsers: dict[type, Callable[[str], Any]] = {bool: _parse_bool, int: int, float: float, str: str}
-    try:
-        return parsers[kind](raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
-
-
-def _parse_bool(raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(raw)
+        """Build from EMBEDDER_* variables; unset or blank ones keep their defaults, bad ones raise ConfigError."""
+        return Env("EMBEDDER", env).fill(cls, bounds=BOUNDS, choices=CHOICES)

@@ -18,15 +18,16 @@ from embedder_service.config import EmbedderConfig
 from embedder_service.model import ClipModel
 from embedder_service.preprocess import Decoded, ImageError, PreprocessSpec, decode
 from embedder_service.tokenizer import ClipTokenizer
+from semsearch_common import errors
 
 log = logging.getLogger(__name__)
 
 
-class TextError(ValueError):
+class TextError(errors.InvalidArgument, ValueError):
     """A text that cannot be embedded (empty, too long); the message is user-facing."""
 
 
-class DeadlineExceeded(TimeoutError):
+class DeadlineExceeded(errors.DeadlineExceeded, TimeoutError):
     """The caller's deadline passed before the work was done."""
 
 

@@ -1,10 +1,13 @@
-"""Prometheus metrics of the embedder (served on EMBEDDER_METRICS_PORT when set)."""
+"""The embedder's own Prometheus metrics (served on EMBEDDER_METRICS_PORT when set).
+
+RPC counts and latency (embedder_requests_total{method,code}, embedder_request_seconds) come from the
+shared server's interceptor.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Histogram
 
-REQUESTS = Counter("embedder_requests_total", "RPCs answered", ["method", "code"])
 ITEMS = Counter("embedder_items_total", "Images and texts handled", ["kind", "outcome"])
 BATCH_SIZE = Histogram(
     "embedder_batch_size", "Items per inference batch", ["tower"], buckets=(1, 2, 4, 8, 16, 32, 64, 128)
@@ -15,12 +18,6 @@ STAGE_SECONDS = Histogram(
     ["stage"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-
-
-def serve(port: int, host: str) -> None:
-    """Expose /metrics on host:port; 0 leaves metrics off."""
-    if port:
-        start_http_server(port, addr=host)
 
 
 def batch_observer(tower: str):  # noqa: ANN201 - a small closure factory

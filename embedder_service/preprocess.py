@@ -17,9 +17,11 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from embedder_service.models.bundle import CLIP_MEAN, CLIP_STD
+from semsearch_common import sniff
+from semsearch_common.errors import InvalidArgument
 
 
-class ImageError(ValueError):
+class ImageError(InvalidArgument, ValueError):
     """Bad input image; message is user-facing (says what is wrong)."""
 
 
@@ -48,28 +50,16 @@ class PreprocessSpec:
     draft: bool = False  # decode large JPEGs at 1/2, 1/4 or 1/8 scale (DCT scaling); faster, not exact
 
 
-CONTENT_TYPES = {
-    "JPEG": "image/jpeg",
-    # Phone cameras' multi-picture JPEGs: opened by the JPEG plugin, and the first picture is a plain JPEG.
-    "MPO": "image/jpeg",
-    "PNG": "image/png",
-    "WEBP": "image/webp",
-    "GIF": "image/gif",
-    "BMP": "image/bmp",
-    "TIFF": "image/tiff",
-}
+# Pillow's format name -> MIME type. Phone cameras' multi-picture JPEGs (MPO) are opened by the JPEG plugin,
+# and their first picture is a plain JPEG.
+CONTENT_TYPES = {fmt: mime for mime, fmt in sniff.PIL_FORMATS.items()} | {"MPO": "image/jpeg"}
 # Pillow's plugins signal malformed input with many exception types; all of them mean "bad image".
 _DECODE_ERRORS = (
     OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, struct.error, EOFError,
     ArithmeticError, MemoryError, Image.DecompressionBombError,
     Image.DecompressionBombWarning,  # raised, not just emitted, where warnings are turned into errors
 )
-_OPEN_FORMATS = [fmt for fmt in CONTENT_TYPES if fmt != "MPO"]
-_SIGNATURES = [
-    (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
-    (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"%PDF", "PDF"), (b"PK\x03\x04", "zip"),
-    (b"\x00\x00\x01\x00", "ICO"), (b"\x1f\x8b", "gzip"), (b"8BPS", "PSD"),
-]
+_OPEN_FORMATS = list(sniff.PIL_FORMATS.values())
 _HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 # EXIF orientation -> whether the x and y axes run backwards after transposition; 5 to 8 also swap them.
 _REVERSED_AXES = {2: (True, False), 3: (True, True), 4: (False, True), 5: (False, False), 6: (True, False),
@@ -129,25 +119,25 @@ def _open(data: bytes, spec: PreprocessSpec) -> Image.Image:
 def _unidentified(data: bytes) -> str:
     """Say what the bytes look like: a damaged accepted format, or some other kind of file."""
     head = data[:512]
-    kind = next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
-    if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        kind = "WEBP"
-    if kind in CONTENT_TYPES:
-        return f"corrupt {kind} header"
-    if kind is None:
-        lowered = head.lstrip().lower()
-        if b"<svg" in lowered or lowered.startswith(b"<?xml"):
-            kind = "SVG/XML"
-        elif lowered.startswith((b"<!doctype html", b"<html")):
-            kind = "HTML"
-        else:
-            try:
-                head.decode("utf-8")
-                kind = "text"
-            except UnicodeDecodeError:
-                kind = "unknown binary data"
-    accepted = ", ".join(_OPEN_FORMATS)
-    return f"unsupported format ({kind}); accepted: {accepted}"
+    mime = sniff.image_type(head)
+    if mime is not None:
+        return f"corrupt {sniff.PIL_FORMATS[mime]} header"
+    kind = sniff.other_kind(head) or _textual_kind(head)
+    return f"unsupported format ({kind}); accepted: {', '.join(_OPEN_FORMATS)}"
+
+
+def _textual_kind(head: bytes) -> str:
+    """Name markup and plain text, which have no magic number; anything else is unknown binary data."""
+    lowered = head.lstrip().lower()
+    if b"<svg" in lowered or lowered.startswith(b"<?xml"):
+        return "SVG/XML"
+    if lowered.startswith((b"<!doctype html", b"<html")):
+        return "HTML"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "unknown binary data"
+    return "text"
 
 
 def _request_draft(im: Image.Image, image_size: int, thumbnail_size: int) -> int:

@@ -1,54 +1,55 @@
-"""The gRPC face of the embedder: proto <-> engine, exceptions -> status codes."""
+"""The gRPC face of the embedder: proto <-> engine. Errors leave as domain exceptions (semsearch_common.errors)."""
 
 from __future__ import annotations
 
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
 from google.rpc import status_pb2
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from embedder_service import metrics
-from embedder_service.batching import Closed, Overloaded
 from embedder_service.config import EmbedderConfig
-from embedder_service.engine import DeadlineExceeded, Engine
-from protos import serving
+from embedder_service.engine import Engine
 from protos.names import enum_value
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc
+from semsearch_common import errors, status
+from semsearch_common.server import Server, ServerSettings
+from semsearch_common.server import create_server as create_grpc_server
 
 log = logging.getLogger(__name__)
 
 SERVICE = embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
 # Requests of one stream being decoded and embedded at once; more wait (gRPC flow control).
 STREAM_IN_FLIGHT = 4
+# Each open stream holds a worker thread for its whole life, so there are more than the platform's default.
+WORKERS = 32
 
 
 class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
-    """Answers UNAVAILABLE until an engine is attached, then serves it."""
+    """Answers UNAVAILABLE (MODEL_LOADING) until an engine is attached, then serves it."""
 
     def __init__(self, config: EmbedderConfig) -> None:
         self.config = config
         self.engine: Engine | None = None
 
-    def EmbedImages(self, request: embedder_pb2.EmbedImagesRequest, context: grpc.ServicerContext):  # noqa: N802
-        return self._answer("EmbedImages", context, lambda engine: self._images(engine, request, context))
+    def EmbedImages(self, request: embedder_pb2.EmbedImagesRequest,  # noqa: N802
+                    context: grpc.ServicerContext) -> embedder_pb2.EmbedImagesResponse:
+        return self._images(self._engine(), request, context)
 
-    def EmbedTexts(self, request: embedder_pb2.EmbedTextsRequest, context: grpc.ServicerContext):  # noqa: N802
-        return self._answer("EmbedTexts", context, lambda engine: self._texts(engine, request, context))
+    def EmbedTexts(self, request: embedder_pb2.EmbedTextsRequest,  # noqa: N802
+                   context: grpc.ServicerContext) -> embedder_pb2.EmbedTextsResponse:
+        return self._texts(self._engine(), request, context)
 
-    def GetModelInfo(self, request: embedder_pb2.GetModelInfoRequest, context: grpc.ServicerContext):  # noqa: N802
-        return self._answer("GetModelInfo", context, self._info)
+    def GetModelInfo(self, request: embedder_pb2.GetModelInfoRequest,  # noqa: N802
+                     context: grpc.ServicerContext) -> embedder_pb2.ModelInfo:
+        return self._info(self._engine())
 
     def StreamEmbedImages(self, requests: Iterator[embedder_pb2.EmbedImagesRequest],  # noqa: N802
                           context: grpc.ServicerContext) -> Iterator[embedder_pb2.EmbedImagesResponse]:
-        try:
-            engine = self._engine()
-        except Closed as exc:
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        engine = self._engine()
         # A reader thread starts each request as it arrives; responses leave in request order.
         # The bounded queue is the back-pressure: the reader stops pulling when it is full.
         results: queue.Queue = queue.Queue(maxsize=STREAM_IN_FLIGHT)
@@ -72,45 +73,34 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         threading.Thread(target=read, daemon=True, name="stream-reader").start()
         try:
             while (item := _next(results, context)) is not None:
+                if isinstance(item, errors.ServiceError):
+                    raise item  # e.g. undecodable request bytes: the call's status says so
                 if isinstance(item, Exception):
-                    break
-                yield self._answer("StreamEmbedImages", context, lambda _: item.result())
+                    break  # the client is gone: nobody to answer
+                yield item.result()
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _answer(self, method: str, context: grpc.ServicerContext, work: Callable[[Engine], object]):
-        try:
-            result = work(self._engine())
-        except (ValueError, Overloaded, Closed, DeadlineExceeded) as exc:
-            code, message = _status_of(exc), str(exc)
-        except Exception:
-            log.exception("%s failed", method)
-            code, message = grpc.StatusCode.INTERNAL, f"internal error in {method}"
-        else:
-            metrics.REQUESTS.labels(method, "OK").inc()
-            return result
-        metrics.REQUESTS.labels(method, code.name).inc()
-        context.abort(code, message)
-
     def _engine(self) -> Engine:
         if self.engine is None:
-            raise Closed("the model is still loading")
+            raise errors.Unavailable("the model is still loading", reason=errors.Reason.MODEL_LOADING)
         return self.engine
 
     def _images(self, engine: Engine, request: embedder_pb2.EmbedImagesRequest,
                 context: grpc.ServicerContext, wait_for_room: bool = False) -> embedder_pb2.EmbedImagesResponse:
         if len(request.images) > self.config.max_images_per_request:
-            raise Overloaded(f"{len(request.images)} images in one request; the limit is "
-                             f"{self.config.max_images_per_request}")
+            raise errors.ResourceExhausted(f"{len(request.images)} images in one request; the limit is "
+                                           f"{self.config.max_images_per_request}", reason=errors.Reason.TOO_LARGE)
         if request.thumbnail_size > self.config.thumbnail_max:
-            raise ValueError(f"thumbnail_size {request.thumbnail_size} exceeds {self.config.thumbnail_max}")
+            raise errors.InvalidArgument(f"thumbnail_size {request.thumbnail_size} exceeds {self.config.thumbnail_max}")
+        # The interceptor bounds this: the caller's deadline, else the server default; None only on streams.
         results = engine.embed_images([i.data for i in request.images], request.thumbnail_size,
-                                      _remaining(context), wait_for_room)
+                                      context.time_remaining(), wait_for_room)
         out = embedder_pb2.EmbedImagesResponse(request_id=request.request_id,
                                                model_id=engine.model.bundle.model_id)
         for item, result in zip(request.images, results, strict=True):
             if isinstance(result, Exception):
-                out.results.add(key=item.key, error=_item_error(result))
+                out.results.add(key=item.key, error=item_error(result))
             else:
                 out.results.add(key=item.key, embedding=result.embedding, width=result.width,
                                 height=result.height, content_type=result.content_type,
@@ -120,13 +110,13 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
     def _texts(self, engine: Engine, request: embedder_pb2.EmbedTextsRequest,
                context: grpc.ServicerContext) -> embedder_pb2.EmbedTextsResponse:
         if len(request.texts) > self.config.max_texts_per_request:
-            raise Overloaded(f"{len(request.texts)} texts in one request; the limit is "
-                             f"{self.config.max_texts_per_request}")
-        results = engine.embed_texts(list(request.texts), _remaining(context))
+            raise errors.ResourceExhausted(f"{len(request.texts)} texts in one request; the limit is "
+                                           f"{self.config.max_texts_per_request}", reason=errors.Reason.TOO_LARGE)
+        results = engine.embed_texts(list(request.texts), context.time_remaining())
         out = embedder_pb2.EmbedTextsResponse(model_id=engine.model.bundle.model_id)
         for result in results:
             if isinstance(result, Exception):
-                out.results.add(error=_item_error(result))
+                out.results.add(error=item_error(result))
             else:
                 out.results.add(embedding=result.embedding, token_count=result.token_count,
                                 truncated=result.truncated)
@@ -144,6 +134,11 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         )
 
 
+def item_error(err: errors.ServiceError) -> status_pb2.Status:
+    """One failed item of a batch (an ImageError or TextError, both INVALID_ARGUMENT), with its ErrorInfo reason."""
+    return status.to_proto(err)
+
+
 def _next(results: queue.Queue, context: grpc.ServicerContext) -> object | None:
     """The next queued result, or None once the stream ends or its client is gone."""
     while True:
@@ -154,67 +149,35 @@ def _next(results: queue.Queue, context: grpc.ServicerContext) -> object | None:
                 return None
 
 
-def _remaining(context: grpc.ServicerContext) -> float | None:
-    """Seconds to the caller's deadline; None without one (gRPC then reports a huge number)."""
-    left = context.time_remaining()
-    return None if left is None or left > 1e6 else left
-
-
-def _status_of(exc: Exception) -> grpc.StatusCode:
-    if isinstance(exc, Overloaded):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED
-    if isinstance(exc, Closed):
-        return grpc.StatusCode.UNAVAILABLE
-    if isinstance(exc, DeadlineExceeded):
-        return grpc.StatusCode.DEADLINE_EXCEEDED
-    return grpc.StatusCode.INVALID_ARGUMENT
-
-
-def _item_error(exc: Exception) -> status_pb2.Status:
-    return status_pb2.Status(code=_status_of(exc).value[0], message=str(exc))
-
-
 class EmbedderServer:
-    """A started gRPC server with its servicer and health state."""
+    """A started gRPC server with its servicer; health follows the model (attach) and shutdown (stop)."""
 
-    def __init__(self, server: grpc.Server, port: int, servicer: EmbedderServicer,
-                 health_servicer: health.HealthServicer) -> None:
-        self.server, self.port, self.servicer, self.health = server, port, servicer, health_servicer
+    def __init__(self, server: Server, servicer: EmbedderServicer) -> None:
+        self.server, self.servicer, self.port = server, servicer, server.port
 
     def attach(self, engine: Engine) -> None:
         """Start serving the engine and report SERVING."""
         self.servicer.engine = engine
-        for name in ("", SERVICE):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.server.set_serving(True)
 
-    def stop(self, grace: float) -> None:
-        """Report NOT_SERVING, finish in-flight calls within `grace` seconds, release the engine."""
-        self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+    def stop(self, grace: float, drain_s: float = 0.0) -> None:
+        """NOT_SERVING, answer on for `drain_s`, give in-flight calls `grace` seconds, then release the engine."""
+        self.server.stop(grace, drain_s)
         if self.servicer.engine is not None:
             self.servicer.engine.close()
 
 
 def create_server(config: EmbedderConfig, engine: Engine | None = None) -> EmbedderServer:
-    """Build and start the server on config.host:config.port (0 = any free port); NOT_SERVING until attach()."""
-    limit = config.max_receive_mb * 1024 * 1024
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="rpc"),
-        options=serving.server_options(limit),
-        interceptors=[serving.RejectUndecodable()],
-    )
+    """Build and start the server on config.host:config.port (0 = any free port); NOT_SERVING until attach().
+
+    Raises semsearch_common.server.PortInUse when the address is taken.
+    """
+    settings = ServerSettings(host=config.host, port=config.port, workers=WORKERS,
+                              message_limit=config.max_receive_mb * 1024 * 1024, metrics_prefix="embedder")
     servicer = EmbedderServicer(config)
-    embedder_pb2_grpc.add_EmbedderServicer_to_server(servicer, server)
-    health_servicer = health.HealthServicer()
-    for name in ("", SERVICE):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    serving.enable_reflection((SERVICE, health.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
-    if port == 0:
-        raise OSError(f"cannot listen on {config.host}:{config.port}")
-    server.start()
-    result = EmbedderServer(server, port, servicer, health_servicer)
+    server = create_grpc_server(settings, [SERVICE],
+                                lambda s: embedder_pb2_grpc.add_EmbedderServicer_to_server(servicer, s))
+    result = EmbedderServer(server, servicer)
     if engine is not None:
         result.attach(engine)
     return result

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from embedder_service.config import ConfigError, EmbedderConfig
+from embedder_service.config import EmbedderConfig
 from embedder_service.model import CPU, CUDA, ProviderError, candidate_providers, check_active
+from semsearch_common.config import ConfigError
 
 
 def test_defaults_bind_loopback() -> None:
@@ -20,11 +21,29 @@ def test_values_are_parsed_by_type() -> None:
     assert (config.port, config.jpeg_draft, config.max_wait_ms, config.provider) == (6000, True, 1.5, "cpu")
 
 
+def test_blank_means_default_for_every_type() -> None:
+    blank = {f"EMBEDDER_{name}": " " for name in ("PORT", "JPEG_DRAFT", "MAX_WAIT_MS", "PROVIDER", "LOG_FORMAT")}
+    assert EmbedderConfig.from_env(blank) == EmbedderConfig()
+    # A blank bool used to mean false; it now means the default, as everywhere.
+    assert EmbedderConfig.from_env({"EMBEDDER_JPEG_DRAFT": ""}).jpeg_draft is EmbedderConfig.jpeg_draft
+
+
+def test_log_format_drain_and_level() -> None:
+    config = EmbedderConfig.from_env({"EMBEDDER_LOG_FORMAT": "JSON", "EMBEDDER_DRAIN_S": "1.5",
+                                      "EMBEDDER_LOG_LEVEL": "debug"})
+    assert (config.log_format, config.drain_s, config.log_level) == ("json", 1.5, "DEBUG")
+    assert EmbedderConfig().drain_s == 0 and EmbedderConfig().log_format == "text"
+
+
 @pytest.mark.parametrize(("env", "named"), [
     ({"EMBEDDER_PORT": "http"}, "EMBEDDER_PORT"),
     ({"EMBEDDER_PROVIDER": "tpu"}, "EMBEDDER_PROVIDER"),
     ({"EMBEDDER_MAX_BATCH": "0"}, "EMBEDDER_MAX_BATCH"),
     ({"EMBEDDER_JPEG_DRAFT": "maybe"}, "EMBEDDER_JPEG_DRAFT"),
+    ({"EMBEDDER_LOG_FORMAT": "xml"}, "EMBEDDER_LOG_FORMAT"),
+    ({"EMBEDDER_LOG_LEVEL": "loud"}, "EMBEDDER_LOG_LEVEL"),
+    ({"EMBEDDER_DRAIN_S": "-1"}, "EMBEDDER_DRAIN_S"),
+    ({"EMBEDDER_PORT": "70000"}, "EMBEDDER_PORT"),
 ])
 def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):

@@ -67,6 +67,26 @@ def test_serves_exposes_metrics_and_stops_cleanly_on_sigterm(tiny_bundle_dir: Pa
             proc.wait()
 
 
+def test_a_second_instance_on_a_taken_port_exits_at_once_naming_the_port(tiny_bundle_dir: Path) -> None:
+    port = free_port()
+    env = {"EMBEDDER_MODEL_DIR": str(tiny_bundle_dir), "EMBEDDER_PORT": str(port), "EMBEDDER_PROVIDER": "cpu"}
+    first = start(env)
+    try:
+        wait_serving(port)
+        started = time.monotonic()
+        second = subprocess.run([sys.executable, "-m", "embedder_service"], capture_output=True, text=True,
+                                env={**os.environ, **env}, timeout=30)
+        took = time.monotonic() - started
+        # gRPC's core logs its own line about the failed bind before ours.
+        ours = [line for line in second.stderr.splitlines() if line.startswith("embedder:")]
+        assert second.returncode != 0 and len(ours) == 1 and f"127.0.0.1:{port}" in ours[0], second.stderr
+        assert took < 5, f"took {took:.1f} s"
+        assert first.poll() is None  # the first one is untouched
+    finally:
+        first.kill()
+        first.wait()
+
+
 def test_missing_model_dir_and_bad_values_stop_with_one_line() -> None:
     proc = subprocess.run([sys.executable, "-m", "embedder_service"], capture_output=True, text=True,
                           env={**os.environ, "EMBEDDER_MODEL_DIR": ""}, timeout=60)
@@ -74,6 +94,7 @@ def test_missing_model_dir_and_bad_values_stop_with_one_line() -> None:
     proc = subprocess.run([sys.executable, "-m", "embedder_service"], capture_output=True, text=True,
                           env={**os.environ, "EMBEDDER_MODEL_DIR": "/x", "EMBEDDER_PORT": "abc"}, timeout=60)
     assert proc.returncode == 2 and "EMBEDDER_PORT" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_explicit_cuda_fails_at_start_where_cuda_cannot_run(tiny_bundle_dir: Path) -> None:

@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
+from embedder_service.batching import Batcher
 from embedder_service.config import EmbedderConfig
 from embedder_service.engine import Engine
 from embedder_service.model import ClipModel
@@ -24,6 +25,8 @@ from embedder_service.preprocess import PreprocessSpec, decode
 from embedder_service.server import SERVICE, create_server
 from embedder_service.tests import images
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc
+from semsearch_common import channels
+from semsearch_common.status import call_reason
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
@@ -95,13 +98,56 @@ def test_a_bad_item_fails_alone(stub) -> None:
     assert [r.key for r in results] == [str(i) for i in range(6)]
 
 
-def test_request_limits(stub) -> None:
+def test_request_limits_carry_their_reason(stub) -> None:
     with pytest.raises(grpc.RpcError) as err:
         embed(stub, [b"x"] * 65)
-    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and call_reason(err.value) == "TOO_LARGE"
+    with pytest.raises(grpc.RpcError) as err:
+        stub.EmbedTexts(embedder_pb2.EmbedTextsRequest(texts=["a"] * 1025), timeout=10)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and call_reason(err.value) == "TOO_LARGE"
     with pytest.raises(grpc.RpcError) as err:
         embed(stub, [images.jpeg()], thumbnail_size=100_000)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and call_reason(err.value) == "INVALID_ARGUMENT"
+    too_many = embedder_pb2.EmbedImagesRequest(images=[embedder_pb2.ImageInput(data=b"x")] * 65)
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.StreamEmbedImages(iter([too_many]), timeout=10))
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and call_reason(err.value) == "TOO_LARGE"
+
+
+def test_a_full_queue_is_overloaded_and_a_closed_engine_is_shutting_down(model: ClipModel) -> None:
+    config = EmbedderConfig(port=0, queue_limit=1)
+    engine = Engine(model, config)
+    entered, release = threading.Event(), threading.Event()
+
+    def blocked(rows: list) -> list:
+        entered.set()
+        release.wait(30)
+        return [np.zeros(512, np.float32) for _ in rows]
+
+    engine.texts.close()
+    engine.texts = Batcher(blocked, max_batch=1, max_wait_s=0, queue_limit=1, name="text")
+    server = create_server(config, engine)
+    stub = embedder_pb2_grpc.EmbedderStub(chan := channels.channel(f"127.0.0.1:{server.port}"))
+    try:
+        with pytest.raises(grpc.RpcError) as err:  # more than the whole queue holds: waiting cannot help
+            stub.EmbedTexts(embedder_pb2.EmbedTextsRequest(texts=["a dog", "a cat"]), timeout=10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and call_reason(err.value) == "TOO_LARGE"
+        running = engine.texts.submit([[1]])
+        assert entered.wait(10)  # that one is in inference; the next fills the queue
+        waiting = engine.texts.submit([[1]])
+        with pytest.raises(grpc.RpcError) as err:
+            stub.EmbedTexts(embedder_pb2.EmbedTextsRequest(texts=["a dog"]), timeout=10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and call_reason(err.value) == "OVERLOADED"
+        release.set()
+        assert len(running[0].result(10)) == len(waiting[0].result(10)) == 512
+        engine.close()
+        with pytest.raises(grpc.RpcError) as err:
+            stub.EmbedTexts(embedder_pb2.EmbedTextsRequest(texts=["a dog"]), timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE and call_reason(err.value) == "SHUTTING_DOWN"
+    finally:
+        release.set()
+        chan.close()
+        server.stop(0)
 
 
 def test_concurrent_single_image_calls_match_one_batch(stub) -> None:
@@ -176,7 +222,7 @@ def test_health_reflection_and_loading_state(model: ClipModel) -> None:
         assert health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=5).status == status.NOT_SERVING
         with pytest.raises(grpc.RpcError) as err:
             embedder_pb2_grpc.EmbedderStub(channel).GetModelInfo(embedder_pb2.GetModelInfoRequest(), timeout=5)
-        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE and call_reason(err.value) == "MODEL_LOADING"
         server.attach(Engine(model, config))
         assert health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=5).status == status.SERVING
         assert health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status == status.SERVING
@@ -192,6 +238,50 @@ def test_health_reflection_and_loading_state(model: ClipModel) -> None:
     finally:
         channel.close()
         server.stop(1)
+
+
+@pytest.mark.timeout(120)
+def test_every_rpc_answers_through_a_channel_without_any_timeout(served) -> None:
+    channel = served[1]  # a plain channel; no call below passes a timeout
+    stub = embedder_pb2_grpc.EmbedderStub(channel)
+    data = images.jpeg(seed=40)
+    request = embedder_pb2.EmbedImagesRequest(images=[embedder_pb2.ImageInput(data=data, key="k")], request_id="i")
+    unary = stub.EmbedImages(request)
+    assert unary.results[0].key == "k" and len(unary.results[0].embedding) == 512
+    streamed = list(stub.StreamEmbedImages(iter([request, request])))
+    assert [r.request_id for r in streamed] == ["i", "i"]
+    assert np.allclose(vec(streamed[1].results[0]), vec(unary.results[0]), atol=1e-5)
+    texts = stub.EmbedTexts(embedder_pb2.EmbedTextsRequest(texts=["a dog", ""]))
+    assert len(texts.results[0].embedding) == 512 and texts.results[1].error.code == INVALID
+    assert stub.GetModelInfo(embedder_pb2.GetModelInfoRequest()).dim == 512
+    with pytest.raises(grpc.RpcError) as err:  # errors too come back whole, with their reason
+        stub.EmbedImages(embedder_pb2.EmbedImagesRequest(images=[request.images[0]] * 65))
+    assert call_reason(err.value) == "TOO_LARGE"
+
+
+def test_health_is_not_serving_during_the_drain_while_calls_are_still_answered(model: ClipModel) -> None:
+    config = EmbedderConfig(port=0)
+    server = create_server(config, Engine(model, config))
+    chan = channels.channel(f"127.0.0.1:{server.port}")
+    stopping = threading.Thread(target=server.stop, args=(1, 2.0))
+    try:
+        assert channels.is_serving(chan, SERVICE) and channels.is_serving(chan)
+        stopping.start()
+        deadline = time.monotonic() + 1.5
+        while channels.is_serving(chan, SERVICE) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        health = health_pb2_grpc.HealthStub(chan)
+        for name in (SERVICE, ""):  # an answer, not an error: the server is still up, saying it is leaving
+            reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        info = embedder_pb2_grpc.EmbedderStub(chan).GetModelInfo(embedder_pb2.GetModelInfoRequest(), timeout=5)
+        assert info.dim == 512
+        stopping.join(10)
+        assert not stopping.is_alive()
+    finally:
+        chan.close()
+        if stopping.ident is None:
+            server.stop(0)
 
 
 def test_stream_without_a_deadline_works(stub) -> None:
