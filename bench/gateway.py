@@ -38,8 +38,8 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench import common
-from protos.names import enum_word
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc, index_pb2, index_pb2_grpc
+from semsearch_common.enums import enum_word
 
 DIM = 512
 REPO = Path(__file__).resolve().parent.parent

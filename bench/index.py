@@ -31,8 +31,8 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from protos.names import enum_word
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
+from semsearch_common.enums import enum_word
 
 DIM = 512
 THUMB_BYTES = 15_000

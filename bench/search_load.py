@@ -27,8 +27,8 @@ import psutil
 
 from bench import common
 from bench.gateway import ADJECTIVES, NOUNS, find_bundle, free_port, load, start, wait_serving
-from protos.names import enum_word
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc, index_pb2, index_pb2_grpc
+from semsearch_common.enums import enum_word
 
 
 def wait_ready(base: str, proc: object, timeout_s: float = 60) -> None:

@@ -13,9 +13,9 @@ from google.rpc import status_pb2
 
 from embedder_service.config import EmbedderConfig
 from embedder_service.engine import Engine
-from protos.names import enum_value
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc
 from semsearch_common import errors, status
+from semsearch_common.enums import enum_value
 from semsearch_common.server import Server, ServerSettings
 from semsearch_common.server import create_server as create_grpc_server
 

@@ -26,9 +26,9 @@ from index_service.domain import (
 from index_service.media import MediaStore
 from index_service.metrics import UPSERTED
 from index_service.repository import Repository
-from protos.names import enum_value
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
 from semsearch_common import status
+from semsearch_common.enums import enum_value
 from semsearch_common.server import Server, ServerSettings
 from semsearch_common.server import create_server as create_grpc_server
 

@@ -12,8 +12,8 @@ from typing import TypeVar
 
 import grpc
 
-from protos.names import enum_word
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc, index_pb2, index_pb2_grpc
+from semsearch_common.enums import enum_word
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -10,8 +10,8 @@ from gateway import schemas
 from gateway.clients import Deadline
 from gateway.config import GatewayConfig
 from gateway.routes.common import ERRORS, Backend
-from protos.names import enum_word
 from protos.semsearch.v1 import embedder_pb2, index_pb2
+from semsearch_common.enums import enum_word
 
 
 def router(config: GatewayConfig) -> APIRouter:

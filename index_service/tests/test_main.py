@@ -9,10 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from index_service.pg import _free_port
+from protos.semsearch.v1 import index_pb2, index_pb2_grpc
+from semsearch_common import channels
 
 
 def test_process_serves_on_embedded_postgres_and_stops_on_sigterm(tmp_path: Path) -> None:
@@ -21,19 +20,11 @@ def test_process_serves_on_embedded_postgres_and_stops_on_sigterm(tmp_path: Path
     env.update(INDEX_DATA_DIR=str(tmp_path / "data"), INDEX_PORT=str(port), INDEX_HEALTH_INTERVAL_S="0.2")
     proc = subprocess.Popen([sys.executable, "-m", "index_service"], env=env)
     try:
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        stub = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                    break
-            except grpc.RpcError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.1)
-        channel.close()
+        channels.wait_serving(f"127.0.0.1:{port}", 60, alive=lambda: proc.poll() is None)
         assert (tmp_path / "data" / "postgres" / "pgdata" / "postmaster.pid").exists()
+        _second_instance_is_refused(port, env, tmp_path)
+        with channels.channel(f"127.0.0.1:{port}") as chan:  # still the first instance's, and it still answers
+            assert index_pb2_grpc.IndexStub(chan).Stats(index_pb2.StatsRequest()).count == 0
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         assert not (tmp_path / "data" / "postgres" / "pgdata" / "postmaster.pid").exists()
@@ -47,3 +38,15 @@ def test_bad_configuration_names_the_variable() -> None:
     res = subprocess.run([sys.executable, "-m", "index_service"], env=env, capture_output=True, text=True,
                          timeout=30)
     assert res.returncode == 2 and "INDEX_HNSW_M" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def _second_instance_is_refused(port: int, env: dict[str, str], tmp_path: Path) -> None:
+    """A second instance on the same port exits within 5 s with one line naming it, touching no database."""
+    started = time.monotonic()
+    second = subprocess.run([sys.executable, "-m", "index_service"], capture_output=True, text=True, timeout=30,
+                            env=dict(env, INDEX_DATA_DIR=str(tmp_path / "second")))
+    assert time.monotonic() - started < 5.0
+    assert second.returncode != 0
+    lines = [line for line in second.stderr.splitlines() if line.startswith("index_service:")]
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0], second.stderr
+    assert not (tmp_path / "second" / "postgres").exists()

@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from index_service.tests.conftest import Running, item, unit
 from protos.semsearch.v1 import index_pb2
+from semsearch_common import status
 
 OK, INVALID, PRECONDITION = 0, grpc.StatusCode.INVALID_ARGUMENT.value[0], grpc.StatusCode.FAILED_PRECONDITION.value[0]
 
@@ -205,3 +206,41 @@ def test_deadline_is_honoured(index: Running) -> None:
     q = index_pb2.SearchRequest(vector=unit(np.random.default_rng(11)).tolist(), k=3)
     code = code_of(lambda: index.stub.Search(q, timeout=0.0005))
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_every_rpc_answers_without_a_client_deadline(index: Running) -> None:
+    """grpcio reports "no deadline" as a huge remaining time; it once reached statement_timeout (INTERNAL)."""
+    stub = index.stub  # every call below sets no timeout at all
+    rng = np.random.default_rng(40)
+    items = [item(unit(rng), f"nd{i}") for i in range(3)]
+    ids = [r.id for r in stub.Upsert(index_pb2.UpsertRequest(items=items)).results]
+    assert all(ids)
+    assert len(stub.Search(index_pb2.SearchRequest(vector=items[0].embedding, k=3)).hits) == 3
+    assert len(stub.SearchSimilar(index_pb2.SearchSimilarRequest(id=ids[0], k=2)).hits) == 2
+    assert [m.id for m in stub.Get(index_pb2.GetRequest(ids=ids)).images] == ids
+    chunks = list(stub.GetImage(index_pb2.GetImageRequest(id=ids[0], variant=index_pb2.IMAGE_VARIANT_ORIGINAL)))
+    assert b"".join(c.data for c in chunks) == items[0].original
+    assert [lc.count for lc in stub.ListLabels(index_pb2.ListLabelsRequest()).labels] == [3]
+    assert set(stub.Exists(index_pb2.ExistsRequest(sha256=[i.sha256 for i in items])).present) == {
+        i.sha256 for i in items}
+    assert stub.Stats(index_pb2.StatsRequest()).count == 3
+    assert stub.BuildIndex(index_pb2.BuildIndexRequest()).index_state == index_pb2.INDEX_STATE_READY
+    assert list(stub.Delete(index_pb2.DeleteRequest(ids=ids[:1])).deleted) == ids[:1]
+
+
+def test_whole_call_errors_carry_their_reason(index: Running) -> None:
+    rng = np.random.default_rng(41)
+    with pytest.raises(grpc.RpcError) as caught:
+        index.stub.Search(index_pb2.SearchRequest(vector=unit(rng, 256), k=3), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert status.call_reason(caught.value) == "DIMENSION_MISMATCH"
+    upsert(index, [item(unit(rng), "m1", model="clip@1")])
+    with pytest.raises(grpc.RpcError) as caught:
+        index.stub.Search(index_pb2.SearchRequest(vector=unit(rng), k=3, model_id="other@2"), timeout=5)
+    assert status.call_reason(caught.value) == "MODEL_MISMATCH"
+    with pytest.raises(grpc.RpcError) as caught:
+        index.stub.Get(index_pb2.GetRequest(ids=list(range(20_000))), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and status.call_reason(caught.value) == "TOO_LARGE"
+    with pytest.raises(grpc.RpcError) as caught:
+        list(index.stub.GetImage(index_pb2.GetImageRequest(id=10**9), timeout=5))
+    assert status.call_reason(caught.value) == "NOT_FOUND"
