@@ -54,7 +54,7 @@ def git(root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
 
 def baseline_commit(root: Path) -> str | None:
     """The commit to compare against, or None (with the reason printed) when there is none to use."""
-    if git(root, "rev-parse", "--git-dir").returncode != 0:
+    if shutil.which("git") is None or git(root, "rev-parse", "--git-dir").returncode != 0:
         print("contract: not a git checkout; buf breaking skipped", file=sys.stderr)
         return None
     if git(root, "status", "--porcelain", "--", MARKER).stdout.strip():

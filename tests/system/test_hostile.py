@@ -29,7 +29,7 @@ from tests.system.conftest import RssSampler, media_files
 from tests.system.corpus import BadFile, corpus, good_jpeg
 
 MEMORY_BOUND = 300 * 1024 * 1024
-INVALID, NOT_FOUND, EXHAUSTED, PRECONDITION = 3, 5, 8, 9  # grpc status numbers carried by ItemError
+INVALID, NOT_FOUND, EXHAUSTED, PRECONDITION = 3, 5, 8, 9  # grpc status numbers of per-item errors (google.rpc.Status)
 CORPUS = corpus()
 IDS = [b.name for b in CORPUS]
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -237,7 +237,7 @@ class Items:
 
 
 def _bad_items(make: Items) -> list[tuple[str, index_pb2.UpsertItem, int]]:
-    """(what, item, ItemError code) for every hostile item that must fail alone."""
+    """(what, item, error code) for every hostile item that must fail alone."""
     dim, v = make.dim, make.vector()
     digest = make().sha256
     cases: list[tuple[str, dict[str, object], int]] = [
