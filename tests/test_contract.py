@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from protos import contract, generate
-from protos.names import enum_value, enum_word
+from semsearch_common.enums import enum_value, enum_word
 from protos.semsearch.v1 import common_pb2, embedder_pb2, index_pb2
 
 ROOT = Path(__file__).resolve().parents[1]

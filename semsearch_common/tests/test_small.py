@@ -115,3 +115,10 @@ def test_rich_status_round_trips_through_trailing_metadata() -> None:
     assert status.call_reason(plain) == "" and status.of_call(plain).code == grpc.StatusCode.UNAVAILABLE.value[0]
     item = status.to_proto(errors.InvalidArgument("bad file"))
     assert status.reason(item) == "INVALID_ARGUMENT" and item.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+
+
+def test_reasons_are_the_contracts_error_reason_enum() -> None:
+    from protos.semsearch.v1 import common_pb2
+
+    in_contract = {name for name in common_pb2.ErrorReason.keys() if name != "ERROR_REASON_UNSPECIFIED"}
+    assert in_contract == {r.value for r in errors.Reason}
