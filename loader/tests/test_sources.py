@@ -66,16 +66,17 @@ def test_shards_partition_the_files_stably_and_evenly() -> None:
             Shard.parse(bad)
 
 
-def test_sniff_and_read(tmp_path: Path) -> None:
-    for fmt, kind in (("JPEG", "image/jpeg"), ("PNG", "image/png"), ("GIF", "image/gif"), ("BMP", "image/bmp"),
-                      ("TIFF", "image/tiff"), ("WEBP", "image/webp")):
-        assert sources.sniff(encoded(1, 16, 16, fmt)) == kind
-    assert sources.sniff(b"<html>") is None and sources.sniff(b"") is None
-    files = {"ok.jpg": encoded(1, 16, 16), "empty.jpg": b"", "text.jpg": b"hello", "big.jpg": encoded(2, 300, 300)}
+def test_read_by_content(tmp_path: Path) -> None:
+    for fmt in ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP"):  # every format the embedder decodes
+        (tmp_path / fmt).write_bytes(encoded(1, 16, 16, fmt))
+        assert isinstance(sources.read(sources.Candidate(tmp_path / fmt, fmt, ""), 10**6), sources.FileData)
+    files = {"ok.jpg": encoded(1, 16, 16), "empty.jpg": b"", "text.jpg": b"hello", "big.jpg": encoded(2, 300, 300),
+             "doc.jpg": b"%PDF-1.7 not a picture"}
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     got = {name: sources.read(sources.Candidate(tmp_path / name, name, ""), max_bytes=4000) for name in files}
-    assert got["empty.jpg"] == sources.EMPTY and got["text.jpg"] == NOT_IMAGE and got["big.jpg"] == sources.TOO_LARGE
+    assert got["empty.jpg"] == sources.EMPTY and got["big.jpg"] == sources.TOO_LARGE
+    assert got["text.jpg"] == got["doc.jpg"] == NOT_IMAGE
     assert isinstance(got["ok.jpg"], sources.FileData) and len(got["ok.jpg"].sha256) == 64
     with pytest.raises(OSError):
         sources.read(sources.Candidate(tmp_path / "gone.jpg", "gone.jpg", ""), 4000)
