@@ -1,17 +1,20 @@
-"""Walking, labels, junk rules, sharding, sniffing and the progress/summary text, without services."""
+"""Walking, labels, junk rules, sharding, reading, settings and the progress/summary text, without services."""
 
 from __future__ import annotations
 
 import io
 from collections import Counter
 from pathlib import Path, PurePosixPath
+from types import SimpleNamespace
 
 import pytest
 
-from loader import sources
+from loader import clients, sources
+from loader.config import ConfigError, LoaderEnv
 from loader.report import Progress, Report, Summary
 from loader.sources import JUNK, NOT_IMAGE, Shard
 from loader.tests.trees import caltech_like, encoded
+from protos.semsearch.v1 import embedder_pb2
 
 
 @pytest.mark.parametrize(("rel", "label"), [
@@ -109,3 +112,16 @@ def test_progress_bar_on_a_terminal_shows_rate_and_eta() -> None:
     progress.advance(4, Summary())
     progress.close()
     assert "4/10" in out.getvalue() and "img/s" in out.getvalue() and "<" in out.getvalue()  # ETA as elapsed<left
+
+
+def test_batch_limit_comes_from_the_embedder_with_a_fallback() -> None:
+    assert clients.images_per_request(embedder_pb2.ModelInfo()) == clients.FALLBACK_IMAGES_PER_REQUEST == 256
+    published = SimpleNamespace(max_images_per_request=64)  # the field ModelInfo is getting
+    assert clients.images_per_request(published) == 64  # type: ignore[arg-type]
+
+
+def test_loader_variables_blank_means_default_and_bad_ones_are_named() -> None:
+    assert LoaderEnv.from_env({"LOADER_SHARD": " ", "LOADER_LOG_FORMAT": "JSON"}) == LoaderEnv(log_format="json")
+    for name, value in (("LOADER_SHARD", "2/2"), ("LOADER_LOG_FORMAT", "xml")):
+        with pytest.raises(ConfigError, match=name):
+            LoaderEnv.from_env({name: value})
