@@ -20,7 +20,6 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,10 +34,11 @@ from typing import Any
 import grpc
 import httpx
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench import common
+from bench.common import free_port
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc, index_pb2, index_pb2_grpc
+from semsearch_common import channels
 from semsearch_common.enums import enum_word
 
 DIM = 512
@@ -46,13 +46,6 @@ REPO = Path(__file__).resolve().parent.parent
 ADJECTIVES = ["red", "small", "old", "happy", "wet", "shiny", "wooden", "distant", "sleepy", "striped"]
 NOUNS = ["dog on a beach", "bicycle", "mountain lake", "city street at night", "cat", "sailing boat",
          "birthday cake", "forest path", "airplane", "bowl of fruit", "violin", "lighthouse"]
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def find_bundle(arg: str) -> Path:
@@ -75,20 +68,8 @@ def start(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 def wait_serving(addr: str, proc: subprocess.Popen[bytes], timeout_s: float = 180) -> None:
-    """Block until the gRPC health service at addr says SERVING."""
-    with grpc.insecure_channel(addr) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{addr}: the service exited with {proc.returncode}")
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise RuntimeError(f"{addr} did not become SERVING")
+    """Block until the gRPC health service at addr says SERVING; RuntimeError if the process exits first."""
+    channels.wait_serving(addr, timeout_s, alive=lambda: proc.poll() is None)
 
 
 def load(stub: index_pb2_grpc.IndexStub, rows: int, model_id: str, batch: int = 500) -> float:

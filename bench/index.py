@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,9 +28,10 @@ from typing import Any
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.common import free_port
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
+from semsearch_common import channels
 from semsearch_common.enums import enum_word
 
 DIM = 512
@@ -48,12 +48,6 @@ def clustered(rng: np.random.Generator, n: int, clusters: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_service(data_dir: Path, port: int, ef: int | None = None) -> subprocess.Popen[bytes]:
     """The real service in its own process, on its own embedded Postgres, bulk-load switch on."""
     env = dict(os.environ, INDEX_DATA_DIR=str(data_dir), INDEX_PORT=str(port), INDEX_DEFER_INDEX="true",
@@ -61,19 +55,12 @@ def start_service(data_dir: Path, port: int, ef: int | None = None) -> subproces
     if ef is not None:
         env["INDEX_HNSW_EF"] = str(ef)
     proc = subprocess.Popen([sys.executable, "-m", "index_service"], env=env)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    health = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                channel.close()
-                return proc
-        except grpc.RpcError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the index service did not become SERVING")
+    try:
+        channels.wait_serving(f"127.0.0.1:{port}", 60, alive=lambda: proc.poll() is None)
+    except (TimeoutError, RuntimeError):
+        proc.kill()
+        raise
+    return proc
 
 
 def make_batch(vecs: np.ndarray, start: int, labels: np.ndarray) -> index_pb2.UpsertRequest:

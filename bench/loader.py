@@ -23,7 +23,6 @@ import os
 import re
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,12 +32,12 @@ from pathlib import Path
 
 import grpc
 import psutil
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.common import machine, table, write
+from bench.common import free_port, machine, table, write
 from bench.embedder import CACHE, caltech_like
 from embedder_service.models import export
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc
+from semsearch_common import channels
 
 REPO = Path(__file__).resolve().parent.parent
 CALTECH_IMAGES = 30_607
@@ -46,31 +45,16 @@ PROTOTYPE_S = 3600.0  # the Django prototype: about an hour, on a GPU machine
 PROGRESS_LINE = re.compile(r"^(\d+)/(\d+) files")
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve(module: str, env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
     """Start `python -m module` and wait until its health check says SERVING."""
     proc = subprocess.Popen([sys.executable, "-m", module], cwd=REPO, env={**os.environ, **env},
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{module} exited; see {log}")
-            try:
-                if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                    return proc
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"{module} did not become SERVING; see {log}")
+    try:
+        channels.wait_serving(f"127.0.0.1:{port}", 180, alive=lambda: proc.poll() is None)
+    except (TimeoutError, RuntimeError) as err:
+        proc.kill()
+        raise RuntimeError(f"{module}: {err}; see {log}") from None
+    return proc
 
 
 def write_trees(root: Path, count: int, rounds: int) -> list[tuple[Path, list[bytes]]]:

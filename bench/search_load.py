@@ -26,7 +26,8 @@ import numpy as np
 import psutil
 
 from bench import common
-from bench.gateway import ADJECTIVES, NOUNS, find_bundle, free_port, load, start, wait_serving
+from bench.common import free_port
+from bench.gateway import ADJECTIVES, NOUNS, find_bundle, load, start, wait_serving
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc, index_pb2, index_pb2_grpc
 from semsearch_common.enums import enum_word
 

@@ -14,7 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from deploy.supervisor import Service, Supervisor, die_with_parent, grpc_ready, http_ready
+from deploy.supervisor import Service, Supervisor, die_with_parent, grpc_ready, http_ready, port_taken
+from semsearch_common import logs, process
 
 log = logging.getLogger("deploy")
 
@@ -61,6 +62,29 @@ def services(args: argparse.Namespace, model_dir: Path) -> list[Service]:
     ]
 
 
+def ports(args: argparse.Namespace) -> list[tuple[str, str, int]]:
+    """(what, host, port) of every port the services will listen on."""
+    return [("index gRPC", "127.0.0.1", args.index_port), ("embedder gRPC", "127.0.0.1", args.embedder_port),
+            ("gateway HTTP", args.host, args.port)]
+
+
+def port_problem(args: argparse.Namespace) -> str | None:
+    """Why the services could not all listen, or None: checked before anything starts.
+
+    A second launcher on the same ports must not start its services at all: an index sharing a port
+    would split the calls between two collections. The services refuse a taken port themselves too;
+    this check only makes the refusal quick and whole.
+    """
+    seen: dict[int, str] = {}
+    for what, host, port in ports(args):
+        if port in seen:
+            return f"the {what} and {seen[port]} ports are both {port}"
+        seen[port] = what
+        if port_taken(host, port):
+            return f"port {port} ({what} on {host}) is taken; is semsearch already running?"
+    return None
+
+
 def load_command(args: argparse.Namespace) -> list[str] | None:
     """The loader invocation asked for, if any."""
     addrs = ["--embedder", f"127.0.0.1:{args.embedder_port}", "--index", f"127.0.0.1:{args.index_port}"]
@@ -75,8 +99,10 @@ def load_command(args: argparse.Namespace) -> list[str] | None:
 def main(argv: list[str] | None = None) -> int:
     """Obtain the model, start and supervise the services, stop them on a signal."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from embedder_service.models import cli as models
+    logs.setup("INFO", "text")
+    if (problem := port_problem(args)) is not None:
+        return process.startup_error("deploy", problem)
+    from embedder_service.models import cli as models  # after the check: importing the model tools takes a while
 
     try:
         bundle = models.obtain(args.model, args.cache)

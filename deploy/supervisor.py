@@ -6,6 +6,7 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,8 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from semsearch_common import channels
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +32,28 @@ def die_with_parent() -> None:
         pass
 
 
+def port_taken(host: str, port: int) -> bool:
+    """Whether something listens on host:port already (a bind test, as the services' own bind will do)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False  # the service itself reports a bad host
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        # As the servers do: a port whose last connections linger in TIME_WAIT is not taken.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError:
+            return True
+    return False
+
+
 def grpc_ready(addr: str, service: str = "") -> Callable[[], bool]:
     """A probe: True when the gRPC health service at addr reports SERVING."""
     def probe() -> bool:
-        with grpc.insecure_channel(addr) as channel:
-            try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service=service), timeout=1)
-            except grpc.RpcError:
-                return False
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
+        with channels.channel(addr) as chan:
+            return channels.is_serving(chan, service)
     return probe
 
 

@@ -19,11 +19,11 @@ from semsearch_common.errors import (
     ServiceError,
     Unavailable,
 )
+from semsearch_common.facts import UNKNOWN_MODEL
 
-__all__ = ["DeadlineExceeded", "InvalidArgument", "NotFound", "ServiceError", "Unavailable"]  # re-exported
+__all__ = ["UNKNOWN_MODEL", "DeadlineExceeded", "InvalidArgument", "NotFound", "ServiceError", "Unavailable"]
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")  # \Z: "$" would also accept a trailing newline
-UNKNOWN_MODEL = "unknown"
 
 
 class Mismatch(FailedPrecondition):

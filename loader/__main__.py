@@ -15,9 +15,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from loader import archive, pipeline, sources
 from loader.archive import ArchiveError
 from loader.clients import LoadError
-from loader.config import DEFAULT_EMBEDDER_ADDR, DEFAULT_INDEX_ADDR, ConfigError, LoaderConfig, env_default
+from loader.config import ConfigError, LoaderConfig, LoaderEnv
 from loader.report import Progress, Report
 from loader.sources import Candidate, Shard
+from semsearch_common import logs, process
 
 log = logging.getLogger("loader")
 
@@ -28,12 +29,14 @@ exit status: 0 all files loaded or skipped on purpose; 1 some files failed (see 
 or dimension mismatch, a bad download). Rerunning is always safe: what the index holds is skipped.
 
 environment: LOADER_EMBEDDER_ADDR and LOADER_INDEX_ADDR give the default addresses, LOADER_SHARD
-the default --shard (e.g. set from a Kubernetes indexed Job's completion index).
+the default --shard (e.g. set from a Kubernetes indexed Job's completion index), LOADER_LOG_FORMAT
+text or json log lines (default text). Unset or blank means the default.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of both commands."""
+def build_parser(env: LoaderEnv | None = None) -> argparse.ArgumentParser:
+    """The argument parser of both commands; `env` gives the defaults the LOADER_* variables set."""
+    env = env or LoaderEnv()
     parser = argparse.ArgumentParser(
         prog="python -m loader", description="Load images into semantic search: embed each with the "
         "embedder service and store it, with its original bytes and a thumbnail, in the index service.",
@@ -56,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--url", default=archive.CALTECH256_URL, help="download address (default: Caltech's)")
     where.add_argument("--md5", default=archive.CALTECH256_MD5,
                        help="expected MD5 of the archive, or 'none' to skip the check (default: %(default)s)")
-    _common(cal, default_source="caltech256")
+    _common(cal, env, default_source="caltech256")
 
     folder = commands.add_parser(
         "dir", help="any folder of images, recursively", epilog=EPILOG,
@@ -67,15 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     labels = folder.add_mutually_exclusive_group()
     labels.add_argument("--label", help="one label for every image (default: the name of each image's folder)")
     labels.add_argument("--no-label", action="store_true", help="store the images without a label")
-    _common(folder, default_source="")
+    _common(folder, env, default_source="")
     return parser
 
 
-def _common(p: argparse.ArgumentParser, default_source: str) -> None:
+def _common(p: argparse.ArgumentParser, env: LoaderEnv, default_source: str) -> None:
     services = p.add_argument_group("services")
-    services.add_argument("--embedder", default=env_default("EMBEDDER_ADDR", DEFAULT_EMBEDDER_ADDR),
+    services.add_argument("--embedder", default=env.embedder_addr,
                           help="embedder address host:port (default: %(default)s)")
-    services.add_argument("--index", default=env_default("INDEX_ADDR", DEFAULT_INDEX_ADDR),
+    services.add_argument("--index", default=env.index_addr,
                           help="index address host:port (default: %(default)s)")
     services.add_argument("--timeout", type=float, default=60.0, metavar="S",
                           help="deadline of each call, and the longest wait for a streamed answer (default: 60)")
@@ -88,13 +91,14 @@ def _common(p: argparse.ArgumentParser, default_source: str) -> None:
     run = p.add_argument_group("what and how")
     run.add_argument("--source", default=default_source,
                      help="source recorded with each image (default: " + (default_source or "the folder's name") + ")")
-    run.add_argument("--batch-size", type=int, default=32, help="images per request (default: 32, at most 256)")
+    run.add_argument("--batch-size", type=int, default=32,
+                     help="images per request (default: 32; at most what the embedder takes, which it publishes)")
     run.add_argument("--in-flight", type=int, default=4,
                      help="batches in each pipeline stage at once; memory is about 3 x this x batch (default: 4)")
     run.add_argument("--upsert-workers", type=int, default=2, help="concurrent upserts (default: 2)")
     run.add_argument("--thumbnail-size", type=int, default=256, help="longest side of stored thumbnails (default: 256)")
     run.add_argument("--max-file-mb", type=float, default=50.0, help="skip larger files (default: 50)")
-    run.add_argument("--shard", type=_shard, default=env_default("SHARD", "0/1"), metavar="I/N",
+    run.add_argument("--shard", type=_shard, default=env.shard, metavar="I/N",
                      help="load only shard I of N (0-based), for N loaders at once; shards split the files "
                      "by a hash of their relative path (default: LOADER_SHARD, else 0/1)")
     run.add_argument("--limit", type=int, default=0, metavar="N", help="stop after N candidate images (0: all)")
@@ -187,9 +191,12 @@ def _limited(found: Iterator[Candidate], limit: int) -> Iterator[Candidate]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        env = LoaderEnv.from_env()
+    except ConfigError as err:
+        return process.config_error("loader", err)
+    args = build_parser(env).parse_args(argv)
+    logs.setup("DEBUG" if args.verbose else "WARNING" if args.quiet else "INFO", env.log_format)
     try:
         return _run(args)
     except KeyboardInterrupt:

@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from loader.sources import Shard
+from semsearch_common import logs
+from semsearch_common.config import ConfigError, Env
+
+__all__ = ["DEFAULT_EMBEDDER_ADDR", "DEFAULT_INDEX_ADDR", "ConfigError", "LoaderConfig", "LoaderEnv"]
 
 DEFAULT_EMBEDDER_ADDR = "127.0.0.1:50051"
 DEFAULT_INDEX_ADDR = "127.0.0.1:50052"
-# The embedder refuses requests of more than 256 images (EMBEDDER_MAX_IMAGES_PER_REQUEST's default).
-MAX_BATCH = 256
 
 
-class ConfigError(ValueError):
-    """A bad setting; the message names the option."""
+@dataclass(frozen=True)
+class LoaderEnv:
+    """The LOADER_* variables: defaults of command-line options, and how the log is written."""
+
+    embedder_addr: str = DEFAULT_EMBEDDER_ADDR
+    index_addr: str = DEFAULT_INDEX_ADDR
+    shard: str = "0/1"
+    log_format: str = "text"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LoaderEnv:
+        """The variables (unset or blank: the default); ConfigError names a bad one."""
+        env = Env("LOADER", environ)
+        loaded = env.fill(cls, choices={"log_format": logs.FORMATS})
+        try:
+            Shard.parse(loaded.shard)
+        except ValueError as err:
+            raise ConfigError(f"{env.name('shard')}={loaded.shard!r}: {err}") from None
+        return loaded
 
 
 @dataclass(frozen=True)
@@ -48,8 +66,9 @@ class LoaderConfig:
 
     def check(self) -> None:
         """Reject values that cannot work, naming the option."""
-        if not 1 <= self.batch_size <= MAX_BATCH:
-            raise ConfigError(f"--batch-size must be between 1 and {MAX_BATCH}")
+        # The upper bound is the embedder's (ModelInfo), checked before the run starts.
+        if self.batch_size < 1:
+            raise ConfigError("--batch-size must be at least 1")
         for name in ("in_flight", "upsert_workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
@@ -73,8 +92,3 @@ class LoaderConfig:
         """max_batch_mb in bytes."""
         return int(self.max_batch_mb * 1024 * 1024)
 
-
-def env_default(name: str, fallback: str, env: Mapping[str, str] | None = None) -> str:
-    """LOADER_<name> from the environment, else the fallback."""
-    env = os.environ if env is None else env
-    return env.get(f"LOADER_{name}", "").strip() or fallback

@@ -86,7 +86,8 @@ class Pipeline:
     def run(self, candidates: Iterable[Candidate]) -> None:
         """Check the services, run the stages to the end, raise the first fatal error."""
         try:
-            self.model = clients.preflight(self.embedder, self.index, self.config.timeout_s, self._backoff())
+            self.model = clients.preflight(self.embedder, self.index, self.config.timeout_s, self._backoff(),
+                                           self.config.batch_size)
             threads = [threading.Thread(target=self._guard, args=(self._read, candidates), name="loader-read"),
                        threading.Thread(target=self._guard, args=(self._embed,), name="loader-embed")]
             threads += [threading.Thread(target=self._guard, args=(self._upsert,), name=f"loader-upsert-{i}")

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from semsearch_common.sniff import image_type
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"})
 # Caltech-256 ships a stray sub-folder of duplicates and a leftover file; both are known junk.
 CALTECH_JUNK = (PurePosixPath("056.dog/greg"), PurePosixPath("198.spider/RENAME2"))
@@ -116,18 +118,6 @@ def _raise(err: OSError) -> None:
     raise err
 
 
-# Leading bytes of the formats the embedder decodes.
-_MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF87a", "image/gif"),
-          (b"GIF89a", "image/gif"), (b"BM", "image/bmp"), (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"))
-
-
-def sniff(data: bytes) -> str | None:
-    """The image type the bytes start with, or None when they are no image format we load."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return next((kind for magic, kind in _MAGIC if data.startswith(magic)), None)
-
-
 @dataclass(frozen=True)
 class FileData:
     """A candidate that was read: its bytes and their sha256."""
@@ -150,6 +140,6 @@ def read(candidate: Candidate, max_bytes: int) -> FileData | str:
     data = candidate.path.read_bytes()
     if not data:
         return EMPTY
-    if sniff(data) is None:
+    if image_type(data) is None:  # by content: names and suffixes can lie
         return NOT_IMAGE
     return FileData(candidate, data, hashlib.sha256(data).hexdigest())

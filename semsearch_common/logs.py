@@ -29,12 +29,17 @@ class JsonLines(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler setup() installs, told apart so a second call replaces it and nothing else."""
+
+
 def setup(level: str = "INFO", fmt: str = "text") -> None:
     """Send every logger's records at `level` and above to stderr in `fmt` ("text" or "json")."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr(sys.stderr)
     handler.setFormatter(JsonLines() if fmt == "json" else logging.Formatter(TEXT))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Handlers someone else installed stay (pytest's caplog, when a test runs a service's main() in process).
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _Stderr)] + [handler]
     root.setLevel(level.upper())
 
 

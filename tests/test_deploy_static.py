@@ -26,6 +26,7 @@ from embedder_service.models import cli as model_cli  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
 from index_service.config import LIBPQ_VARS  # noqa: E402
 from index_service.config import Config as IndexConfig  # noqa: E402
+from loader.config import LoaderEnv  # noqa: E402
 from loader.sources import Shard  # noqa: E402
 from protos.semsearch.v1 import embedder_pb2, index_pb2  # noqa: E402
 
@@ -35,7 +36,7 @@ DOCKER = DEPLOY / "docker"
 K8S = DEPLOY / "k8s"
 COMPOSE = DEPLOY / "compose.yaml"
 LANTERN_IMAGE = "lanterndata/lantern:latest-pg15"
-FIRST_PARTY = {"protos", "embedder_service", "index_service", "gateway", "loader", "deploy"}
+FIRST_PARTY = {"protos", "semsearch_common", "embedder_service", "index_service", "gateway", "loader", "deploy"}
 # Variables every image may carry besides its service's own.
 COMMON_ENV = {"PATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "HF_HOME", "HF_TOKEN"}
 # Both wheels install the `onnxruntime` package; an image picks one.
@@ -78,14 +79,6 @@ def _field_env(prefix: str, cls: type) -> set[str]:
     return names
 
 
-def _loader_env() -> set[str]:
-    """LOADER_X for every env_default("X", …) call of the loader's command line."""
-    tree = ast.parse((ROOT / "loader" / "__main__.py").read_text())
-    return {f"LOADER_{node.args[0].value}" for node in ast.walk(tree)
-            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "env_default"
-            and node.args and isinstance(node.args[0], ast.Constant)}
-
-
 def _index_env() -> set[str]:
     """Field-derived INDEX_ names that index_service/config.py really reads."""
     source = (ROOT / "index_service" / "config.py").read_text()
@@ -100,7 +93,7 @@ SERVICES = {
                      index_pb2.DESCRIPTOR.services_by_name["Index"].full_name, "index_service", IndexConfig.from_env),
     "gateway": Service("gateway", "GATEWAY_", _field_env("GATEWAY_", GatewayConfig), GatewayConfig.port, None,
                        "gateway", GatewayConfig.from_env),
-    "loader": Service("loader", "LOADER_", _loader_env(), None, None, "loader", None),
+    "loader": Service("loader", "LOADER_", _field_env("LOADER_", LoaderEnv), None, None, "loader", LoaderEnv.from_env),
 }
 # Which service each Dockerfile builds.
 DOCKERFILES = {"embedder": "embedder", "embedder-gpu": "embedder", "index": "index", "gateway": "gateway",
@@ -780,5 +773,7 @@ def test_images_are_consistent(compose: dict[str, Any], manifests: list[tuple[Pa
 def test_callers_balance_round_robin(module: str) -> None:
     """The headless embedder Service only spreads load if the callers' channels use round_robin."""
     source = (ROOT / Path(*module.split("."))).with_suffix(".py").read_text()
+    if "semsearch_common.channels" in source:  # the shared channel options
+        source = (ROOT / "semsearch_common" / "channels.py").read_text()
     assert re.search(r"""["']grpc\.lb_policy_name["']\s*,\s*["']round_robin["']""", source) or \
         '"round_robin"' in source, f"{module} channels keep gRPC's pick_first policy: one embedder pod gets it all"

@@ -9,6 +9,7 @@ from pathlib import Path
 from embedder_service.config import EmbedderConfig
 from gateway.config import GatewayConfig
 from index_service.config import Config as IndexConfig
+from loader.config import LoaderEnv
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -31,7 +32,7 @@ def variables(prefix: str, config: type, flatten: tuple[str, ...] = ()) -> set[s
 
 def test_every_service_setting_is_in_the_configuration_table() -> None:
     expected = (variables("EMBEDDER", EmbedderConfig) | variables("GATEWAY", GatewayConfig)
-                | variables("INDEX", IndexConfig, flatten=("hnsw",)))
+                | variables("INDEX", IndexConfig, flatten=("hnsw",)) | variables("LOADER", LoaderEnv))
     # The index's HNSW parameters are INDEX_HNSW_M, _EF_CONSTRUCTION, _EF (not INDEX_HNSW_HNSW_…).
     missing = sorted(expected - documented())
     assert not missing, f"settings missing from the README's configuration table: {missing}"
@@ -40,6 +41,6 @@ def test_every_service_setting_is_in_the_configuration_table() -> None:
 def test_the_table_names_no_setting_that_does_not_exist() -> None:
     known = (variables("EMBEDDER", EmbedderConfig) | variables("GATEWAY", GatewayConfig)
              | variables("INDEX", IndexConfig, flatten=("hnsw",))
-             | {"LOADER_EMBEDDER_ADDR", "LOADER_INDEX_ADDR", "LOADER_SHARD"})
+             | variables("LOADER", LoaderEnv))
     libpq = {name for name in documented() if name.startswith("PG")}
     assert documented() - known - libpq == set()

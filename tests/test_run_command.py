@@ -1,4 +1,5 @@
-"""The README's run command (`python -m deploy`) with the tiny model: healthy, serves, stops cleanly."""
+"""The README's run command (`python -m deploy`) with the tiny model: healthy, serves, stops cleanly, and a
+second launcher on the same ports leaves it alone."""
 
 from __future__ import annotations
 
@@ -14,15 +15,7 @@ from pathlib import Path
 
 import pytest
 
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+from bench.common import free_ports
 
 
 def alive(pid: int) -> bool:
@@ -40,6 +33,33 @@ def cmdline(pid: int) -> str:
 def children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
+
+
+def second_launcher(*ports: int, model: str = "random") -> tuple[int, float, list[str]]:
+    """Run `python -m deploy` on these (gateway, embedder, index) ports; (status, seconds, stderr lines)."""
+    http, embedder, index = ports
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "deploy", "--model", model, "--cache", "/nonexistent/cache",
+             "--port", str(http), "--embedder-port", str(embedder), "--index-port", str(index)],
+            capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the launcher started although a port was taken")
+    return done.returncode, time.monotonic() - started, [line for line in done.stderr.splitlines() if line]
+
+
+def test_a_taken_port_stops_the_launcher_before_it_starts_anything() -> None:
+    http, embedder, index = free_ports(3)
+    with socket.create_server(("127.0.0.1", index)) as holder:
+        code, took, err = second_launcher(http, embedder, index)
+        assert code != 0 and took < 5, (code, took, err)
+        assert len(err) == 1 and f"port {index} " in err[0] and "taken" in err[0], err
+        holder.settimeout(0.1)
+        with pytest.raises(TimeoutError):
+            holder.accept()  # the launcher never connected to, nor took over, the port it found taken
+    code, _, err = second_launcher(http, http, index)
+    assert code != 0 and len(err) == 1 and str(http) in err[0], err
 
 
 @pytest.mark.slow
@@ -67,6 +87,13 @@ def test_run_command_reaches_healthy_serves_a_search_and_stops_cleanly(tiny_bund
         services = children(proc.pid)
         postgres = data / "index" / "postgres" / "pgdata" / "postmaster.pid"
         assert len(services) == 3 and postgres.exists()
+
+        # A second launcher on the same ports exits at once and leaves the first one alone.
+        code, took, err = second_launcher(http, embedder, index, model=str(tiny_bundle_dir))
+        assert code != 0 and took < 5 and len(err) == 1 and "taken" in err[0], (code, took, err)
+        assert children(proc.pid) == services
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/api/search?q=a+dog", timeout=30) as r:
+            assert r.status == 200
 
         # A crashed service is restarted and the system answers again.
         embedder_pid = next(pid for pid in services if "embedder_service" in cmdline(pid))

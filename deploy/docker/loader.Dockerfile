@@ -11,11 +11,12 @@ WORKDIR /src
 COPY protos/ protos/
 RUN python -m protos.generate
 
-# Only the distributions this command imports (tqdm: the progress bar on a terminal).
+# Only the distributions this command imports (tqdm: the progress bar on a terminal; grpcio-health-checking
+# and prometheus-client: semsearch_common's channels and process modules).
 FROM ${PYTHON_IMAGE} AS deps
 WORKDIR /src
 COPY pyproject.toml deploy/docker/pick_requirements.py ./
-RUN python pick_requirements.py grpcio protobuf googleapis-common-protos Pillow tqdm > requirements.txt \
+RUN python pick_requirements.py grpcio grpcio-health-checking prometheus-client protobuf googleapis-common-protos grpcio-status Pillow tqdm > requirements.txt \
     && python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -r requirements.txt
 
@@ -24,6 +25,7 @@ RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin
     && mkdir -p /datasets && chown app:app /datasets
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=protos /src/protos /app/protos
+COPY semsearch_common/ /app/semsearch_common/
 COPY loader/ /app/loader/
 RUN python -m compileall -q /app
 ENV PATH=/opt/venv/bin:$PATH \

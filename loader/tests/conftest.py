@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from embedder_service.config import EmbedderConfig
 from embedder_service.engine import Engine
@@ -27,34 +24,12 @@ from index_service.server import Deps
 from index_service.server import serve as serve_index
 from index_service.tests.conftest import create_database, scratch_postgres
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
+from semsearch_common.channels import wait_serving
 from semsearch_common.server import Server
 
 REPO = Path(__file__).resolve().parents[2]
 # The test cluster needs no crash safety of its own; what the tests check is the loader's.
 FAST_PG = {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off", "max_connections": "200"}
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_serving(addr: str, timeout_s: float = 60.0) -> None:
-    """Block until the server at addr reports SERVING."""
-    deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(addr) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{addr} never became SERVING")
-            time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
@@ -135,8 +110,8 @@ def start_embedder_process(bundle_dir: Path, port: int) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "embedder_service"], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_serving(f"127.0.0.1:{port}")
-    except TimeoutError:
+        wait_serving(f"127.0.0.1:{port}", alive=lambda: proc.poll() is None)
+    except (TimeoutError, RuntimeError):
         proc.kill()
         raise
     return proc

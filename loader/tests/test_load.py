@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from index_service.pg import EmbeddedPostgres
 from loader.__main__ import EXIT_FAILED_FILES, EXIT_OK, EXIT_STOPPED, EXIT_USAGE, main
@@ -167,7 +168,32 @@ def test_an_unreachable_service_stops_after_the_retry_budget(tmp_path: Path, ind
     assert code == EXIT_STOPPED and "UNAVAILABLE" in summary["stopped"] and "gave up" in summary["stopped"]
 
 
-def test_bad_options_exit_with_usage_status(tmp_path: Path) -> None:
+def test_a_batch_larger_than_the_embedder_takes_stops_before_loading(tmp_path: Path, embedder: str,
+                                                                    index: IndexServer) -> None:
+    tree = caltech_like(tmp_path / "data", categories=["001.ak47"])
+    code, summary, _ = load(tmp_path, "caltech256", "--path", str(tree.root), "--embedder", embedder,
+                            "--index", index.addr, "--batch-size", "1000")
+    assert code == EXIT_STOPPED and "--batch-size 1000" in summary["stopped"] and "(256)" in summary["stopped"]
+    assert index.count() == 0
+
+
+def test_bad_options_exit_with_usage_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["dir", str(tmp_path / "missing")]) == EXIT_USAGE
-    assert main(["dir", str(tmp_path), "--batch-size", "1000"]) == EXIT_USAGE
+    assert main(["dir", str(tmp_path), "--batch-size", "0"]) == EXIT_USAGE
     assert main(["caltech256", "--data-dir", str(tmp_path)]) == EXIT_USAGE  # nothing there and no --download
+    for name, value in (("LOADER_LOG_FORMAT", "xml"), ("LOADER_SHARD", "3/2")):
+        with monkeypatch.context() as env:
+            env.setenv(name, value)
+            capsys.readouterr()
+            assert main(["dir", str(tmp_path), "--dry-run"]) == EXIT_USAGE
+            assert name in capsys.readouterr().err
+
+
+def test_blank_variables_mean_the_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("LOADER_LOG_FORMAT", "LOADER_SHARD", "LOADER_EMBEDDER_ADDR", "LOADER_INDEX_ADDR"):
+        monkeypatch.setenv(name, "  ")
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "pics" / "a.png").write_bytes(encoded(1, 16, 16, "PNG"))
+    code, summary, _ = load(tmp_path, "dir", str(tmp_path / "pics"), "--dry-run")
+    assert code == EXIT_OK and summary["found"] == 1

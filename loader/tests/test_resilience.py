@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import free_port
 from index_service.pg import EmbeddedPostgres
 from loader.__main__ import EXIT_OK, main
 from loader.tests.conftest import (
     IndexServer,
-    free_port,
     kill,
     loader_process,
     start_embedder_process,

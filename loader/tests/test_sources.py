@@ -1,17 +1,20 @@
-"""Walking, labels, junk rules, sharding, sniffing and the progress/summary text, without services."""
+"""Walking, labels, junk rules, sharding, reading, settings and the progress/summary text, without services."""
 
 from __future__ import annotations
 
 import io
 from collections import Counter
 from pathlib import Path, PurePosixPath
+from types import SimpleNamespace
 
 import pytest
 
-from loader import sources
+from loader import clients, sources
+from loader.config import ConfigError, LoaderEnv
 from loader.report import Progress, Report, Summary
 from loader.sources import JUNK, NOT_IMAGE, Shard
 from loader.tests.trees import caltech_like, encoded
+from protos.semsearch.v1 import embedder_pb2
 
 
 @pytest.mark.parametrize(("rel", "label"), [
@@ -66,16 +69,17 @@ def test_shards_partition_the_files_stably_and_evenly() -> None:
             Shard.parse(bad)
 
 
-def test_sniff_and_read(tmp_path: Path) -> None:
-    for fmt, kind in (("JPEG", "image/jpeg"), ("PNG", "image/png"), ("GIF", "image/gif"), ("BMP", "image/bmp"),
-                      ("TIFF", "image/tiff"), ("WEBP", "image/webp")):
-        assert sources.sniff(encoded(1, 16, 16, fmt)) == kind
-    assert sources.sniff(b"<html>") is None and sources.sniff(b"") is None
-    files = {"ok.jpg": encoded(1, 16, 16), "empty.jpg": b"", "text.jpg": b"hello", "big.jpg": encoded(2, 300, 300)}
+def test_read_by_content(tmp_path: Path) -> None:
+    for fmt in ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP"):  # every format the embedder decodes
+        (tmp_path / fmt).write_bytes(encoded(1, 16, 16, fmt))
+        assert isinstance(sources.read(sources.Candidate(tmp_path / fmt, fmt, ""), 10**6), sources.FileData)
+    files = {"ok.jpg": encoded(1, 16, 16), "empty.jpg": b"", "text.jpg": b"hello", "big.jpg": encoded(2, 300, 300),
+             "doc.jpg": b"%PDF-1.7 not a picture"}
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     got = {name: sources.read(sources.Candidate(tmp_path / name, name, ""), max_bytes=4000) for name in files}
-    assert got["empty.jpg"] == sources.EMPTY and got["text.jpg"] == NOT_IMAGE and got["big.jpg"] == sources.TOO_LARGE
+    assert got["empty.jpg"] == sources.EMPTY and got["big.jpg"] == sources.TOO_LARGE
+    assert got["text.jpg"] == got["doc.jpg"] == NOT_IMAGE
     assert isinstance(got["ok.jpg"], sources.FileData) and len(got["ok.jpg"].sha256) == 64
     with pytest.raises(OSError):
         sources.read(sources.Candidate(tmp_path / "gone.jpg", "gone.jpg", ""), 4000)
@@ -108,3 +112,16 @@ def test_progress_bar_on_a_terminal_shows_rate_and_eta() -> None:
     progress.advance(4, Summary())
     progress.close()
     assert "4/10" in out.getvalue() and "img/s" in out.getvalue() and "<" in out.getvalue()  # ETA as elapsed<left
+
+
+def test_batch_limit_comes_from_the_embedder_with_a_fallback() -> None:
+    assert clients.images_per_request(embedder_pb2.ModelInfo()) == clients.FALLBACK_IMAGES_PER_REQUEST == 256
+    published = SimpleNamespace(max_images_per_request=64)  # the field ModelInfo is getting
+    assert clients.images_per_request(published) == 64  # type: ignore[arg-type]
+
+
+def test_loader_variables_blank_means_default_and_bad_ones_are_named() -> None:
+    assert LoaderEnv.from_env({"LOADER_SHARD": " ", "LOADER_LOG_FORMAT": "JSON"}) == LoaderEnv(log_format="json")
+    for name, value in (("LOADER_SHARD", "2/2"), ("LOADER_LOG_FORMAT", "xml")):
+        with pytest.raises(ConfigError, match=name):
+            LoaderEnv.from_env({name: value})

@@ -32,6 +32,19 @@ def test_json_lines_carry_level_logger_message_and_trace(monkeypatch: pytest.Mon
     assert "ValueError: boom" in entry["exception"] and entry["time"].endswith("Z")
 
 
+def test_setup_replaces_its_own_handler_and_keeps_others(monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr("sys.stderr", out)
+    try:
+        logs.setup("INFO", "text")
+        logs.setup("INFO", "text")
+        logging.getLogger("svc").warning("once")
+    finally:
+        logs.setup("WARNING", "text")
+    assert out.getvalue().count("once") == 1 and "once" in caplog.text
+
+
 def test_throttled_logs_one_line_per_cause_per_interval(caplog: pytest.LogCaptureFixture) -> None:
     throttle = logs.Throttled(logging.getLogger("svc"), interval_s=3600)
     with caplog.at_level(logging.WARNING, logger="svc"):

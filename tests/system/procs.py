@@ -14,12 +14,12 @@ from pathlib import Path
 import grpc
 import httpx
 import psutil
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.common import free_port
 from index_service.pg import EmbeddedPostgres
 from index_service.tests.conftest import create_database
-from loader.tests.conftest import free_port
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc, index_pb2, index_pb2_grpc
+from semsearch_common.channels import channel, is_serving
 
 REPO = Path(__file__).resolve().parents[2]
 # No OS crash is simulated, so fsync can go; commits stay synchronous because Postgres itself is
@@ -66,12 +66,8 @@ class Service:
                 return httpx.get(f"http://{self.addr}/healthz", timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
-        with grpc.insecure_channel(self.addr) as channel:
-            try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-                return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-            except grpc.RpcError:
-                return False
+        with channel(self.addr) as chan:
+            return is_serving(chan)
 
     def kill(self) -> None:
         """SIGKILL and reap."""
