@@ -6,7 +6,7 @@ import hmac
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import images, schemas, upload
-from gateway.clients import Backends, Deadline
+from gateway.clients import Api, Backends, Deadline
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
 from gateway.middleware import BodyLimit, Observe, SecurityHeaders
@@ -36,12 +36,12 @@ ImageId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="image id")]
 bearer = HTTPBearer(auto_error=False, description="GATEWAY_TOKEN, when the gateway has one")
 
 
-def create_app(config: GatewayConfig) -> FastAPI:
-    """The ASGI application; gRPC channels open on startup and close on shutdown."""
+def create_app(config: GatewayConfig, connect: Callable[[GatewayConfig], Api] = Backends) -> FastAPI:
+    """The ASGI application; gRPC channels (`connect`: a fake in route tests) open on startup, close on shutdown."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.backends = Backends(config)  # grpc.aio channels belong to the running loop
+        app.state.backends = connect(config)  # grpc.aio channels belong to the running loop
         log.info("gateway up: embedder %s, index %s, writes %s", config.embedder_addr, config.index_addr,
                  "need a token" if config.token else "open")
         yield
