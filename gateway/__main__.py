@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 
@@ -11,12 +10,16 @@ from semsearch_common import logs, process
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port; OSError naming the address when it is taken or cannot be bound."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    """A listening socket on host:port, bound as uvicorn would; OSError naming the port when that fails."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        return socket.create_server((host.strip("[]"), port), family=family, backlog=2048)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart may reuse a port in TIME_WAIT
+        sock.bind((host.strip("[]"), port))
+        sock.listen(2048)
     except OSError as err:
-        raise OSError(err.errno, f"port {port} on {host}: {os.strerror(err.errno) if err.errno else err}") from None
+        sock.close()
+        raise OSError(err.errno, f"port {port} on {host}: {err.strerror or err}") from None
+    return sock
 
 
 def main() -> int:
