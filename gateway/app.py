@@ -2,7 +2,7 @@
 
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.clients import Backends
+from gateway.clients import Api, Backends
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
 from gateway.middleware import BodyLimit, Observe, SecurityHeaders
@@ -22,12 +22,12 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 
 
-def create_app(config: GatewayConfig) -> FastAPI:
-    """The ASGI application; gRPC channels open on startup and close on shutdown."""
+def create_app(config: GatewayConfig, connect: Callable[[GatewayConfig], Api] = Backends) -> FastAPI:
+    """The ASGI application; gRPC channels (`connect`: a fake in route tests) open on startup, close on shutdown."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.backends = Backends(config)  # grpc.aio channels belong to the running loop
+        app.state.backends = connect(config)  # grpc.aio channels belong to the running loop
         log.info("gateway up: embedder %s, index %s, writes %s", config.embedder_addr, config.index_addr,
                  "need a token" if config.token else "open")
         yield

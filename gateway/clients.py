@@ -6,15 +6,16 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import Counter, Histogram
 
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError, from_rpc
+from gateway.limits import Limits, LimitsCache, of_services
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc, index_pb2, index_pb2_grpc
+from semsearch_common import channels
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -22,21 +23,7 @@ T = TypeVar("T")
 BACKEND_CALLS = Counter("gateway_backend_calls", "gRPC calls to the backends", ["backend", "method", "code"])
 BACKEND_LATENCY = Histogram("gateway_backend_seconds", "gRPC call latency", ["backend", "method"],
                             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-
-CHANNEL_OPTIONS = [
-    # Spread calls over every address the name resolves to (a headless Service's pods: dns:///embedder:50051).
-    ("grpc.lb_policy_name", "round_robin"),
-    # A restarted backend is found again within about a second, not after gRPC's default 120 s backoff.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-    # Notice a dead peer on an idle connection instead of waiting for TCP to give up.
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 0),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 300 * 1024 * 1024),
-]
+LIMITS_DEADLINE_S = 2.0
 
 
 class Deadline:
@@ -50,47 +37,72 @@ class Deadline:
         return max(0.001, self.end - time.monotonic())
 
 
+async def guarded(backend: str, method: str, call: Awaitable[T], retry_after: int) -> T:
+    """Await one call to `backend`; a failure leaves as an ApiError, and every call is counted and timed."""
+    started = time.perf_counter()
+    code = "OK"
+    try:
+        return await call
+    except grpc.aio.AioRpcError as err:
+        code = err.code().name
+        log.debug("%s.%s failed: %s %s", backend, method, code, err.details())
+        raise from_rpc(err, backend, retry_after) from None
+    finally:
+        BACKEND_CALLS.labels(backend, method, code).inc()
+        BACKEND_LATENCY.labels(backend, method).observe(time.perf_counter() - started)
+
+
+class Api(Protocol):
+    """What the routes need from the services (Backends, or a fake in route tests)."""
+
+    async def close(self) -> None: ...
+    async def embed_text(self, text: str, deadline: Deadline) -> tuple[list[float], str, bool]: ...
+    async def embed_images(self, images: list[tuple[str, bytes]], thumbnail_size: int,
+                           deadline: Deadline) -> embedder_pb2.EmbedImagesResponse: ...
+    async def model_info(self, deadline: Deadline) -> embedder_pb2.ModelInfo: ...
+    async def limits(self, deadline: Deadline) -> Limits: ...
+    async def search(self, request: index_pb2.SearchRequest, deadline: Deadline) -> index_pb2.SearchResponse: ...
+    async def similar(self, request: index_pb2.SearchSimilarRequest,
+                      deadline: Deadline) -> index_pb2.SearchResponse: ...
+    async def upsert(self, items: list[index_pb2.UpsertItem], deadline: Deadline) -> index_pb2.UpsertResponse: ...
+    async def get(self, image_id: int, deadline: Deadline) -> index_pb2.ImageMeta: ...
+    async def delete(self, image_id: int, deadline: Deadline) -> bool: ...
+    async def labels(self, deadline: Deadline) -> list[index_pb2.LabelCount]: ...
+    async def stats(self, deadline: Deadline) -> index_pb2.StatsResponse: ...
+    async def open_image(self, image_id: int, thumbnail: bool,
+                         deadline: Deadline) -> tuple[index_pb2.ImageChunk, AsyncIterator[bytes]]: ...
+    async def serving(self, deadline: Deadline) -> dict[str, bool]: ...
+
+
 class Backends:
     """The two services behind the gateway; create inside the event loop, close on shutdown."""
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.embedder_channel = grpc.aio.insecure_channel(config.embedder_addr, options=CHANNEL_OPTIONS)
-        self.index_channel = grpc.aio.insecure_channel(config.index_addr, options=CHANNEL_OPTIONS)
+        self.embedder_channel = channels.aio_channel(config.embedder_addr)
+        self.index_channel = channels.aio_channel(config.index_addr)
         self.embedder = embedder_pb2_grpc.EmbedderStub(self.embedder_channel)
         self.index = index_pb2_grpc.IndexStub(self.index_channel)
+        self._limits = LimitsCache()
 
     async def close(self) -> None:
         """Close both channels."""
         await self.embedder_channel.close()
         await self.index_channel.close()
 
-    async def _call(self, backend: str, method: str, request: Any, deadline: Deadline,
-                    overload_is_429: bool = False) -> Any:
+    async def _call(self, backend: str, method: str, request: Any, deadline: Deadline) -> Any:
         """Call backend.method(request) within the deadline; failures leave as ApiError, all are counted."""
         stub = self.embedder if backend == "embedder" else self.index
-        return await self._await(backend, method, getattr(stub, method)(request, timeout=deadline.remaining()),
-                                 overload_is_429)
+        return await self._await(backend, method, getattr(stub, method)(request, timeout=deadline.remaining()))
 
-    async def _await(self, backend: str, method: str, call: Awaitable[T], overload_is_429: bool = False) -> T:
-        started = time.perf_counter()
-        code = "OK"
-        try:
-            return await call
-        except grpc.aio.AioRpcError as err:
-            code = err.code().name
-            log.debug("%s.%s failed: %s %s", backend, method, code, err.details())
-            raise from_rpc(err, backend, self.config.retry_after_s, overload_is_429) from None
-        finally:
-            BACKEND_CALLS.labels(backend, method, code).inc()
-            BACKEND_LATENCY.labels(backend, method).observe(time.perf_counter() - started)
+    async def _await(self, backend: str, method: str, call: Awaitable[T]) -> T:
+        return await guarded(backend, method, call, self.config.retry_after_s)
 
     # -- embedder ---------------------------------------------------------------------------------
 
     async def embed_text(self, text: str, deadline: Deadline) -> tuple[list[float], str, bool]:
         """The vector of one text, the model id that made it, and whether the text was cut."""
-        response = await self._call("embedder", "EmbedTexts", embedder_pb2.EmbedTextsRequest(texts=[text]), deadline,
-                                    overload_is_429=True)
+        response = await self._call("embedder", "EmbedTexts", embedder_pb2.EmbedTextsRequest(texts=[text]), deadline)
         result = response.results[0]
         if result.HasField("error"):
             raise ApiError(400, result.error.message)
@@ -102,11 +114,23 @@ class Backends:
         request = embedder_pb2.EmbedImagesRequest(
             images=[embedder_pb2.ImageInput(key=key, data=data) for key, data in images],
             thumbnail_size=thumbnail_size)
-        return await self._call("embedder", "EmbedImages", request, deadline, overload_is_429=True)
+        return await self._call("embedder", "EmbedImages", request, deadline)
 
     async def model_info(self, deadline: Deadline) -> embedder_pb2.ModelInfo:
         """What model the embedder runs, and where."""
         return await self._call("embedder", "GetModelInfo", embedder_pb2.GetModelInfoRequest(), deadline)
+
+    # -- both -------------------------------------------------------------------------------------
+
+    async def limits(self, deadline: Deadline) -> Limits:
+        """What one EmbedImages or Upsert call may carry, as the services publish it (cached)."""
+        return await self._limits.get(lambda: self._fetch_limits(deadline))
+
+    async def _fetch_limits(self, deadline: Deadline) -> Limits:
+        # A short budget of its own: asking must not eat an upload's time when a service is slow.
+        budget = Deadline(min(LIMITS_DEADLINE_S, deadline.remaining()))
+        info, stats = await asyncio.gather(self.model_info(budget), self.stats(budget))
+        return of_services(info, stats)
 
     # -- index ------------------------------------------------------------------------------------
 
@@ -175,13 +199,6 @@ class Backends:
     async def serving(self, deadline: Deadline) -> dict[str, bool]:
         """Whether each backend's health service says SERVING (both asked at once)."""
 
-        async def check(channel: grpc.aio.Channel) -> bool:
-            try:
-                reply = await health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service=""), timeout=deadline.remaining())
-            except grpc.aio.AioRpcError:
-                return False
-            return reply.status == health_pb2.HealthCheckResponse.SERVING
-
-        embedder, index = await asyncio.gather(check(self.embedder_channel), check(self.index_channel))
+        embedder, index = await asyncio.gather(channels.aio_is_serving(self.embedder_channel, deadline.remaining()),
+                                               channels.aio_is_serving(self.index_channel, deadline.remaining()))
         return {"embedder": embedder, "index": index}

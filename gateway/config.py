@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import ipaddress
-import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from semsearch_common.config import ConfigError, Env
+from semsearch_common.logs import FORMATS, LEVELS
+
+__all__ = ["ConfigError", "GatewayConfig", "is_loopback"]
 
 
-class ConfigError(ValueError):
-    """A setting has a bad value; the message names the variable."""
+# Integer settings and their ranges (the float ones must be positive: check()).
+BOUNDS = {
+    "port": (0, 65535),
+    "max_files": (1, None),
+    "max_pixels": (1, None),
+    "max_query_chars": (1, None),
+    "max_k": (1, None),
+    "default_k": (1, None),
+    "max_depth": (1, 1000),  # the index's own limit on k
+    "thumbnail_size": (0, 1024),
+    "retry_after_s": (1, None),
+}
 
 
 @dataclass(frozen=True)
@@ -40,36 +53,23 @@ class GatewayConfig:
     # What a 503/429 tells clients to wait before retrying.
     retry_after_s: int = 2
     log_level: str = "INFO"
+    # "text" lines for people, "json" lines for log collectors.
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
-        """Build from GATEWAY_* variables; unset ones keep their defaults."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            name = f"GATEWAY_{f.name.upper()}"
-            if name in env and env[name].strip() != "":
-                values[f.name] = _parse(name, env[name], type(getattr(cls, f.name)))
-        config = cls(**values)
+        """Build from GATEWAY_* variables; unset or blank ones keep their defaults."""
+        config = Env("GATEWAY", env).fill(cls, bounds=BOUNDS, choices={"log_level": LEVELS, "log_format": FORMATS})
         config.check()
         return config
 
     def check(self) -> None:
         """Reject values that cannot work, naming the variable."""
-        for name in ("max_file_mb", "max_request_mb", "max_files", "max_pixels", "max_query_chars", "max_k",
-                     "default_k", "max_depth", "search_deadline_s", "upload_deadline_s", "retry_after_s"):
+        for name in ("max_file_mb", "max_request_mb", "search_deadline_s", "upload_deadline_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"GATEWAY_{name.upper()} must be positive")
-        if not 0 <= self.port <= 65535:
-            raise ConfigError("GATEWAY_PORT must be between 0 and 65535")
         if self.default_k > self.max_k:
             raise ConfigError("GATEWAY_DEFAULT_K must not exceed GATEWAY_MAX_K")
-        if not 1 <= self.max_depth <= 1000:
-            raise ConfigError("GATEWAY_MAX_DEPTH must be between 1 and 1000 (the index's limit)")
-        if not 0 <= self.thumbnail_size <= 1024:
-            raise ConfigError("GATEWAY_THUMBNAIL_SIZE must be between 0 and 1024")
-        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError("GATEWAY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         if not self.token and not self.allow_open_writes and not is_loopback(self.host):
             raise ConfigError(f"GATEWAY_HOST={self.host} is not a loopback address: set GATEWAY_TOKEN so strangers "
                               "cannot upload or delete, or GATEWAY_ALLOW_OPEN_WRITES=true to allow it anyway")
@@ -93,20 +93,3 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a host name that may resolve anywhere
-
-
-def _parse(name: str, raw: str, kind: type) -> Any:
-    parsers: dict[type, Callable[[str], Any]] = {bool: _parse_bool, int: int, float: float, str: str}
-    try:
-        return parsers[kind](raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
-
-
-def _parse_bool(raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(raw)

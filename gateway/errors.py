@@ -1,10 +1,31 @@
-"""The one error type routes raise, and how gRPC statuses become HTTP statuses."""
+"""The one error type routes raise, and how failed gRPC calls become HTTP statuses."""
 
 from __future__ import annotations
 
 import grpc
 
-# Codes a client can cause or a backend outage can cause; anything else is a bug (500, logged).
+from semsearch_common.errors import Reason
+from semsearch_common.status import call_reason
+
+# What each ErrorInfo reason means to an HTTP client: the services say why a call failed, so the
+# gateway never guesses from a status code (RESOURCE_EXHAUSTED is both "too large" and "busy").
+HTTP_OF_REASON = {
+    Reason.INVALID_ARGUMENT: 400,
+    Reason.NOT_FOUND: 404,
+    Reason.MODEL_MISMATCH: 409,
+    Reason.DIMENSION_MISMATCH: 409,
+    Reason.TOO_LARGE: 413,
+    Reason.OVERLOADED: 429,
+    Reason.INTERNAL: 500,
+    Reason.MODEL_LOADING: 503,
+    Reason.DATABASE_UNAVAILABLE: 503,
+    Reason.SHUTTING_DOWN: 503,
+    Reason.DEADLINE_EXCEEDED: 504,
+    Reason.MEDIA_STORE_FULL: 507,
+    Reason.MEDIA_STORE_READ_ONLY: 507,
+}
+# A call without a reason failed before a service answered (no connection, gRPC's own message-size
+# check, our deadline): the code is all there is. Anything not listed is a bug (500, logged).
 HTTP_OF_GRPC = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.OUT_OF_RANGE: 400,
@@ -23,7 +44,6 @@ TITLES = {
     413: "too_large", 415: "unsupported_media_type", 429: "overloaded", 500: "internal", 503: "unavailable",
     504: "deadline_exceeded", 507: "insufficient_storage",
 }
-STORAGE_ERROR_KEY = "semsearch-error"  # trailing metadata the index sets on media-store failures
 
 
 class ApiError(Exception):
@@ -38,33 +58,27 @@ class ApiError(Exception):
         return {"error": TITLES.get(self.status, "error"), "status": self.status, "message": self.message}
 
 
-def from_rpc(err: grpc.RpcError, backend: str, retry_after: int, overload_is_429: bool = False) -> ApiError:
-    """Translate a failed call to `backend` ("embedder" or "index") into an ApiError.
+def http_status(reason: str, code: grpc.StatusCode) -> int:
+    """The HTTP status of a failure: by its ErrorInfo reason, by its code when it has none we know."""
+    if reason in HTTP_OF_REASON:
+        return HTTP_OF_REASON[Reason(reason)]
+    return HTTP_OF_GRPC.get(code, 500)
 
-    RESOURCE_EXHAUSTED means "too large" when the request itself is over a limit, and "busy" when a
-    queue is full. The gateway checks sizes before calling the embedder, so from there it means busy:
-    callers pass overload_is_429 and the client gets 429 with Retry-After instead of 413.
-    """
+
+def from_rpc(err: grpc.RpcError, backend: str, retry_after: int) -> ApiError:
+    """Translate a failed call to `backend` ("embedder" or "index") into an ApiError."""
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     details = (err.details() if hasattr(err, "details") else None) or ""
-    if _storage_error(err):
-        # The index's media store is full or read-only: no retry helps until an operator acts.
-        return ApiError(507, f"the {backend} cannot store files: {details}")
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and overload_is_429:
+    status = http_status(call_reason(err), code)
+    if status == 429:
         return ApiError(429, f"the {backend} is busy: {details}", retry_after)
-    status = HTTP_OF_GRPC.get(code, 500)
     if status == 503:
         return ApiError(503, f"the {backend} service is unavailable; try again shortly", retry_after)
     if status == 504:
         return ApiError(504, f"the {backend} service did not answer in time")
+    if status == 507:
+        # The index's media store is full or read-only: no retry helps until an operator acts.
+        return ApiError(507, f"the {backend} cannot store files: {details}")
     if status == 500:
         return ApiError(500, f"the {backend} service failed ({code.name})")
     return ApiError(status, details or code.name.lower())
-
-
-def _storage_error(err: grpc.RpcError) -> bool:
-    try:
-        trailing = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
-    except Exception:  # a hand-made RpcError (tests) may not carry call state
-        return False
-    return any(key == STORAGE_ERROR_KEY and value == "storage" for key, value in trailing or ())

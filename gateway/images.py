@@ -8,29 +8,9 @@ import warnings
 from PIL import Image
 
 from gateway.errors import ApiError
+from semsearch_common import sniff
 
-# Magic numbers of the formats the embedder decodes (embedder.proto: JPEG, PNG, WebP, GIF, BMP, TIFF).
-SIGNATURES = (
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-    (b"BM", "image/bmp"),
-    (b"II*\x00", "image/tiff"),
-    (b"MM\x00*", "image/tiff"),
-)
-
-SERVED_TYPES = frozenset({mime for _, mime in SIGNATURES} | {"image/webp"})  # what /images/{id} may be typed as
-
-
-def sniff(data: bytes) -> str | None:
-    """The image MIME type the bytes announce, or None for anything else."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    for magic, mime in SIGNATURES:
-        if data.startswith(magic):
-            return mime
-    return None
+SERVED_TYPES = sniff.IMAGE_TYPES  # what /images/{id} may be typed as: the formats the embedder decodes
 
 
 def check(data: bytes, name: str, max_bytes: int, max_pixels: int) -> str:
@@ -43,9 +23,11 @@ def check(data: bytes, name: str, max_bytes: int, max_pixels: int) -> str:
         raise ApiError(400, f"{name}: the file is empty")
     if len(data) > max_bytes:
         raise ApiError(413, f"{name}: {len(data):,} bytes; the limit is {max_bytes:,}")
-    mime = sniff(data)
+    mime = sniff.image_type(data)
     if mime is None:
-        raise ApiError(415, f"{name}: not an image (JPEG, PNG, WebP, GIF, BMP or TIFF expected)")
+        kind = sniff.other_kind(data)  # say what came instead, when we know
+        raise ApiError(415, f"{name}: {kind + ', ' if kind else ''}not an image (JPEG, PNG, WebP, GIF, BMP or TIFF "
+                            "expected)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -6,18 +6,20 @@ import hashlib
 from dataclasses import dataclass
 
 from gateway import images
-from gateway.clients import Backends, Deadline
+from gateway.clients import Api, Deadline
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
+from gateway.limits import Limits
 from gateway.schemas import UploadOutcome
 from protos.semsearch.v1 import index_pb2
 
 # Item errors carry a gRPC code number; these are the ones an upload can meet.
 ITEM_HTTP = {3: 400, 5: 404, 8: 413, 9: 409, 14: 503, 4: 504}
-# One embed + one upsert call carries at most this much: the index accepts 64 MB messages by default,
-# and originals plus thumbnails travel together. A single file over it still goes alone.
-BATCH_BYTES = 40 * 1024 * 1024
-BATCH_FILES = 32
+# What an Upsert item carries beside its original: a thumbnail (a JPEG of at most 1024 px, ~100-300 KB
+# at the largest), the vector (a few KB) and its texts. A batch's originals plus this per file must fit
+# in the services' message limit; a single file over it still goes alone (and may fail alone: 413).
+ITEM_OVERHEAD = 512 * 1024
+ENVELOPE = 64 * 1024
 
 
 @dataclass
@@ -29,7 +31,7 @@ class Upload:
     content_type: str = ""
 
 
-async def add(uploads: list[Upload], label: str, source: str, backends: Backends, config: GatewayConfig,
+async def add(uploads: list[Upload], label: str, source: str, backends: Api, config: GatewayConfig,
               deadline: Deadline) -> list[UploadOutcome]:
     """Store the files; every file gets an outcome, in order, and one bad file fails alone."""
     outcomes: list[UploadOutcome | None] = [None] * len(uploads)
@@ -40,13 +42,15 @@ async def add(uploads: list[Upload], label: str, source: str, backends: Backends
             pending.append(i)
         except ApiError as err:
             outcomes[i] = _failed(up.name, err.status, err.message)
-    for batch in _batches(pending, uploads):
-        await _embed_and_store(batch, uploads, outcomes, label, source, backends, config, deadline)
+    if pending:
+        limits = await backends.limits(deadline)
+        for batch in _batches(pending, uploads, limits):
+            await _embed_and_store(batch, uploads, outcomes, label, source, backends, config, deadline)
     return [o for o in outcomes if o is not None]
 
 
 async def _embed_and_store(batch: list[int], uploads: list[Upload], outcomes: list[UploadOutcome | None],
-                           label: str, source: str, backends: Backends, config: GatewayConfig,
+                           label: str, source: str, backends: Api, config: GatewayConfig,
                            deadline: Deadline) -> None:
     embedded = await backends.embed_images([(str(i), uploads[i].data) for i in batch], config.thumbnail_size,
                                            deadline)
@@ -65,13 +69,14 @@ async def _embed_and_store(batch: list[int], uploads: list[Upload], outcomes: li
         await _store(items, uploads, outcomes, backends, deadline)
 
 
-def _batches(pending: list[int], uploads: list[Upload]) -> list[list[int]]:
-    """Split the files so that no gRPC message passes the services' size limits (64 MB at the index)."""
+def _batches(pending: list[int], uploads: list[Upload], limits: Limits) -> list[list[int]]:
+    """Split the files so that no call passes the services' published limits (images and bytes per request)."""
+    budget = limits.max_message_bytes - ENVELOPE
     batches: list[list[int]] = []
     size = 0
     for i in pending:
-        n = len(uploads[i].data)
-        if not batches or size + n > BATCH_BYTES or len(batches[-1]) >= BATCH_FILES:
+        n = len(uploads[i].data) + ITEM_OVERHEAD
+        if not batches or size + n > budget or len(batches[-1]) >= limits.max_images:
             batches.append([])
             size = 0
         batches[-1].append(i)
@@ -80,7 +85,7 @@ def _batches(pending: list[int], uploads: list[Upload]) -> list[list[int]]:
 
 
 async def _store(items: list[tuple[int, index_pb2.UpsertItem]], uploads: list[Upload],
-                 outcomes: list[UploadOutcome | None], backends: Backends, deadline: Deadline) -> None:
+                 outcomes: list[UploadOutcome | None], backends: Api, deadline: Deadline) -> None:
     try:
         stored = await backends.upsert([item for _, item in items], deadline)
     except ApiError as err:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from protos import contract, generate
-from semsearch_common.enums import enum_value, enum_word
 from protos.semsearch.v1 import common_pb2, embedder_pb2, index_pb2
+from semsearch_common.enums import enum_value, enum_word
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -773,7 +773,7 @@ def test_images_are_consistent(compose: dict[str, Any], manifests: list[tuple[Pa
 def test_callers_balance_round_robin(module: str) -> None:
     """The headless embedder Service only spreads load if the callers' channels use round_robin."""
     source = (ROOT / Path(*module.split("."))).with_suffix(".py").read_text()
-    if "semsearch_common.channels" in source:  # the shared channel options
-        source = (ROOT / "semsearch_common" / "channels.py").read_text()
+    if re.search(r"from semsearch_common import channels|semsearch_common\.channels", source):
+        source = (ROOT / "semsearch_common" / "channels.py").read_text()  # the one set of options of every client
     assert re.search(r"""["']grpc\.lb_policy_name["']\s*,\s*["']round_robin["']""", source) or \
         '"round_robin"' in source, f"{module} channels keep gRPC's pick_first policy: one embedder pod gets it all"

@@ -17,7 +17,7 @@ FROM ${PYTHON_IMAGE} AS deps
 WORKDIR /src
 COPY pyproject.toml deploy/docker/pick_requirements.py ./
 RUN python pick_requirements.py \
-        grpcio grpcio-health-checking protobuf googleapis-common-protos Pillow prometheus-client \
+        grpcio grpcio-health-checking grpcio-status protobuf googleapis-common-protos Pillow prometheus-client \
         fastapi uvicorn uvloop httptools python-multipart > requirements.txt \
     && python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -r requirements.txt
@@ -26,6 +26,7 @@ FROM ${PYTHON_IMAGE}
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin app
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=protos /src/protos /app/protos
+COPY semsearch_common/ /app/semsearch_common/
 COPY gateway/ /app/gateway/
 COPY deploy/docker/healthcheck.py /app/healthcheck.py
 RUN python -m compileall -q /app

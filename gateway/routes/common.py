@@ -9,7 +9,7 @@ from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway import schemas
-from gateway.clients import Backends
+from gateway.clients import Api
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
 
@@ -18,12 +18,12 @@ ImageId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="image id")]
 bearer = HTTPBearer(auto_error=False, description="GATEWAY_TOKEN, when the gateway has one")
 
 
-def backends(request: Request) -> Backends:
+def backends(request: Request) -> Api:
     """The gRPC clients the lifespan opened."""
     return request.app.state.backends
 
 
-Backend = Annotated[Backends, Depends(backends)]
+Backend = Annotated[Api, Depends(backends)]
 
 
 def token_checker(config: GatewayConfig) -> Callable[..., Awaitable[None]]:

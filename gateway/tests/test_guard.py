@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import grpc
 import httpx
 import numpy as np
 import pytest
@@ -69,10 +69,32 @@ def test_main_refuses_a_public_address_without_a_token() -> None:
     ({"GATEWAY_SEARCH_DEADLINE_S": "soon"}, "GATEWAY_SEARCH_DEADLINE_S"),
     ({"GATEWAY_ALLOW_OPEN_WRITES": "maybe"}, "GATEWAY_ALLOW_OPEN_WRITES"),
     ({"GATEWAY_MAX_DEPTH": "5000"}, "GATEWAY_MAX_DEPTH"),
+    ({"GATEWAY_MAX_FILE_MB": "0"}, "GATEWAY_MAX_FILE_MB"),
+    ({"GATEWAY_DEFAULT_K": "300"}, "GATEWAY_DEFAULT_K"),
+    ({"GATEWAY_LOG_LEVEL": "LOUD"}, "GATEWAY_LOG_LEVEL"),
+    ({"GATEWAY_LOG_FORMAT": "xml"}, "GATEWAY_LOG_FORMAT"),
 ])
 def test_bad_settings_name_the_variable(env: dict[str, str], name: str) -> None:
     with pytest.raises(ConfigError, match=name):
         GatewayConfig.from_env(env)
+
+
+def test_blank_settings_keep_their_defaults() -> None:
+    config = GatewayConfig.from_env({"GATEWAY_PORT": " ", "GATEWAY_MAX_K": "", "GATEWAY_LOG_FORMAT": ""})
+    assert (config.port, config.max_k, config.log_format) == (8080, 200, "text")
+    assert GatewayConfig.from_env({"GATEWAY_LOG_FORMAT": "JSON", "GATEWAY_LOG_LEVEL": "debug"}).log_format == "json"
+
+
+def test_a_taken_port_stops_start_up_with_one_line() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "gateway"], env={**env, "GATEWAY_PORT": str(port)},
+                              capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode != 0 and time.monotonic() - started < 5
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(port) in lines[0], proc.stderr
 
 
 def test_model_mismatch_is_409(private_stack: Stack) -> None:
@@ -138,19 +160,3 @@ def test_index_stopped_and_restarted(private_stack: Stack) -> None:
     index.wait_serving()
     assert wait_for(gw.client, f"/images/{image_id}/thumb", 200, within_s=5.0) < 5.0
     assert gw.client.get("/api/search", params={"q": "boats"}).json()["hits"][0]["id"] == image_id
-
-
-def test_overload_maps_to_429() -> None:
-    """The embedder's full queue (RESOURCE_EXHAUSTED after the gateway's own size checks) is 'busy', not 'too big'."""
-    from gateway.errors import from_rpc
-
-    class Busy(grpc.RpcError):
-        def code(self) -> grpc.StatusCode:
-            return grpc.StatusCode.RESOURCE_EXHAUSTED
-
-        def details(self) -> str:
-            return "inference queue is full"
-
-    assert (from_rpc(Busy(), "embedder", 3, overload_is_429=True).status, from_rpc(Busy(), "index", 3).status) == (
-        429, 413)
-    assert from_rpc(Busy(), "embedder", 3, overload_is_429=True).retry_after == 3
