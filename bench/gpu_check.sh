@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The GPU path in one bounded run (about 8 minutes at most): install, check fp16 against fp32 and that
+# CUDA is really active, measure images/s at batch 1/32/256 and text p50, print one table.
+#
+#   bench/gpu_check.sh [--dry-run] [--bundle DIR] [--work DIR] [--json FILE]
+#
+# On a GPU machine it makes its own venv (.venv-gpu, or GPU_CHECK_VENV) with the project and the
+# onnxruntime-gpu build that matches the driver's CUDA (12 or 13), with NVIDIA's CUDA/cuDNN wheels, so
+# no system CUDA toolkit is needed; pip must reach PyPI. Building the random ViT-B/32 bundle needs
+# torch: where torch is absent, pass --bundle with an fp32 bundle made elsewhere by
+# `python -m embedder_service.models random --preset vit-b-32 --out DIR` (600 MB).
+# --dry-run uses the current Python (PYTHON, else .venv/bin/python) and no GPU: tiny bundle, CPU only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dry=0 given=0
+for arg in "$@"; do
+    [[ "$arg" == --dry-run ]] && dry=1
+    [[ "$arg" == --bundle || "$arg" == --bundle=* ]] && given=1
+done
+
+if (( dry )); then
+    py=${PYTHON:-.venv/bin/python}
+    exec timeout 180 "$py" -m bench.gpu_check "$@"
+fi
+
+venv=${GPU_CHECK_VENV:-.venv-gpu}
+driver_cuda=$(nvidia-smi 2>/dev/null | grep -o 'CUDA Version: [0-9]*' | grep -o '[0-9]*$' || true)
+if [[ -z "$driver_cuda" ]]; then
+    echo "gpu_check: nvidia-smi finds no NVIDIA driver here; use --dry-run on a machine without a GPU" >&2
+    exit 1
+fi
+# onnxruntime-gpu 1.27 and later are built for CUDA 13; 1.26.0 is the last for CUDA 12 drivers.
+if (( driver_cuda >= 13 )); then ort='onnxruntime-gpu[cuda,cudnn]>=1.27'; cublas='nvidia-cublas'
+else ort='onnxruntime-gpu[cuda,cudnn]==1.26.0'; cublas='nvidia-cublas-cu12'; fi
+echo "gpu_check: driver supports CUDA $driver_cuda; installing $ort into $venv" >&2
+
+[[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
+timeout 300 "$venv/bin/pip" install -q -e . "$ort" 'grpcio-tools==1.85.1' 'scikit-image>=0.24'
+# cuBLAS is not among onnxruntime-gpu's extras; the system's copy serves where this wheel is missing.
+timeout 120 "$venv/bin/pip" install -q "$cublas" || echo "gpu_check: no $cublas wheel; relying on the system's cuBLAS" >&2
+if (( ! given )) && ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
+    # The bundle builder needs torch; the CPU wheel is 0.2 GB where PyPI's CUDA one brings gigabytes.
+    timeout 180 "$venv/bin/pip" install -q torch --index-url https://download.pytorch.org/whl/cpu \
+        && timeout 60 "$venv/bin/pip" install -q 'transformers>=4.44' \
+        || echo "gpu_check: could not install torch to build the bundle; pass --bundle DIR" >&2
+fi
+"$venv/bin/python" -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. protos/semsearch/v1/*.proto
+exec timeout 480 "$venv/bin/python" -m bench.gpu_check "$@"
