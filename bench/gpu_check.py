@@ -55,7 +55,7 @@ class StepTimeout(Exception):
 def time_limit(seconds: float) -> Iterator[None]:
     """Raise StepTimeout in the main thread once `seconds` have passed (checked between Python calls)."""
     def expire(*_: object) -> None:
-        raise StepTimeout(f"over its {seconds:.0f} s limit")
+        raise StepTimeout(f"over its {seconds:.3g} s limit")
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -139,6 +139,65 @@ def run_row(name: str, check: Callable[[], dict[str, Any]], limit_s: float, dead
     return row
 
 
+class Check:
+    """The rows of one run: models loaded once per precision and provider, all fed the same JPEGs."""
+
+    def __init__(self, fp32_dir: Path, fp16_dir: Path, jpegs: list[bytes], dry: bool, min_s: float) -> None:
+        self.dirs = {"fp32": fp32_dir, "fp16": fp16_dir}
+        self.jpegs, self.dry, self.min_s = jpegs, dry, min_s
+        self.models: dict[tuple[str, str], ClipModel] = {}
+
+    def load(self, precision: str, provider: str) -> ClipModel:
+        """The model of a precision on a provider (explicit cuda fails with the reason it cannot run)."""
+        if (precision, provider) not in self.models:
+            self.models[precision, provider] = ClipModel(bundle.load(self.dirs[precision]), provider)
+        return self.models[precision, provider]
+
+    def baseline(self) -> dict[str, Any]:
+        """CPU fp32 as the product serves it by default (batches of 32)."""
+        model = self.load("fp32", "cpu")
+        return {"provider": model.providers[0], **throughput(model, self.jpegs, 32, self.min_s)}
+
+    def accelerated(self, precision: str) -> dict[str, Any]:
+        """A CUDA row (the CPU in a dry run): provider check, fp16 agreement, then throughput."""
+        provider = "cpu" if self.dry else "cuda"
+        model = self.load(precision, provider)
+        active = model.providers[0]
+        if not self.dry and active != CUDA:
+            raise RuntimeError(f"the session runs on {active}, not CUDA")
+        out: dict[str, Any] = {"provider": active}
+        if precision == "fp16":
+            out["min cosine vs fp32"] = agreement(self.load("fp32", provider), model, self.jpegs)
+            if out["min cosine vs fp32"] < MIN_COSINE:
+                out["status"] = f"FAILED: fp16 disagrees with fp32 (min cosine < {MIN_COSINE})"
+        # A GPU wants whole large batches; the CPU default of 32 would cut batch 256 into eight.
+        max_batch = max(BATCHES) if active == CUDA else 32
+        return {**out, **throughput(model, self.jpegs, max_batch, self.min_s)}
+
+    def rows(self, deadline: float) -> list[dict[str, Any]]:
+        """The baseline, then the accelerated rows (marked skipped in a dry run)."""
+        rows = [run_row("CPU fp32 (baseline)", self.baseline, 90, deadline)]
+        if self.dry:
+            # The fp32 row would repeat the baseline; fp16 on the CPU runs the GPU rows' code, agreement included.
+            rows.append(run_row("CPU fp16 (dry run)", lambda: self.accelerated("fp16"), 120, deadline))
+            return rows + [{"row": f"CUDA {p}", "status": "skipped (dry run: no GPU)"} for p in ("fp32", "fp16")]
+        return rows + [run_row(f"CUDA {p}", lambda p=p: self.accelerated(p), 120, deadline) for p in ("fp32", "fp16")]
+
+
+def report(result: dict[str, Any]) -> None:
+    """Print the table and the speed-ups over the CPU baseline."""
+    rows = result["rows"]
+    columns = ["row", "provider", *(f"b{b} img/s" for b in BATCHES), "text p50 ms", "min cosine vs fp32",
+               "status", "seconds"]
+    print(f"machine: {result['machine']}; {result['preset']} random bundle; JPEGs of Caltech size; decode workers "
+          f"= {os.cpu_count()} cores; total {result['total_s']} s")
+    print(table([{**r, "status": r.get("status", "ok")} for r in rows], columns))
+    baseline = rows[0].get("b256 img/s")
+    for r in rows[1:]:
+        if baseline and r.get("b256 img/s"):
+            print(f"{r['row']}: {r['b256 img/s'] / baseline:.1f}x the CPU fp32 images/s at batch 256")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the check; exit 1 when a measured row failed or a check did not pass."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -148,12 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, help="time for the whole run (default 420, 150 with --dry-run)")
     parser.add_argument("--json", type=Path, help="write the result here (default bench/results/gpu_check.json)")
     args = parser.parse_args(argv)
-    dry = args.dry_run
-    preset, min_s, count = ("tiny", 0.1, 32) if dry else ("vit-b-32", 4.0, 512)
+    preset, min_s, count = ("tiny", 0.1, 32) if args.dry_run else ("vit-b-32", 4.0, 512)
     args.work.mkdir(parents=True, exist_ok=True)
 
     started = time.monotonic()
-    deadline = started + (args.budget_s or (150 if dry else 420)) - 5
+    deadline = started + (args.budget_s or (150 if args.dry_run else 420)) - 5
     bundle_s = min(180.0, (deadline - started) / 2)
     try:
         with time_limit(bundle_s):
@@ -162,47 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     except (StepTimeout, RuntimeError, subprocess.TimeoutExpired, bundle.BundleError) as exc:
         print(f"gpu_check: no bundles to measure: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
+    # Repeated where there are fewer than the largest batch: decoding costs the same.
     jpegs = (distinct * (max(BATCHES) // count + 1))[:max(count, max(BATCHES))]
-    gpu = "cpu" if dry else "cuda"
-    models: dict[str, ClipModel] = {}
-
-    def load(precision: str, provider: str) -> ClipModel:
-        key = f"{precision}/{provider}"
-        if key not in models:
-            models[key] = ClipModel(bundle.load(fp32_dir if precision == "fp32" else fp16_dir), provider)
-        return models[key]
-
-    def gpu_row(precision: str) -> dict[str, Any]:
-        model = load(precision, gpu)
-        active = model.providers[0]
-        if not dry and active != CUDA:
-            raise RuntimeError(f"the session runs on {active}, not CUDA")
-        out: dict[str, Any] = {"provider": active}
-        if precision == "fp16":
-            out["min cosine vs fp32"] = agreement(load("fp32", gpu), model, jpegs)
-            if out["min cosine vs fp32"] < MIN_COSINE:
-                out["status"] = f"FAILED: fp16 disagrees with fp32 (min cosine < {MIN_COSINE})"
-        return {**out, **throughput(model, jpegs, max_batch=256 if active == CUDA else 32, min_s=min_s)}
-
-    rows = [run_row("CPU fp32 (baseline)", lambda: {"provider": load("fp32", "cpu").providers[0],
-                                                    **throughput(load("fp32", "cpu"), jpegs, 32, min_s)}, 90, deadline)]
-    if dry:
-        # The fp32 row would repeat the baseline; fp16 on the CPU runs the GPU rows' code, agreement included.
-        rows.append(run_row("CPU fp16 (dry run)", lambda: gpu_row("fp16"), 120, deadline))
-        rows += [{"row": f"CUDA {p}", "status": "skipped (dry run: no GPU)"} for p in ("fp32", "fp16")]
-    else:
-        rows += [run_row(f"CUDA {p}", lambda p=p: gpu_row(p), 120, deadline) for p in ("fp32", "fp16")]
-    columns = ["row", "provider", *(f"b{b} img/s" for b in BATCHES), "text p50 ms", "min cosine vs fp32",
-               "status", "seconds"]
-    result = {"machine": machine(), "dry_run": dry, "preset": preset, "bundles": [str(fp32_dir), str(fp16_dir)],
-              "total_s": round(time.monotonic() - started, 1), "rows": rows}
-    print(f"machine: {result['machine']}; {preset} random bundle; JPEGs of Caltech size; decode workers = "
-          f"{os.cpu_count()} cores; total {result['total_s']} s")
-    print(table([{**r, "status": r.get("status", "ok")} for r in rows], columns))
-    baseline = rows[0].get("b256 img/s")
-    for r in rows[1:]:
-        if baseline and r.get("b256 img/s"):
-            print(f"{r['row']}: {r['b256 img/s'] / baseline:.1f}x the CPU fp32 images/s at batch 256")
+    rows = Check(fp32_dir, fp16_dir, jpegs, args.dry_run, min_s).rows(deadline)
+    result = {"machine": machine(), "dry_run": args.dry_run, "preset": preset,
+              "bundles": [str(fp32_dir), str(fp16_dir)], "total_s": round(time.monotonic() - started, 1),
+              "rows": rows}
+    report(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json or write('gpu_check', result)}")

@@ -30,3 +30,30 @@ def test_the_dry_run_measures_the_cpu_rows_and_marks_the_gpu_rows_skipped(tiny_b
         assert rows[name]["provider"] == "CPUExecutionProvider"
         assert all(rows[name][f"b{b} img/s"] > 0 for b in (1, 32, 256)) and rows[name]["text p50 ms"] > 0
     assert rows["CPU fp16 (dry run)"]["min cosine vs fp32"] >= 0.999
+
+
+def test_without_torch_or_a_bundle_it_says_to_pass_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from bench import gpu_check
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    with pytest.raises(RuntimeError, match="needs torch.*pass --bundle DIR"):
+        gpu_check.obtain_bundles(tmp_path, "vit-b-32", None, timeout_s=10)
+
+
+def test_a_step_past_its_limit_becomes_a_failed_row_and_the_run_goes_on() -> None:
+    import time
+
+    from bench import gpu_check
+
+    with pytest.raises(gpu_check.StepTimeout), gpu_check.time_limit(0.2):
+        time.sleep(5)
+
+    def stuck() -> dict:
+        with gpu_check.time_limit(0.2):
+            time.sleep(5)
+        return {}
+
+    row = gpu_check.run_row("stuck", stuck, limit_s=60, deadline=time.monotonic() + 60)
+    assert row["status"] == "FAILED: over its 0.2 s limit" and row["seconds"] < 2
+    late = gpu_check.run_row("late", dict, limit_s=60, deadline=time.monotonic() + 1)
+    assert late["status"] == "FAILED: skipped, the run's time budget is spent"
