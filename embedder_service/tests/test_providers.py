@@ -131,3 +131,20 @@ def test_a_cpu_only_start_prints_one_reason_and_no_loader_error(tiny_bundle_dir:
     reasons = [line for line in err.splitlines() if "CUDA not used: " in line]
     assert len(reasons) == 1, err
     assert "running on the CPU" not in err, err  # the session did not have to fall back
+
+
+def test_pip_installed_cuda_libraries_are_preloaded_quietly(monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    calls = []
+
+    def preload(directory: str | None = None) -> None:
+        calls.append(directory)
+        print("Failed to load libcublasLt.so.13: not there")
+
+    monkeypatch.setattr(model.ort, "preload_dlls", preload, raising=False)
+    monkeypatch.setattr(model.importlib.util, "find_spec", lambda name: object() if name == "nvidia" else None)
+    model._preload_pip_cuda()
+    assert calls == [""] and capsys.readouterr().out == ""
+    monkeypatch.setattr(model.importlib.util, "find_spec", lambda name: None)
+    model._preload_pip_cuda()
+    assert calls == [""]  # no nvidia wheels: nothing to preload
