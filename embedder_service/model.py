@@ -57,15 +57,24 @@ def cuda_blocker(available: Sequence[str]) -> str | None:
         return "this onnxruntime build has no CUDA provider (install onnxruntime-gpu)"
     if not sys.platform.startswith("linux"):
         return None  # only Linux is probed; elsewhere the session's own fallback decides
+    capi = _capi_dir()
+    provider, bridge = capi / "libonnxruntime_providers_cuda.so", capi / "libonnxruntime_providers_shared.so"
+    if not provider.is_file():
+        return None  # a package layout this probe does not know: the session's own fallback decides
     _preload_pip_cuda()
-    capi = Path(ort.__file__).resolve().parent / "capi"
     try:
         # The order onnxruntime uses: the shared bridge (globally, it defines Provider_GetHost), then CUDA's.
-        ctypes.CDLL(str(capi / "libonnxruntime_providers_shared.so"), mode=os.RTLD_GLOBAL)
-        ctypes.CDLL(str(capi / "libonnxruntime_providers_cuda.so"))
+        if bridge.is_file():
+            ctypes.CDLL(str(bridge), mode=os.RTLD_GLOBAL)
+        ctypes.CDLL(str(provider))
     except OSError as exc:
         return _load_failure(str(exc))
     return _driver_blocker(getattr(ort, "cuda_version", "") or "")
+
+
+def _capi_dir() -> Path:
+    """Where onnxruntime keeps its provider libraries."""
+    return Path(ort.__file__).resolve().parent / "capi"
 
 
 def _preload_pip_cuda() -> None:

@@ -51,6 +51,15 @@ class FakeDriver:
         return 0
 
 
+def fake_capi(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An onnxruntime-gpu provider folder, whatever build is installed here."""
+    for name in ("libonnxruntime_providers_cuda.so", "libonnxruntime_providers_shared.so"):
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.setattr(model, "_capi_dir", lambda: tmp_path)
+    monkeypatch.setattr(model.sys, "platform", "linux")
+    monkeypatch.setattr(model, "_preload_pip_cuda", lambda: None)
+
+
 def fake_loader(monkeypatch: pytest.MonkeyPatch, missing: str | None = None, driver: FakeDriver | None = None) -> None:
     """Replace dlopen: `missing` names the library whose loading fails; libcuda.so.1 is `driver`."""
     def cdll(name: str, mode: int = 0) -> object:
@@ -62,9 +71,7 @@ def fake_loader(monkeypatch: pytest.MonkeyPatch, missing: str | None = None, dri
             return driver
         return object()
 
-    monkeypatch.setattr(model.sys, "platform", "linux")
     monkeypatch.setattr(model.ctypes, "CDLL", cdll)
-    monkeypatch.setattr(model, "_preload_pip_cuda", lambda: None)
     monkeypatch.setattr(model.ort, "cuda_version", "13.0", raising=False)
 
 
@@ -78,20 +85,26 @@ def fake_loader(monkeypatch: pytest.MonkeyPatch, missing: str | None = None, dri
     (None, FakeDriver(init=999), "the NVIDIA driver does not start (cuInit error 999)"),
     (None, FakeDriver(), None),
 ])
-def test_the_probe_names_what_is_missing(monkeypatch: pytest.MonkeyPatch, missing: str | None,
+def test_the_probe_names_what_is_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, missing: str | None,
                                          driver: FakeDriver | None, reason: str | None) -> None:
+    fake_capi(monkeypatch, tmp_path)
     fake_loader(monkeypatch, missing, driver)
     assert cuda_blocker([CUDA, CPU]) == reason
 
 
-def test_an_unexpected_load_error_is_reported_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unexpected_load_error_is_reported_whole(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     def cdll(name: str, mode: int = 0) -> object:
         raise OSError(f"{name}: undefined symbol: Provider_GetHost")
 
-    monkeypatch.setattr(model.sys, "platform", "linux")
+    fake_capi(monkeypatch, tmp_path)
     monkeypatch.setattr(model.ctypes, "CDLL", cdll)
-    monkeypatch.setattr(model, "_preload_pip_cuda", lambda: None)
     assert "does not load" in cuda_blocker([CUDA, CPU]) and "Provider_GetHost" in cuda_blocker([CUDA, CPU])
+
+
+def test_an_unknown_package_layout_is_left_to_the_session(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(model, "_capi_dir", lambda: tmp_path)  # no provider library where we look
+    monkeypatch.setattr(model.sys, "platform", "linux")
+    assert cuda_blocker([CUDA, CPU]) is None
 
 
 @pytest.mark.skipif(not NO_GPU, reason="a GPU machine: CUDA may well load here")
