@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from bench import skeleton
 from bench.common import machine, table, write
 from bench.embedder import _grpc_rate, _text_latency, caltech_like
 from embedder_service import bundle
@@ -75,7 +77,13 @@ def models_cli(args: list[str], timeout_s: float) -> None:
 
 
 def obtain_bundles(work: Path, preset: str, given: Path | None, timeout_s: float) -> tuple[Path, Path]:
-    """The fp32 bundle (given, cached or built) and its fp16 variant (cached or converted)."""
+    """The fp32 bundle (given, regrown from a given skeleton, cached or built) and its fp16 variant."""
+    if given and skeleton.is_skeleton(given):
+        fp32 = work / f"{given.resolve().name}-regrown"
+        if not (fp32 / bundle.MANIFEST).is_file():
+            shutil.rmtree(fp32, ignore_errors=True)
+            skeleton.grow(given, fp32)
+        given = fp32
     fp32 = given or work / f"{preset}-fp32"
     if not (fp32 / bundle.MANIFEST).is_file():
         try:
@@ -83,7 +91,8 @@ def obtain_bundles(work: Path, preset: str, given: Path | None, timeout_s: float
         except ImportError as exc:
             raise RuntimeError("building a random bundle needs torch; build one where torch is installed with "
                                f"`python -m embedder_service.models random --preset {preset} --out DIR` and "
-                               "pass --bundle DIR") from exc
+                               "pass --bundle DIR (that bundle, or its skeleton from `python -m bench.skeleton "
+                               "strip`)") from exc
         models_cli(["random", "--preset", preset, "--out", str(fp32)], timeout_s)
     fp16 = work / f"{bundle.load(fp32).model_id.replace('/', '_').replace('@', '-')}-fp16"
     if not (fp16 / bundle.MANIFEST).is_file():
@@ -202,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the check; exit 1 when a measured row failed or a check did not pass."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="CPU only, tiny bundle, short timings")
-    parser.add_argument("--bundle", type=Path, help="a prepared fp32 bundle (skips building, which needs torch)")
+    parser.add_argument("--bundle", type=Path, help="a prepared fp32 bundle, or its skeleton (bench.skeleton); "
+                                                    "skips building, which needs torch")
     parser.add_argument("--work", type=Path, default=WORK, help=f"where bundles are built and kept (default {WORK})")
     parser.add_argument("--budget-s", type=float, help="time for the whole run (default 420, 150 with --dry-run)")
     parser.add_argument("--json", type=Path, help="write the result here (default bench/results/gpu_check.json)")

@@ -8,7 +8,8 @@
 # onnxruntime-gpu build that matches the driver's CUDA (12 or 13), with NVIDIA's CUDA/cuDNN wheels, so
 # no system CUDA toolkit is needed; pip must reach PyPI. Building the random ViT-B/32 bundle needs
 # torch: where torch is absent, pass --bundle with an fp32 bundle made elsewhere by
-# `python -m embedder_service.models random --preset vit-b-32 --out DIR` (600 MB).
+# `python -m embedder_service.models random --preset vit-b-32 --out DIR` (600 MB), or with its skeleton
+# (`python -m bench.skeleton strip DIR SKEL`: a few MB, easy to carry; the weights are drawn again here).
 # --dry-run uses the current Python (PYTHON, else .venv/bin/python) and no GPU: tiny bundle, CPU only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
