@@ -4,7 +4,7 @@
 #
 #   bench/gpu_check.sh [--dry-run] [--bundle DIR] [--work DIR] [--json FILE]
 #
-# On a GPU machine it makes its own venv (.venv-gpu, or GPU_CHECK_VENV) with the project and the
+# On a GPU machine it makes its own venv (.cache/gpu-check/venv, or GPU_CHECK_VENV) with the project and the
 # onnxruntime-gpu build that matches the driver's CUDA (12 or 13), with NVIDIA's CUDA/cuDNN wheels, so
 # no system CUDA toolkit is needed; pip must reach PyPI. Building the random ViT-B/32 bundle needs
 # torch: where torch is absent, pass --bundle with an fp32 bundle made elsewhere by
@@ -25,21 +25,21 @@ if (( dry )); then
     exec timeout 180 "$py" -m bench.gpu_check "$@"
 fi
 
-venv=${GPU_CHECK_VENV:-.venv-gpu}
+venv=${GPU_CHECK_VENV:-.cache/gpu-check/venv}
 driver_cuda=$(nvidia-smi 2>/dev/null | grep -o 'CUDA Version: [0-9]*' | grep -o '[0-9]*$' || true)
 if [[ -z "$driver_cuda" ]]; then
     echo "gpu_check: nvidia-smi finds no NVIDIA driver here; use --dry-run on a machine without a GPU" >&2
     exit 1
 fi
 # onnxruntime-gpu 1.27 and later are built for CUDA 13; 1.26.0 is the last for CUDA 12 drivers.
-if (( driver_cuda >= 13 )); then ort='onnxruntime-gpu[cuda,cudnn]>=1.27'; cublas='nvidia-cublas'
-else ort='onnxruntime-gpu[cuda,cudnn]==1.26.0'; cublas='nvidia-cublas-cu12'; fi
+# (cuBLAS comes with the cuDNN wheel, which depends on it.)
+if (( driver_cuda >= 13 )); then ort='onnxruntime-gpu[cuda,cudnn]>=1.27'
+else ort='onnxruntime-gpu[cuda,cudnn]==1.26.0'; fi
 echo "gpu_check: driver supports CUDA $driver_cuda; installing $ort into $venv" >&2
 
+mkdir -p "$(dirname "$venv")"
 [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
 timeout 300 "$venv/bin/pip" install -q -e . "$ort" 'grpcio-tools==1.85.1' 'scikit-image>=0.24'
-# cuBLAS is not among onnxruntime-gpu's extras; the system's copy serves where this wheel is missing.
-timeout 120 "$venv/bin/pip" install -q "$cublas" || echo "gpu_check: no $cublas wheel; relying on the system's cuBLAS" >&2
 if (( ! given )) && ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
     # The bundle builder needs torch; the CPU wheel is 0.2 GB where PyPI's CUDA one brings gigabytes.
     timeout 180 "$venv/bin/pip" install -q torch --index-url https://download.pytorch.org/whl/cpu \
