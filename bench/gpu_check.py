@@ -114,8 +114,8 @@ def agreement(fp32: ClipModel, fp16: ClipModel, jpegs: list[bytes]) -> float:
     return float(min(images.min(), texts.min()))
 
 
-def throughput(model: ClipModel, jpegs: list[bytes], max_batch: int, min_s: float) -> dict[str, Any]:
-    """Images/s from JPEG bytes per request size, and text latency, through the product's server."""
+def throughput(out: dict[str, Any], model: ClipModel, jpegs: list[bytes], max_batch: int, min_s: float) -> None:
+    """Images/s from JPEG bytes per request size, then text latency, into out as each is measured."""
     config = EmbedderConfig(port=0, max_batch=max_batch, max_images_per_request=max(BATCHES),
                             decode_workers=os.cpu_count() or 1)
     server = create_server(config, Engine(model, config))
@@ -123,26 +123,29 @@ def throughput(model: ClipModel, jpegs: list[bytes], max_batch: int, min_s: floa
                                     options=[("grpc.max_receive_message_length", 256 << 20)])
     stub = embedder_pb2_grpc.EmbedderStub(channel)
     try:
-        out: dict[str, Any] = {f"b{b} img/s": _grpc_rate(stub, jpegs, b, min_s) for b in BATCHES}
-        text = _text_latency(stub, min_s)
-        out["text p50 ms"] = text["text_p50_ms"]
-        return out
+        for b in BATCHES:
+            out[f"b{b} img/s"] = _grpc_rate(stub, jpegs, b, min_s)
+        out["text p50 ms"] = _text_latency(stub, min_s)["text_p50_ms"]
     finally:
         channel.close()
         server.stop(1)
 
 
-def run_row(name: str, check: Callable[[], dict[str, Any]], limit_s: float, deadline: float) -> dict[str, Any]:
-    """One table row: the step's results, or why it has none; it ends by limit_s and by the run's deadline."""
+def run_row(name: str, check: Callable[[dict[str, Any]], None], limit_s: float, deadline: float) -> dict[str, Any]:
+    """One table row, filled by check as it measures; it ends by limit_s and by the run's deadline.
+
+    A step cut short keeps what it measured and says why the rest is missing.
+    """
     started = time.monotonic()
     limit_s = min(limit_s, deadline - started)
     if limit_s < 10:
         return {"row": name, "status": "FAILED: skipped, the run's time budget is spent"}
+    row: dict[str, Any] = {"row": name}
     try:
         with time_limit(limit_s):
-            row = {"row": name, **check()}
+            check(row)
     except (StepTimeout, ProviderError, RuntimeError, subprocess.TimeoutExpired) as exc:
-        row = {"row": name, "status": f"FAILED: {' '.join(str(exc).split())[:160]}"}
+        row["status"] = f"FAILED: {' '.join(str(exc).split())[:160]}"
     row["seconds"] = round(time.monotonic() - started, 1)
     print(f"  {name}: {row.get('status', 'ok')} ({row['seconds']} s)", file=sys.stderr, flush=True)
     return row
@@ -162,35 +165,37 @@ class Check:
             self.models[precision, provider] = ClipModel(bundle.load(self.dirs[precision]), provider)
         return self.models[precision, provider]
 
-    def baseline(self) -> dict[str, Any]:
+    def baseline(self, out: dict[str, Any]) -> None:
         """CPU fp32 as the product serves it by default (batches of 32)."""
         model = self.load("fp32", "cpu")
-        return {"provider": model.providers[0], **throughput(model, self.jpegs, 32, self.min_s)}
+        out["provider"] = model.providers[0]
+        throughput(out, model, self.jpegs, 32, self.min_s)
 
-    def accelerated(self, precision: str) -> dict[str, Any]:
+    def accelerated(self, out: dict[str, Any], precision: str) -> None:
         """A CUDA row (the CPU in a dry run): provider check, fp16 agreement, then throughput."""
         provider = "cpu" if self.dry else "cuda"
         model = self.load(precision, provider)
         active = model.providers[0]
         if not self.dry and active != CUDA:
             raise RuntimeError(f"the session runs on {active}, not CUDA")
-        out: dict[str, Any] = {"provider": active}
+        out["provider"] = active
         if precision == "fp16":
             out["min cosine vs fp32"] = agreement(self.load("fp32", provider), model, self.jpegs)
             if out["min cosine vs fp32"] < MIN_COSINE:
                 out["status"] = f"FAILED: fp16 disagrees with fp32 (min cosine < {MIN_COSINE})"
         # A GPU wants whole large batches; the CPU default of 32 would cut batch 256 into eight.
         max_batch = max(BATCHES) if active == CUDA else 32
-        return {**out, **throughput(model, self.jpegs, max_batch, self.min_s)}
+        throughput(out, model, self.jpegs, max_batch, self.min_s)
 
     def rows(self, deadline: float) -> list[dict[str, Any]]:
         """The baseline, then the accelerated rows (marked skipped in a dry run)."""
         rows = [run_row("CPU fp32 (baseline)", self.baseline, 90, deadline)]
         if self.dry:
             # The fp32 row would repeat the baseline; fp16 on the CPU runs the GPU rows' code, agreement included.
-            rows.append(run_row("CPU fp16 (dry run)", lambda: self.accelerated("fp16"), 120, deadline))
+            rows.append(run_row("CPU fp16 (dry run)", lambda out: self.accelerated(out, "fp16"), 120, deadline))
             return rows + [{"row": f"CUDA {p}", "status": "skipped (dry run: no GPU)"} for p in ("fp32", "fp16")]
-        return rows + [run_row(f"CUDA {p}", lambda p=p: self.accelerated(p), 120, deadline) for p in ("fp32", "fp16")]
+        return rows + [run_row(f"CUDA {p}", lambda out, p=p: self.accelerated(out, p), 120, deadline)
+                       for p in ("fp32", "fp16")]
 
 
 def report(result: dict[str, Any]) -> None:

@@ -52,14 +52,15 @@ def test_a_step_past_its_limit_becomes_a_failed_row_and_the_run_goes_on() -> Non
     with pytest.raises(gpu_check.StepTimeout), gpu_check.time_limit(0.2):
         time.sleep(5)
 
-    def stuck() -> dict:
+    def stuck(out: dict) -> None:
+        out["b1 img/s"] = 5.0
         with gpu_check.time_limit(0.2):
             time.sleep(5)
-        return {}
 
     row = gpu_check.run_row("stuck", stuck, limit_s=60, deadline=time.monotonic() + 60)
     assert row["status"] == "FAILED: over its 0.2 s limit" and row["seconds"] < 2
-    late = gpu_check.run_row("late", dict, limit_s=60, deadline=time.monotonic() + 1)
+    assert row["b1 img/s"] == 5.0  # what was measured before the limit stays
+    late = gpu_check.run_row("late", lambda out: None, limit_s=60, deadline=time.monotonic() + 1)
     assert late["status"] == "FAILED: skipped, the run's time budget is spent"
 
 
