@@ -33,11 +33,11 @@ import numpy as np
 from bench import skeleton
 from bench.common import machine, table, write
 from bench.embedder import _grpc_rate, _text_latency, caltech_like
-from embedder_service import bundle
 from embedder_service.config import EmbedderConfig
 from embedder_service.engine import Engine
-from embedder_service.export import cosine_rows
 from embedder_service.model import CUDA, ClipModel, ProviderError
+from embedder_service.models import bundle
+from embedder_service.models.verify import cosine_rows
 from embedder_service.preprocess import PreprocessSpec, decode
 from embedder_service.server import create_server
 from embedder_service.tokenizer import ClipTokenizer

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from embedder_service import bundle as bundles
+from embedder_service.models import bundle as bundles
 
 MANIFEST = "skeleton.json"
 GRAPHS = (bundles.IMAGE_FILE, bundles.TEXT_FILE)

@@ -68,8 +68,8 @@ def test_a_skeleton_is_small_and_grows_into_a_bundle_of_the_same_shape(tiny_bund
     import numpy as np
 
     from bench import skeleton
-    from embedder_service import bundle
     from embedder_service.model import ClipModel
+    from embedder_service.models import bundle
 
     skel = skeleton.strip(tiny_bundle_dir, tmp_path / "skeleton")
     weights = sum((skel / name).stat().st_size for name in skeleton.GRAPHS)

@@ -13,8 +13,9 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from embedder_service import bundle, model
+from embedder_service import model
 from embedder_service.model import CPU, CUDA, ClipModel, ProviderError, candidate_providers, cuda_blocker
+from embedder_service.models import bundle
 from embedder_service.tests.test_process import free_port, wait_serving
 
 NO_GPU = not Path("/dev/nvidia0").exists()
