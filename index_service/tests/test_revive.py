@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
 import grpc
 import numpy as np
+import psutil
+import psycopg2
 import pytest
 from grpc_health.v1 import health_pb2
 
@@ -35,6 +39,12 @@ def test_killed_postmaster_is_restarted_and_serving_within_10_s(tmp_path: Path) 
         running.stub.Upsert(index_pb2.UpsertRequest(items=items), timeout=30)
         old = pg.postmaster_pid()
         assert old is not None
+        # A backend busy computing notices its postmaster's death only when it next waits; left alone it
+        # would keep the old shared memory and with it the new postmaster from starting.
+        busy = psycopg2.connect(dsn)
+        busy_pid = busy.get_backend_pid()
+        threading.Thread(target=_spin, args=(busy,), daemon=True).start()
+        time.sleep(0.3)
         os.kill(old, signal.SIGKILL)
         killed = time.monotonic()
         query = index_pb2.SearchRequest(vector=vecs[7].tolist(), k=1)
@@ -53,9 +63,16 @@ def test_killed_postmaster_is_restarted_and_serving_within_10_s(tmp_path: Path) 
         stats = running.stub.Stats(index_pb2.StatsRequest(), timeout=5)
         assert stats.count == 20  # nothing lost
         assert f"port={pg.port} " in dsn  # restarted on the same port: the service's DSN stayed valid
+        assert not psutil.pid_exists(busy_pid) or psutil.Process(busy_pid).status() == psutil.STATUS_ZOMBIE
     finally:
         running.stop()
         pg.stop(mode="immediate")
+
+
+def _spin(conn: psycopg2.extensions.connection) -> None:
+    """A statement that runs for minutes without waiting on anything."""
+    with contextlib.suppress(psycopg2.Error), conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM generate_series(1, 10000000000)")
 
 
 def test_outage_warnings_are_one_line_per_cause_per_interval(tmp_path: Path,
