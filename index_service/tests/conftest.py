@@ -122,9 +122,9 @@ class Running:
         self.deps.close()
 
 
-def start_server(config: Config, wait: bool = True) -> Running:
-    """Start an in-process server for `config` (its dsn) and connect a channel to it."""
-    deps = Deps.build(config, config.dsn or "")
+def start_server(config: Config, wait: bool = True, postgres: EmbeddedPostgres | None = None) -> Running:
+    """Start an in-process server for `config` (its dsn, served by `postgres` if the service owns that cluster)."""
+    deps = Deps.build(config, config.dsn or "", postgres=postgres)
     server = serve_index(config, deps)
     port = server.port
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
