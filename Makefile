@@ -8,16 +8,26 @@ GENERATED := $(PROTOS:.proto=_pb2.py)
 MODEL ?= hub
 MODELS_DIR ?= .cache/models
 
-.PHONY: install protos run test browser clean bench
+.PHONY: install protos run test browser clean bench lock
 install: $(STAMP) $(GENERATED)
 
-$(STAMP): pyproject.toml
+# Everything the tests need, at the versions of uv.lock (requirements/dev.txt, hash-checked), then the CPU
+# build of torch for export and reference checks (a local file on our machines; kept out of the lock), then
+# the project itself without dependencies. pip, not `uv pip sync`: only pip reads the machine's pip.conf,
+# which points at the local torch wheel.
+$(STAMP): pyproject.toml requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# The CPU build of torch for export and reference checks (a local file on our machines).
+	$(PY) -m pip install -q --require-hashes -r requirements/dev.txt
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[export,dev]'
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
+
+# After a change to pyproject.toml's dependencies: re-resolve uv.lock and export requirements/*.txt.
+# `make lock UPGRADE=--upgrade` moves every pin to the newest release.
+lock: $(STAMP)
+	$(VENV)/bin/uv lock $(UPGRADE)
+	$(PY) requirements/export.py
 
 protos: $(GENERATED)
 $(GENERATED): $(PROTOS) $(STAMP)
