@@ -8,7 +8,7 @@ GENERATED := $(PROTOS:.proto=_pb2.py)
 MODEL ?= hub
 MODELS_DIR ?= .cache/models
 
-.PHONY: install protos run test browser clean bench lock
+.PHONY: install protos run test browser clean bench lock test-deploy docker-engine
 install: $(STAMP) $(GENERATED)
 
 # Everything the tests need, at the versions of uv.lock (requirements/dev.txt, hash-checked), then the CPU
@@ -42,6 +42,18 @@ run: install
 test: install browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# The container test (tests/deploy): builds the four service images, runs Postgres, index, embedder and
+# gateway in Docker, uploads, loads and searches through the gateway, SIGKILLs the index and Postgres and
+# checks nothing was lost; prints its durations. Uses the running engine, or starts its own dockerd.
+test-deploy: install docker-engine
+	$(PY) -m pytest -q tests/test_deploy_static.py tests/test_packaging.py
+	$(PY) -m pytest -m deploy -s -q -p no:cacheprovider tests/deploy
+
+# Docker's engine and debootstrap (for a local base image) from Debian, when missing and we may.
+docker-engine:
+	@if ! command -v dockerd >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io debootstrap; fi
 
 # The browser tests drive Debian's Chromium; install it when missing and we may (root with apt-get).
 browser:

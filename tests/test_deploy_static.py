@@ -636,6 +636,20 @@ def test_kubectl_kustomize_renders() -> None:
     assert kinds.count("Deployment") == 3 and "HorizontalPodAutoscaler" in kinds and "StatefulSet" in kinds
 
 
+@pytest.mark.parametrize("version", ["1.29", "latest"])
+def test_k8s_manifests_match_the_api_schemas(manifests: list[tuple[Path, dict[str, Any]]], version: str) -> None:
+    """Every document validates, strictly (no unknown fields), against the Kubernetes OpenAPI schemas of the
+    oldest version deploy/README.md supports and the newest kubernetes-validate ships (offline: it bundles them)."""
+    kv = pytest.importorskip("kubernetes_validate")
+    if version == "latest":
+        version = kv.latest_version()
+    for path, doc in manifests:
+        try:
+            kv.validate(doc, version, strict=True)
+        except kv.ValidationError as err:
+            pytest.fail(f"{path.name}: {doc['kind']}/{doc['metadata']['name']} on {version}: {err.message}")
+
+
 def test_k8s_selectors_and_services(manifests: list[tuple[Path, dict[str, Any]]]) -> None:
     """Selectors match pod labels; a Service's target port is a port of the pods it selects."""
     templates = workloads(manifests)
