@@ -85,7 +85,8 @@ def _field_env(prefix: str, cls: type) -> set[str]:
 def _index_env() -> set[str]:
     """Field-derived INDEX_ names that index_service/config.py really reads."""
     source = (ROOT / "index_service" / "config.py").read_text()
-    return {name for name in _field_env("INDEX_", IndexConfig) if f'"{name}"' in source}
+    read = {f"INDEX_{key.upper()}" for key in re.findall(r'r\.\w+\("(\w+)"', source)}  # Env("INDEX").int("port", …)
+    return {name for name in _field_env("INDEX_", IndexConfig) if name in read}
 
 
 SERVICES = {
