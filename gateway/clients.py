@@ -177,7 +177,11 @@ class Backends:
         variant = index_pb2.IMAGE_VARIANT_THUMBNAIL if thumbnail else index_pb2.IMAGE_VARIANT_ORIGINAL
         call = self.index.GetImage(index_pb2.GetImageRequest(id=image_id, variant=variant),
                                    timeout=deadline.remaining())
-        first = await self._await("index", "GetImage", call.read())
+        try:
+            first = await self._await("index", "GetImage", call.read())
+        except BaseException:  # an error, or the caller's own deadline cancelling the wait (asyncio.wait_for)
+            call.cancel()
+            raise
         if first is grpc.aio.EOF:
             raise ApiError(404, f"no image with id {image_id}")
 

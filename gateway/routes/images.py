@@ -1,5 +1,6 @@
 """Image routes: add, describe and delete pictures, and serve their bytes."""
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
@@ -63,7 +64,13 @@ def router(config: GatewayConfig) -> APIRouter:
         return schemas.Deleted(deleted=image_id)
 
     async def serve_image(b: Backends, request: Request, image_id: int, thumbnail: bool) -> Response:
-        first, body = await b.open_image(image_id, thumbnail, Deadline(config.upload_deadline_s))
+        # The index must start within the download deadline (a hung index is a quick 504); the bytes then
+        # have the upload's budget, so a big original still reaches a slow client whole.
+        try:
+            first, body = await asyncio.wait_for(
+                b.open_image(image_id, thumbnail, Deadline(config.upload_deadline_s)), config.download_deadline_s)
+        except TimeoutError:
+            raise ApiError(504, "the index service did not answer in time") from None
         etag = f'"{first.sha256}{"-thumb" if thumbnail else ""}"'
         headers = {"ETag": etag, "Cache-Control": IMAGE_CACHE}
         if etag in request.headers.get("if-none-match", ""):
