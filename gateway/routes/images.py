@@ -7,10 +7,10 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from gateway import images, schemas, upload
-from gateway.clients import Backends, Deadline
+from gateway.clients import Api, Deadline
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
-from gateway.routes.common import ERRORS, Backend, ImageId, check_text, token_checker
+from gateway.routes.common import ERRORS, Backend, ImageId, Responses, check_text, token_checker
 
 IMAGE_CACHE = "public, max-age=31536000, immutable"  # an id's bytes never change; a new upload gets a new id
 
@@ -63,7 +63,7 @@ def router(config: GatewayConfig) -> APIRouter:
             raise ApiError(404, f"no image with id {image_id}")
         return schemas.Deleted(deleted=image_id)
 
-    async def serve_image(b: Backends, request: Request, image_id: int, thumbnail: bool) -> Response:
+    async def serve_image(b: Api, request: Request, image_id: int, thumbnail: bool) -> Response:
         # The index must start within the download deadline (a hung index is a quick 504); the bytes then
         # have the upload's budget, so a big original still reaches a slow client whole.
         try:
@@ -84,7 +84,8 @@ def router(config: GatewayConfig) -> APIRouter:
         headers["Content-Disposition"] = f'inline; filename="{image_id}{"-thumb" if thumbnail else ""}.{ext}"'
         return StreamingResponse(body, media_type=media_type, headers=headers)
 
-    image_responses = {200: {"content": {"image/*": {}}, "description": "the image bytes"}, 304: {}, **ERRORS}
+    image_responses: Responses = {200: {"content": {"image/*": {}}, "description": "the image bytes"}, 304: {},
+                                  **ERRORS}
 
     @routes.get("/images/{image_id}", response_class=Response, responses=image_responses)
     async def original(b: Backend, request: Request, image_id: ImageId) -> Response:
