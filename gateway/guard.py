@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -71,14 +72,18 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        """Parse, unless this connection was already refused."""
-        if not self._answered:
-            super().data_received(data)
-
-    def send_400_response(self, msg: str) -> None:
-        """A request the parser cannot read: a JSON 400 like every other error (none if refused already)."""
-        if not self._answered:
-            self._refuse(400, "malformed HTTP request")
+        """Parse, unless this connection was already refused (uvicorn's own, less its warning per bad request)."""
+        if self._answered:
+            return
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if not self._answered:  # else a callback refused it already (414, 431)
+                self.events.log(logging.INFO, "malformed", "answered malformed HTTP requests with 400")
+                self._refuse(400, "malformed HTTP request")
+        except httptools.HttpParserUpgrade:
+            self._unsupported_upgrade_warning()  # no WebSockets here: served as a plain request
 
     def on_message_begin(self) -> None:
         """A request starts: its headers must be in within the header timeout (from the connection, for the first)."""
@@ -92,7 +97,7 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_url(url)
         if len(self.url) > MAX_URL_BYTES:
             self._refuse(414, f"the URL is over {MAX_URL_BYTES:,} bytes")
-            raise _Refused  # the parser stops; uvicorn's 400 for it is swallowed by send_400_response
+            raise _Refused  # the parser stops (data_received sees a parser error)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """Collect a header, up to MAX_HEADER_BYTES for all of them."""
