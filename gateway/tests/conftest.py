@@ -23,6 +23,7 @@ from embedder_service.server import EmbedderServer
 from embedder_service.server import create_server as create_embedder
 from gateway.app import create_app
 from gateway.config import GatewayConfig
+from gateway.guard import server_config
 from index_service.server import Deps
 from index_service.server import serve as serve_index
 from index_service.tests.conftest import Running, create_database, drop_database, make_config
@@ -69,7 +70,8 @@ class Gateway:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning", lifespan="on"))
+        # The server the gateway runs under (the guarded protocol), not uvicorn's default one.
+        self.server = uvicorn.Server(server_config(create_app(config), config, log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 15
