@@ -222,7 +222,8 @@ class Repository:
 
     def _search_tx(self, cur: cursor, q: SearchQuery) -> tuple[list[Hit], float]:
         started = time.perf_counter()
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if q.labels:
             where.append("label = ANY(%s)")
             params.append(list(q.labels))
@@ -263,7 +264,8 @@ class Repository:
     def _exact(self, cur: cursor, where: list[str], args: list[Any], limit: int) -> list[tuple[Any, ...]]:
         cur.execute("SET LOCAL enable_indexscan = off")
         cur.execute(self._search_sql(["v IS NOT NULL", *where], limit), args)
-        return cur.fetchall()
+        rows: list[tuple[Any, ...]] = cur.fetchall()
+        return rows
 
     def vector_of(self, image_id: int, timeout_s: float | None) -> str:
         """The stored vector of an image, in the dialect's text form."""
@@ -280,7 +282,9 @@ class Repository:
 
         def work(cur: cursor) -> list[ImageMeta]:
             cur.execute(f"SELECT {META_COLUMNS} FROM {TABLE} WHERE id = ANY(%s)", (list(ids),))
-            return [ImageMeta(*(v if v is not None else "" for v in row)) for row in cur.fetchall()]
+            # Rows adopted from the prototype have no sha256; the contract's strings have no NULL: "" instead.
+            rows: list[list[Any]] = [[v if v is not None else "" for v in row] for row in cur.fetchall()]
+            return [ImageMeta(*row) for row in rows]
 
         found = {m.id: m for m in run_tx(self.pool, work, timeout_s)}
         return [found[i] for i in dict.fromkeys(ids) if i in found]
@@ -393,12 +397,14 @@ def _reloptions(cur: cursor) -> dict[str, str]:
 
 def _fetchone(cur: cursor, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
     cur.execute(sql, params)
-    return cur.fetchone()
+    row: tuple[Any, ...] | None = cur.fetchone()
+    return row
 
 
 def _fetchall(cur: cursor, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     cur.execute(sql, params)
-    return cur.fetchall()
+    rows: list[tuple[Any, ...]] = cur.fetchall()
+    return rows
 
 
 __all__ = ["Repository", "UNKNOWN_MODEL"]
