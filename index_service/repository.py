@@ -407,4 +407,4 @@ def _fetchall(cur: cursor, sql: str, params: Sequence[Any] = ()) -> list[tuple[A
     return rows
 
 
-__all__ = ["Repository", "UNKNOWN_MODEL"]
+__all__ = ["UNKNOWN_MODEL", "Repository"]
