@@ -8,7 +8,7 @@ GENERATED := $(PROTOS:.proto=_pb2.py)
 MODEL ?= hub
 MODELS_DIR ?= .cache/models
 
-.PHONY: install protos contract run test browser clean bench
+.PHONY: install protos contract run test typecheck browser clean bench
 install: $(STAMP) $(GENERATED)
 
 $(STAMP): pyproject.toml
@@ -36,6 +36,10 @@ run: install
 test: install browser contract
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# mypy --strict over the packages listed in pyproject.toml's [tool.mypy] (the six services and protos' tools).
+typecheck: install
+	$(PY) -m mypy
 
 # The browser tests drive Debian's Chromium; install it when missing and we may (root with apt-get).
 browser:
