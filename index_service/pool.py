@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg2
 from psycopg2 import errors
@@ -121,6 +121,14 @@ def run_tx(pool: Pool, work: Callable[[cursor], T], timeout_s: float | None, att
         except ServiceError:
             raise
     raise Unavailable("database kept failing the transaction (deadlocks)")
+
+
+def one_row(cur: cursor) -> tuple[Any, ...]:
+    """The row of a query that always yields exactly one (an aggregate, a SELECT without FROM)."""
+    row = cur.fetchone()
+    if row is None:
+        raise RuntimeError(f"expected one row from {cur.query!r}")
+    return row
 
 
 def _first_line(err: Exception) -> str:

@@ -29,7 +29,7 @@ from index_service.domain import (
 )
 from index_service.media import MediaStore
 from index_service.migrations import INDEX, TABLE, Collection, Context, migrate
-from index_service.pool import Pool, run_tx
+from index_service.pool import Pool, one_row, run_tx
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class Repository:
             (model_id,),
         )
         cur.execute("SELECT value FROM index_meta WHERE key = 'model_id'")
-        return str(cur.fetchone()[0])
+        return str(one_row(cur)[0])
 
     def delete(self, ids: Sequence[int], timeout_s: float | None) -> list[int]:
         """Delete rows, then their files, holding the per-sha locks across both so upserts cannot interleave."""
@@ -264,8 +264,7 @@ class Repository:
     def _exact(self, cur: cursor, where: list[str], args: list[Any], limit: int) -> list[tuple[Any, ...]]:
         cur.execute("SET LOCAL enable_indexscan = off")
         cur.execute(self._search_sql(["v IS NOT NULL", *where], limit), args)
-        rows: list[tuple[Any, ...]] = cur.fetchall()
-        return rows
+        return cur.fetchall()
 
     def vector_of(self, image_id: int, timeout_s: float | None) -> str:
         """The stored vector of an image, in the dialect's text form."""
@@ -323,7 +322,7 @@ class Repository:
             f"(SELECT coalesce(sum(size_bytes), 0) FROM {TABLE} WHERE sha256 IS NOT NULL)",
             (ext,),
         )
-        count, version, pg_version, table_bytes, index_bytes, media_bytes = cur.fetchone()
+        count, version, pg_version, table_bytes, index_bytes, media_bytes = one_row(cur)
         cur.execute(f"SELECT DISTINCT model_id FROM {TABLE} ORDER BY 1")
         models = [r[0] for r in cur.fetchall()]
         recorded = _fetchone(cur, "SELECT value FROM index_meta WHERE key = 'model_id'")
@@ -383,7 +382,7 @@ def _index_state(cur: cursor) -> str:
         return "ready"
     # A plain CREATE INDEX is invisible to other sessions until it commits: ask the progress view.
     cur.execute("SELECT count(*) FROM pg_stat_progress_create_index WHERE relid = to_regclass(%s)", (TABLE,))
-    if cur.fetchone()[0]:
+    if one_row(cur)[0]:
         return "building"
     return "missing" if row is None else "invalid"
 
@@ -397,14 +396,12 @@ def _reloptions(cur: cursor) -> dict[str, str]:
 
 def _fetchone(cur: cursor, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
     cur.execute(sql, params)
-    row: tuple[Any, ...] | None = cur.fetchone()
-    return row
+    return cur.fetchone()
 
 
 def _fetchall(cur: cursor, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     cur.execute(sql, params)
-    rows: list[tuple[Any, ...]] = cur.fetchall()
-    return rows
+    return cur.fetchall()
 
 
 __all__ = ["UNKNOWN_MODEL", "Repository"]
