@@ -37,7 +37,7 @@ test: install browser contract
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
-# mypy --strict over the packages listed in pyproject.toml's [tool.mypy] (the six services and protos' tools).
+# mypy --strict over the packages listed in pyproject.toml's [tool.mypy]: the six services, protos' tools, bench.
 typecheck: install
 	$(PY) -m mypy
 

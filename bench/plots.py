@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ COLORS = {"ours int8": "tab:green", "ours fp32": "tab:blue", "PyTorch fp32": "ta
 MEMORY_COLORS = ("tab:purple", "tab:brown", "tab:gray", "tab:olive")
 
 
-def _plain_log_x(ax: Any, ticks: list[float] | None = None) -> None:
+def _plain_log_x(ax: Any, ticks: Sequence[float] | None = None) -> None:
     """Log-scaled x axis labelled with plain numbers (at `ticks` when given)."""
     if ticks:
         ax.set_xticks(ticks)
