@@ -114,7 +114,7 @@ class Batcher(Generic[Item, Result]):
             started = time.monotonic()
             try:
                 results = self._run_batch([item for item, _, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - every waiter must hear about the failure
+            except Exception as exc:  # every waiter must hear about the failure
                 log.exception("batch of %d failed", len(batch))
                 for _, fut, _ in batch:
                     fut.set_exception(exc)

@@ -20,7 +20,7 @@ STAGE_SECONDS = Histogram(
 )
 
 
-def batch_observer(tower: str):  # noqa: ANN201 - a small closure factory
+def batch_observer(tower: str):
     """A Batcher on_batch hook that records size, queue wait and inference time."""
 
     def observe(size: int, waited_s: float, ran_s: float) -> None:

@@ -35,19 +35,19 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         self.config = config
         self.engine: Engine | None = None
 
-    def EmbedImages(self, request: embedder_pb2.EmbedImagesRequest,  # noqa: N802
+    def EmbedImages(self, request: embedder_pb2.EmbedImagesRequest,
                     context: grpc.ServicerContext) -> embedder_pb2.EmbedImagesResponse:
         return self._images(self._engine(), request, context)
 
-    def EmbedTexts(self, request: embedder_pb2.EmbedTextsRequest,  # noqa: N802
+    def EmbedTexts(self, request: embedder_pb2.EmbedTextsRequest,
                    context: grpc.ServicerContext) -> embedder_pb2.EmbedTextsResponse:
         return self._texts(self._engine(), request, context)
 
-    def GetModelInfo(self, request: embedder_pb2.GetModelInfoRequest,  # noqa: N802
+    def GetModelInfo(self, request: embedder_pb2.GetModelInfoRequest,
                      context: grpc.ServicerContext) -> embedder_pb2.ModelInfo:
         return self._info(self._engine())
 
-    def StreamEmbedImages(self, requests: Iterator[embedder_pb2.EmbedImagesRequest],  # noqa: N802
+    def StreamEmbedImages(self, requests: Iterator[embedder_pb2.EmbedImagesRequest],
                           context: grpc.ServicerContext) -> Iterator[embedder_pb2.EmbedImagesResponse]:
         engine = self._engine()
         # A reader thread starts each request as it arrives; responses leave in request order.
@@ -66,7 +66,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
             try:
                 for request in requests:
                     put(pool.submit(self._images, engine, request, context, True))
-            except Exception as exc:  # noqa: BLE001 - the client went away or sent garbage
+            except Exception as exc:  # the client went away or sent garbage
                 put(exc)
             put(None)
 

@@ -315,7 +315,7 @@ def _preprocessor_config(checkpoint: str | Path) -> dict | None:
 
     try:
         return json.loads(Path(hf_hub_download(str(checkpoint), "preprocessor_config.json")).read_text())
-    except Exception as exc:  # noqa: BLE001 - a missing optional file of any kind of repo
+    except Exception as exc:  # a missing optional file of any kind of repo
         log.warning("no preprocessor_config.json for %s (%s); assuming CLIP defaults", checkpoint, exc)
         return None
 

@@ -65,7 +65,7 @@ def _resolve(repo_id: str, revision: str | None, timeout: float) -> tuple[str, s
         raise HubError(f"{repo_id} has no revision {revision!r}") from exc
     except RepositoryNotFoundError as exc:
         raise HubError(f"no hub repository {repo_id!r} (or it is private or gated: set HF_TOKEN)") from exc
-    except Exception as exc:  # noqa: BLE001 - network errors differ by hub version (requests, httpx)
+    except Exception as exc:  # network errors differ by hub version (requests, httpx)
         raise HubUnavailable(f"cannot reach the Hugging Face hub for {repo_id} ({_reason(exc)}). {WAY_OUT}") from exc
     return str(info.sha), {s.rfilename for s in info.siblings or []}
 
@@ -92,7 +92,7 @@ def download(out_dir: str | Path, repo_id: str = DEFAULT_REPO, revision: str | N
         log.info("downloading %s/%s@%s", repo_id, name, sha[:12])
         try:
             hf_hub_download(repo_id, name, revision=sha, local_dir=staging, etag_timeout=timeout)
-        except Exception as exc:  # noqa: BLE001 - as in _resolve
+        except Exception as exc:  # as in _resolve
             raise HubUnavailable(f"downloading {name} from {repo_id} failed ({_reason(exc)}). {WAY_OUT}") from exc
     found = bundle_from_files(staging, out, name=repo_id.split("/")[-1], source=f"hf:{repo_id}@{sha}")
     shutil.rmtree(staging, ignore_errors=True)

@@ -138,7 +138,7 @@ def _stack(model: ClipModel, pg: Any, data_dir: Path) -> tuple[Stack, Callable[[
 
 
 @pytest.fixture(scope="session")
-def stack(clip_model: ClipModel, embedded_pg: Any,  # noqa: F811 - the fixture imported above
+def stack(clip_model: ClipModel, embedded_pg: Any,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One stack shared by the API and browser tests (they use distinct images, so they do not collide)."""
     s, close = _stack(clip_model, embedded_pg, tmp_path_factory.mktemp("gw-index"))
@@ -147,7 +147,7 @@ def stack(clip_model: ClipModel, embedded_pg: Any,  # noqa: F811 - the fixture i
 
 
 @pytest.fixture
-def private_stack(clip_model: ClipModel, embedded_pg: Any,  # noqa: F811 - the fixture imported above
+def private_stack(clip_model: ClipModel, embedded_pg: Any,
                   tmp_path: Path) -> Iterator[Stack]:
     """A stack of its own, for tests that stop a backend."""
     s, close = _stack(clip_model, embedded_pg, tmp_path / "index")

@@ -26,7 +26,7 @@ from protos.semsearch.v1 import index_pb2_grpc
 
 
 @pytest.fixture(scope="session")
-def hostile_stack(clip_model: Any, embedded_pg: Any,  # noqa: F811 - the fixtures imported above
+def hostile_stack(clip_model: Any, embedded_pg: Any,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Embedder, index (own database and media store) and a factory of gateways, all in this process."""
     dsn = create_database(embedded_pg)
