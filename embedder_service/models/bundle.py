@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+Channels = tuple[float, float, float]  # one value per channel: R, G, B
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
@@ -38,7 +41,7 @@ class Bundle:
     resize: str = "shortest_edge_bicubic_center_crop"
     semantic: bool = True
     version: str = ""
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # JSON values: provenance of the graphs
     path: Path = Path(".")
 
     @property
@@ -56,6 +59,14 @@ class Bundle:
     @property
     def vocab(self) -> Path:
         return self.path / VOCAB_FILE
+
+
+def channels(values: Iterable[Any], what: str) -> Channels:
+    """A per-channel setting (mean, std) as three floats, R G B; BundleError for any other count."""
+    found = tuple(float(v) for v in values)
+    if len(found) != 3:
+        raise BundleError(f"{what} has {len(found)} values; bundles take one per RGB channel")
+    return found
 
 
 def load(path: str | Path) -> Bundle:
