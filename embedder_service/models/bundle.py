@@ -65,7 +65,7 @@ def channels(values: Iterable[Any], what: str) -> Channels:
     """A per-channel setting (mean, std) as three floats, R G B; BundleError for any other count."""
     found = tuple(float(v) for v in values)
     if len(found) != 3:
-        raise BundleError(f"{what} has {len(found)} values; bundles take one per RGB channel")
+        raise BundleError(f"{what} needs 3 values (one per RGB channel), got {len(found)}")
     return found
 
 

@@ -323,7 +323,7 @@ def _preprocessor_config(checkpoint: str | Path) -> dict[str, Any] | None:
         downloaded = Path(hf_hub_download(str(checkpoint), "preprocessor_config.json"))
         config: dict[str, Any] = json.loads(downloaded.read_text())
         return config
-    except Exception as exc:  # noqa: BLE001 - a missing optional file of any kind of repo
+    except Exception as exc:  # a missing optional file of any kind of repo
         log.warning("no preprocessor_config.json for %s (%s); assuming CLIP defaults", checkpoint, exc)
         return None
 
