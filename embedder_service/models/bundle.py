@@ -35,13 +35,13 @@ class Bundle:
     image_size: int
     context_length: int = 77
     precision: str = "fp32"
-    mean: tuple[float, float, float] = CLIP_MEAN
-    std: tuple[float, float, float] = CLIP_STD
+    mean: Channels = CLIP_MEAN
+    std: Channels = CLIP_STD
     # The reference CLIP rule: shortest side to image_size (bicubic), then a centre crop.
     resize: str = "shortest_edge_bicubic_center_crop"
     semantic: bool = True
     version: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)  # JSON values: provenance of the graphs
+    extra: dict[str, Any] = field(default_factory=dict)  # how the bundle was made, as JSON values
     path: Path = Path(".")
 
     @property
