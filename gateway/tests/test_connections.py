@@ -150,7 +150,7 @@ def test_connections_over_the_cap_get_503_and_are_closed(serve: Any) -> None:
     gw = serve(max_connections=5, header_timeout_s=3.0)
     held = [gw.connect() for _ in range(5)]
     time.sleep(0.2)
-    raw, took = answer(gw.connect(), 2)
+    raw, _ = answer(gw.connect(), 2)
     status, body = status_and_body(raw)
     assert status == 503 and b"retry-after: 3" in raw.lower() and "too many connections" in body["message"]
     for sock in held:

@@ -27,7 +27,7 @@ class HungIndex(index_pb2_grpc.IndexServicer):
     def __init__(self) -> None:
         self.release = threading.Event()
 
-    def GetImage(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:  # noqa: N802 - gRPC's name
+    def GetImage(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         """Hang until released or the caller gives up."""
         while not self.release.is_set() and context.is_active():
             self.release.wait(0.05)
