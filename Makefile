@@ -45,6 +45,7 @@ run: install
 
 test: install browser contract
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 # The container test (tests/deploy): builds the four service images, runs Postgres, index, embedder and
