@@ -52,8 +52,9 @@ test-deploy: install docker-engine
 
 # Docker's engine and debootstrap (for a local base image) from Debian, when missing and we may.
 docker-engine:
-	@if ! command -v dockerd >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io debootstrap; fi
+	@if { ! command -v dockerd || ! command -v debootstrap; } >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io debootstrap \
+			|| echo "could not install docker.io: the container test will skip"; fi
 
 # The browser tests drive Debian's Chromium; install it when missing and we may (root with apt-get).
 browser:
