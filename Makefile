@@ -43,9 +43,9 @@ test: install browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
-# The container test (tests/deploy): builds the four service images, runs Postgres, index, embedder and
-# gateway in Docker, uploads, loads and searches through the gateway, SIGKILLs the index and Postgres and
-# checks nothing was lost; prints its durations. Uses the running engine, or starts its own dockerd.
+# The container test (tests/deploy): builds the service images (the CUDA one too), runs Postgres, index,
+# embedder and gateway in Docker, uploads, loads and searches through the gateway, SIGKILLs the index and
+# Postgres and checks nothing was lost; prints its durations. Uses the running engine, or starts a dockerd.
 test-deploy: install docker-engine
 	$(PY) -m pytest -q tests/test_deploy_static.py tests/test_packaging.py
 	$(PY) -m pytest -m deploy -s -q -p no:cacheprovider tests/deploy
