@@ -27,11 +27,10 @@ class Docker:
         if host:
             self.env["DOCKER_HOST"] = host
 
-    def run(self, args: Sequence[str], check: bool = True, timeout: float = 600.0,
-            capture: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(self, args: Sequence[str], check: bool = True, timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
         """`docker ARGS`; a failure raises with the command's output."""
         result = subprocess.run(["docker", *args], env=self.env, text=True, timeout=timeout,
-                                capture_output=capture, stdin=subprocess.DEVNULL)
+                                capture_output=True, stdin=subprocess.DEVNULL)
         if check and result.returncode != 0:
             raise RuntimeError(f"docker {' '.join(args[:3])} … failed ({result.returncode}):\n"
                                f"{(result.stderr or '')[-3000:]}{(result.stdout or '')[-3000:]}")

@@ -94,9 +94,13 @@ def test_stack_runs_and_survives_crashes(docker: Docker, tiny_bundle_dir: Path, 
     clock = Clock()
     base = images.base_image(docker)
     clock.lap(f"base image ({base})")
-    for name in images.IMAGES:
+    for name in [*images.IMAGES, *images.BUILD_ONLY]:
         images.build(docker, name, base)
         clock.lap(f"build semsearch/{name}")
+    # The CUDA image's runtime is the GPU build (its providers list CUDA), though no GPU is here to use it.
+    providers = docker.out(["run", "--rm", "--network", "none", f"semsearch/embedder-gpu:{images.TAG}", "python", "-c",
+                            "import onnxruntime; print(onnxruntime.get_available_providers())"])
+    assert "CUDAExecutionProvider" in providers, providers
 
     token = secrets.token_hex(16)
     stack = Stack(docker, Ports(), tiny_bundle_dir, tmp_path / "load", token)
