@@ -8,7 +8,7 @@ GENERATED := $(PROTOS:.proto=_pb2.py)
 MODEL ?= hub
 MODELS_DIR ?= .cache/models
 
-.PHONY: install protos contract run test browser clean bench
+.PHONY: install protos contract run test test-fast browser clean bench
 install: $(STAMP) $(GENERATED)
 
 $(STAMP): pyproject.toml
@@ -36,6 +36,11 @@ run: install
 test: install browser contract
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# Unit, servicer and route tests only: no Postgres, torch, Chromium, system or slow tests (under a minute).
+FAST := not db and not browser and not torch and not system and not slow
+test-fast: install
+	$(PY) -m pytest -q -m "$(FAST)" -p no:schemathesis
 
 # The browser tests drive Debian's Chromium; install it when missing and we may (root with apt-get).
 browser:

@@ -16,15 +16,9 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from index_service.pg import EmbeddedPostgres
-from index_service.tests.conftest import (
-    FAST_SETTINGS,
-    create_database,
-    item,
-    make_config,
-    start_server,
-    unit,
-)
 from protos.semsearch.v1 import index_pb2
+from tests.support.index import item, make_config, start_server, unit
+from tests.support.pg import FAST_SETTINGS, create_database
 
 
 def test_prototype_table_is_adopted_in_place(tmp_path: Path, pg_dsn: str) -> None:
@@ -70,6 +64,7 @@ def test_two_services_starting_together_migrate_once(tmp_path: Path, pg_dsn: str
         assert cur.fetchone()[0] == 4
 
 
+@pytest.mark.db  # a Postgres of its own
 def test_postgres_restart_during_a_batch(tmp_path: Path) -> None:
     pg = EmbeddedPostgres(tmp_path / "pg", settings=FAST_SETTINGS)
     pg.start()
@@ -136,6 +131,7 @@ def _wait_health(running: object, status: int, timeout_s: float = 20) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.db  # a Postgres of its own
 def test_launcher_stale_pid_and_concurrent_starters(tmp_path: Path) -> None:
     pg = EmbeddedPostgres(tmp_path / "pg", settings=FAST_SETTINGS)
     with ThreadPoolExecutor(3) as ex:
