@@ -11,13 +11,15 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import psutil
 import psycopg2
 import pytest
 from grpc_health.v1 import health_pb2
 
 from index_service.pg import EmbeddedPostgres
 from protos.semsearch.v1 import index_pb2
-from tests.support.index import item, make_config, start_server, unit
+from tests.support.health import wait_status
+from tests.support.index import Running, item, make_config, start_server, unit
 from tests.support.pg import FAST_SETTINGS, create_database
 
 
@@ -124,11 +126,8 @@ def _wait_for_lock_waiter(dsn: str) -> None:
     raise AssertionError("the batch never waited on the lock")
 
 
-def _wait_health(running: object, status: int, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while running.health() != status:  # type: ignore[attr-defined]
-        assert time.monotonic() < deadline, f"health never became {status}"
-        time.sleep(0.05)
+def _wait_health(running: Running, status: int, timeout_s: float = 20) -> None:
+    wait_status(running.channel, status, timeout_s=timeout_s)
 
 
 @pytest.mark.db  # a Postgres of its own
@@ -140,11 +139,10 @@ def test_launcher_stale_pid_and_concurrent_starters(tmp_path: Path) -> None:
     pg.start()
     assert pg.is_running() and pg.dsn() == dsns[0] and "127.0.0.1" in pg.dsn()
     pid = int((pg.pgdata / "postmaster.pid").read_text().split()[0])
+    postmaster = psutil.Process(pid)
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while pg.is_running():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    postmaster.wait(10)
+    assert not pg.is_running()
     assert (pg.pgdata / "postmaster.pid").exists()  # stale
     dsn = pg.start()
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
