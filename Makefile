@@ -8,16 +8,26 @@ GENERATED := $(PROTOS:.proto=_pb2.py)
 MODEL ?= hub
 MODELS_DIR ?= .cache/models
 
-.PHONY: install protos contract run test test-fast browser clean bench
+.PHONY: install protos contract run test test-fast browser clean bench lock test-deploy docker-engine
 install: $(STAMP) $(GENERATED)
 
-$(STAMP): pyproject.toml
+# Everything the tests need, at the versions of uv.lock (requirements/dev.txt, hash-checked), then the CPU
+# build of torch for export and reference checks (a local file on our machines; kept out of the lock), then
+# the project itself without dependencies. pip, not `uv pip sync`: only pip reads the machine's pip.conf,
+# which points at the local torch wheel.
+$(STAMP): pyproject.toml requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# The CPU build of torch for export and reference checks (a local file on our machines).
+	$(PY) -m pip install -q --require-hashes -r requirements/dev.txt
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[export,dev]'
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
+
+# After a change to pyproject.toml's dependencies: re-resolve uv.lock and export requirements/*.txt.
+# `make lock UPGRADE=--upgrade` moves every pin to the newest release.
+lock: $(STAMP)
+	$(VENV)/bin/uv lock $(UPGRADE)
+	$(PY) requirements/export.py
 
 protos: $(GENERATED)
 $(GENERATED): $(PROTOS) protos/generate.py $(STAMP)
@@ -38,9 +48,21 @@ test: install browser contract
 	$(PY) -m pytest
 
 # Unit, servicer and route tests only: no Postgres, torch, Chromium, system or slow tests (under a minute).
-FAST := not db and not browser and not torch and not system and not slow
+FAST := not db and not browser and not torch and not system and not slow and not deploy
 test-fast: install
 	$(PY) -m pytest -q -m "$(FAST)" -p no:schemathesis
+
+# The container test (tests/deploy): builds the four service images, runs Postgres, index, embedder and
+# gateway in Docker, uploads, loads and searches through the gateway, SIGKILLs the index and Postgres and
+# checks nothing was lost; prints its durations. Uses the running engine, or starts its own dockerd.
+test-deploy: install docker-engine
+	$(PY) -m pytest -q tests/test_deploy_static.py tests/test_packaging.py
+	$(PY) -m pytest -m deploy -s -q -p no:cacheprovider tests/deploy
+
+# Docker's engine and debootstrap (for a local base image) from Debian, when missing and we may.
+docker-engine:
+	@if ! command -v dockerd >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io debootstrap; fi
 
 # The browser tests drive Debian's Chromium; install it when missing and we may (root with apt-get).
 browser:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import importlib.util
+import io
 import logging
 import os
+import re
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -21,8 +28,11 @@ class ProviderError(RuntimeError):
     """The requested execution provider cannot run this model here."""
 
 
-def candidate_providers(requested: str, available: Sequence[str]) -> list[str]:
-    """Providers to try, best first: the requested ones that this onnxruntime build offers."""
+def candidate_providers(requested: str, available: Sequence[str], blocker: str | None = None) -> list[str]:
+    """Providers to try, best first: the requested ones that this onnxruntime build offers and can run.
+
+    blocker is why CUDA cannot run here (see cuda_blocker), or None when nothing is known against it.
+    """
     if requested == "cpu":
         return [CPU]
     if requested == "cuda":
@@ -31,8 +41,80 @@ def candidate_providers(requested: str, available: Sequence[str]) -> list[str]:
                 "EMBEDDER_PROVIDER=cuda but this onnxruntime build has no CUDA provider "
                 f"(available: {', '.join(available)}); install onnxruntime-gpu"
             )
+        if blocker:
+            raise ProviderError(f"EMBEDDER_PROVIDER=cuda but CUDA cannot run here: {blocker}")
         return [CUDA, CPU]
-    return [CUDA, CPU] if CUDA in available else [CPU]
+    return [CUDA, CPU] if CUDA in available and not blocker else [CPU]
+
+
+def cuda_blocker(available: Sequence[str]) -> str | None:
+    """Why the CUDA provider cannot run here (a missing library, driver or GPU), or None when it can.
+
+    Offering CUDA to a session that cannot load it makes onnxruntime print a red "Failed to load library"
+    error before falling back, which reads as a failure; so we load what it would load first, quietly.
+    """
+    if CUDA not in available:
+        return "this onnxruntime build has no CUDA provider (install onnxruntime-gpu)"
+    if not sys.platform.startswith("linux"):
+        return None  # only Linux is probed; elsewhere the session's own fallback decides
+    capi = _capi_dir()
+    provider, bridge = capi / "libonnxruntime_providers_cuda.so", capi / "libonnxruntime_providers_shared.so"
+    if not provider.is_file():
+        return None  # a package layout this probe does not know: the session's own fallback decides
+    _preload_pip_cuda()
+    try:
+        # The order onnxruntime uses: the shared bridge (globally, it defines Provider_GetHost), then CUDA's.
+        if bridge.is_file():
+            ctypes.CDLL(str(bridge), mode=os.RTLD_GLOBAL)
+        ctypes.CDLL(str(provider))
+    except OSError as exc:
+        return _load_failure(str(exc))
+    return _driver_blocker(getattr(ort, "cuda_version", "") or "")
+
+
+def _capi_dir() -> Path:
+    """Where onnxruntime keeps its provider libraries."""
+    return Path(ort.__file__).resolve().parent / "capi"
+
+
+def _preload_pip_cuda() -> None:
+    """Load CUDA libraries installed as pip wheels (onnxruntime-gpu[cuda,cudnn]), which no loader path finds."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None or importlib.util.find_spec("nvidia") is None:
+        return
+    # It prints a line per library it cannot find; our probe states the reason once instead.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
+        preload(directory="")
+
+
+def _load_failure(message: str) -> str:
+    """dlopen's message as a short reason: "libcudart.so.13 not found"."""
+    missing = re.search(r"([\w.+-]+\.so[\w.]*): cannot open shared object file", message)
+    if missing:
+        return f"{missing.group(1)} not found"
+    return "the CUDA provider library does not load: " + " ".join(message.split())[:300]
+
+
+def _driver_blocker(build_cuda: str) -> str | None:
+    """Why the NVIDIA driver (libcuda, a dependency the provider just loaded) cannot run it, or None."""
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return "libcuda.so.1 not found (no NVIDIA driver)"
+    version, count = ctypes.c_int(0), ctypes.c_int(0)
+    if driver.cuDriverGetVersion(ctypes.byref(version)) == 0 and build_cuda.split(".")[0].isdigit():
+        needed = int(build_cuda.split(".")[0])
+        if version.value // 1000 < needed:
+            return (f"the NVIDIA driver supports CUDA {version.value // 1000}.{version.value % 1000 // 10}, "
+                    f"this onnxruntime-gpu needs CUDA {needed}")
+    status = driver.cuInit(0)
+    if status == 100:  # CUDA_ERROR_NO_DEVICE
+        return "no CUDA-capable GPU is visible"
+    if status != 0:
+        return f"the NVIDIA driver does not start (cuInit error {status})"
+    if driver.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value == 0:
+        return "no CUDA-capable GPU is visible"
+    return None
 
 
 def check_active(requested: str, active: Sequence[str]) -> None:
@@ -50,7 +132,11 @@ class ClipModel:
 
     def __init__(self, bundle: bundles.Bundle, provider: str = "auto", threads: int = 0) -> None:
         self.bundle = bundle
-        wanted = candidate_providers(provider, ort.get_available_providers())
+        available = ort.get_available_providers()
+        blocker = cuda_blocker(available) if provider != "cpu" else None
+        if provider == "auto" and blocker:
+            log.info("CUDA not used: %s", blocker)
+        wanted = candidate_providers(provider, available, blocker)
         self._image = _session(bundle.image_onnx, wanted, threads)
         active = self._image.get_providers()
         check_active(provider, active)

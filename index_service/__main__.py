@@ -33,7 +33,7 @@ def main() -> int:
         dsn = embedded.start()
         log.info("embedded postgres: %s", dsn)
     process.serve_metrics(config.metrics_port, config.host)
-    deps = Deps.build(config, dsn)
+    deps = Deps.build(config, dsn, postgres=embedded)  # the monitor restarts a cluster that dies
     try:
         server = serve(config, deps)
     except PortInUse as err:

@@ -1,4 +1,8 @@
-"""The database monitor: migrates once Postgres is reachable, then keeps the health status in step with it."""
+"""The database monitor: migrates once Postgres is reachable, then keeps the health status in step with it.
+
+When the service runs its own Postgres, the monitor also restarts that cluster in place if its postmaster
+dies: the gRPC server, its clients' channels and the pool's DSN all stay as they are.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,17 @@ from typing import TYPE_CHECKING
 
 from index_service.config import Config
 from index_service.domain import ServiceError
-from index_service.metrics import DB_UP
+from index_service.metrics import DB_UP, PG_RESTARTS
+from index_service.pg import EmbeddedPostgresError
+from semsearch_common.logs import Throttled
 
 if TYPE_CHECKING:
     from index_service.server import Deps
 
 log = logging.getLogger(__name__)
+
+# During an outage every failed request wakes the monitor: one warning per cause per interval is plenty.
+WARN_INTERVAL_S = 10.0
 
 
 class DbMonitor:
@@ -25,6 +34,8 @@ class DbMonitor:
         self.config, self.deps, self.set_serving = config, deps, set_serving
         self._wake, self._stop = threading.Event(), threading.Event()
         self._last_sweep = 0.0
+        self._up: bool | None = None
+        self.warnings = Throttled(log, WARN_INTERVAL_S)
         self._thread = threading.Thread(target=self._loop, name="index-db-monitor", daemon=True)
 
     def start(self) -> None:
@@ -51,6 +62,7 @@ class DbMonitor:
     def _check(self) -> bool:
         repo = self.deps.repo
         try:
+            self._revive()
             if not repo.ready:
                 collection = repo.open()
                 log.info("database ready: backend %s, dim %d", collection.dialect.name, collection.dim)
@@ -61,10 +73,25 @@ class DbMonitor:
                 self._sweep()
             return True
         except ServiceError as err:
-            log.warning("database not ready: %s", err)
+            self.warnings.log(logging.WARNING, str(err), "database not ready: %s", err)
+        except EmbeddedPostgresError as err:
+            self.warnings.log(logging.ERROR, "restart", "embedded postgres did not restart: %s", err)
         except Exception:  # a migration bug must not kill the monitor thread
             log.exception("database check failed")
         return False
+
+    def _revive(self) -> None:
+        """Restart the embedded cluster if its postmaster is gone (killed, crashed, stopped behind our back)."""
+        postgres = self.deps.postgres
+        if postgres is None or postgres.is_running():
+            return
+        self._set(False)
+        self.warnings.log(logging.WARNING, "postmaster gone", "embedded postgres is not running; restarting it "
+                          "on port %d", postgres.port)
+        if postgres.revive():
+            PG_RESTARTS.inc()
+            self.deps.repo.close()  # pooled connections died with the old server
+            log.warning("embedded postgres restarted (postmaster pid %s)", postgres.postmaster_pid())
 
     def _sweep(self) -> None:
         # A media store that cannot be cleaned (read-only, full) is an upload problem, not an outage.
@@ -74,6 +101,9 @@ class DbMonitor:
             log.error("orphan sweep of the media store failed: %s", err)
 
     def _set(self, up: bool) -> None:
+        if up and self._up is False:
+            log.info("database reachable again")
+        self._up = up
         self.set_serving(up)
         DB_UP.set(1 if up else 0)
 

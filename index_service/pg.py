@@ -7,6 +7,7 @@ user when we are root, behind a file lock, and clears a stale `postmaster.pid` b
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib.util
 import logging
@@ -88,6 +89,21 @@ class EmbeddedPostgres:
         """Whether a live postmaster serves this cluster."""
         return self._running_port() is not None
 
+    def revive(self) -> bool:
+        """Start the server again if its postmaster died (on the same port: DSNs stay valid); True if it did."""
+        if self.is_running():
+            return False
+        self.start()  # re-checks under the lock, clears the stale postmaster.pid and the dead server's backends
+        return True
+
+    def postmaster_pid(self) -> int | None:
+        """The pid of the live postmaster of this cluster, if any."""
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        except (FileNotFoundError, PermissionError, IndexError, ValueError):
+            return None
+        return pid if _is_our_postmaster(pid, self.pgdata) else None
+
     def dsn(self, dbname: str = "postgres") -> str:
         """A libpq keyword/value DSN for a database of this server."""
         return f"host=127.0.0.1 port={self.port} user={DB_USER} dbname={dbname}"
@@ -148,6 +164,7 @@ class EmbeddedPostgres:
         if pid_file.exists():
             # Its postmaster is dead (checked by the caller); a reused pid must not block start-up.
             log.warning("removing stale %s", pid_file)
+            _end_orphans(self.pgdata)
             pid_file.unlink()
 
     def _start_server(self) -> None:
@@ -233,6 +250,33 @@ def _is_our_postmaster(pid: int, pgdata: Path) -> bool:
             return False
         return proc.name() == "postgres" and str(pgdata) in " ".join(proc.cmdline())
     except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def _end_orphans(pgdata: Path, timeout_s: float = 5.0) -> None:
+    """Kill what is left of a dead postmaster's server (backends run with pgdata as their working folder).
+
+    A backend busy in a long statement notices its postmaster's death late, and while it holds the old
+    shared memory a new postmaster refuses to start; crash recovery redoes whatever it was writing.
+    """
+    orphans = []
+    for proc in psutil.process_iter(["name", "cwd", "status"]):
+        if (proc.info["name"] == "postgres" and proc.info["cwd"] == str(pgdata)
+                and proc.info["status"] != psutil.STATUS_ZOMBIE):
+            log.warning("killing process %d left behind by the dead postmaster", proc.pid)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+                orphans.append(proc)
+    deadline = time.monotonic() + timeout_s
+    while orphans and time.monotonic() < deadline:
+        time.sleep(0.05)  # a zombie no longer maps the shared memory: gone enough, reaped or not
+        orphans = [proc for proc in orphans if _alive(proc)]
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
 
 

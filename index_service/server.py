@@ -35,6 +35,7 @@ from semsearch_common.server import create_server as create_grpc_server
 
 if TYPE_CHECKING:
     from index_service.monitor import DbMonitor
+    from index_service.pg import EmbeddedPostgres
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +46,18 @@ MAX_TEXT = 1000
 
 @dataclass
 class Deps:
-    """What the servicer needs: the repository, the media store and the database monitor."""
+    """What the servicer needs: the repository, the media store, the database monitor (and the embedded cluster)."""
 
     repo: Repository
     media: MediaStore
     monitor: DbMonitor | None = None
+    postgres: EmbeddedPostgres | None = None  # set when the service runs its own cluster: the monitor revives it
 
     @classmethod
-    def build(cls, config: Config, dsn: str) -> Deps:
-        """Wire the real dependencies for a database DSN."""
+    def build(cls, config: Config, dsn: str, postgres: EmbeddedPostgres | None = None) -> Deps:
+        """Wire the real dependencies for a database DSN (and the embedded cluster serving it, if any)."""
         media = MediaStore(config.media_dir)
-        return cls(Repository(config, dsn, media), media)
+        return cls(Repository(config, dsn, media), media, postgres=postgres)
 
     def close(self) -> None:
         """Stop the monitor and close database connections."""

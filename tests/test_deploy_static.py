@@ -53,7 +53,10 @@ def _load(path: Path) -> ModuleType:
     return module
 
 
-pick_requirements = _load(DOCKER / "pick_requirements.py")
+lock_export = _load(ROOT / "requirements" / "export.py")
+# The requirements file each image installs, exported from uv.lock for its extra.
+IMAGE_REQUIREMENTS = {"embedder": "embedder.txt", "embedder-gpu": "embedder-gpu.txt", "index": "index.txt",
+                      "gateway": "gateway.txt", "loader": "loader.txt"}
 
 
 # ---- the services: what each reads from its environment ----
@@ -82,7 +85,8 @@ def _field_env(prefix: str, cls: type) -> set[str]:
 def _index_env() -> set[str]:
     """Field-derived INDEX_ names that index_service/config.py really reads."""
     source = (ROOT / "index_service" / "config.py").read_text()
-    return {name for name in _field_env("INDEX_", IndexConfig) if f'"{name}"' in source}
+    read = {f"INDEX_{key.upper()}" for key in re.findall(r'r\.\w+\("(\w+)"', source)}  # Env("INDEX").int("port", …)
+    return {name for name in _field_env("INDEX_", IndexConfig) if name in read}
 
 
 SERVICES = {
@@ -363,13 +367,36 @@ def copy_sources(steps: list[tuple[str, str]]) -> Iterator[str]:
             yield from args[:-1]
 
 
-def picked(steps: list[tuple[str, str]]) -> list[str]:
-    """The distribution names passed to pick_requirements.py."""
-    for keyword, rest in steps:
-        match = re.search(r"pick_requirements\.py\s+([^>]+)>", rest) if keyword == "RUN" else None
+def normalize(name: str) -> str:
+    """PEP 503 form of a distribution name."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+LOCKED_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)(?: ; ([^\\]+))? \\$", re.MULTILINE)
+
+
+def requirements_file(steps: list[tuple[str, str]]) -> str:
+    """The requirements/ file the image installs."""
+    for source in copy_sources(steps):
+        match = re.fullmatch(r"requirements/([\w-]+\.txt)", source)
         if match:
-            return match.group(1).split()
-    raise AssertionError("no pick_requirements.py step")
+            return match.group(1)
+    raise AssertionError("no requirements/*.txt is copied")
+
+
+def locked(name: str) -> dict[str, str]:
+    """Distributions of a requirements/ file: normalized name -> environment marker ("" for none)."""
+    text = (ROOT / "requirements" / name).read_text()
+    return {normalize(m.group(1)): (m.group(3) or "").strip() for m in LOCKED_LINE.finditer(text)}
+
+
+def installed_names(steps: list[tuple[str, str]]) -> dict[str, str]:
+    """What an image's deps stage installs: its locked file plus any pinned extra `pip install "X==V"`."""
+    names = locked(requirements_file(steps))
+    for keyword, rest in steps:
+        if keyword == "RUN":
+            names.update({normalize(n): "" for n in re.findall(r'"([A-Za-z0-9._-]+)==', rest)})
+    return names
 
 
 def test_every_service_has_a_dockerfile() -> None:
@@ -432,10 +459,12 @@ def test_gpu_image_is_cuda12_with_onnxruntime_gpu() -> None:
     text = (DOCKER / "embedder-gpu.Dockerfile").read_text()
     base = re.search(r"ARG CUDA_IMAGE=(\S+)", text).group(1)  # type: ignore[union-attr]
     assert re.fullmatch(r"nvidia/cuda:12\.[\d.]+-cudnn-runtime-ubuntu[\d.]+", base), base
-    assert "onnxruntime-gpu" in picked(steps) and "onnxruntime" not in picked(steps)
+    gpu = installed_names(steps)
+    assert gpu.get("onnxruntime-gpu") == "" and "onnxruntime" not in gpu
     assert image_env(steps)["EMBEDDER_PROVIDER"] == "cuda"
-    cpu = instructions(DOCKER / "embedder.Dockerfile")
-    assert "onnxruntime" in picked(cpu) and "onnxruntime-gpu" not in picked(cpu)
+    # The CPU image: onnxruntime without the marker that would leave it out on linux x86_64.
+    cpu = installed_names(instructions(DOCKER / "embedder.Dockerfile"))
+    assert cpu.get("onnxruntime") == "" and "onnxruntime-gpu" not in cpu
     for path in ALL_DOCKERFILES:
         assert "-slim" in re.search(r"ARG PYTHON_IMAGE=(\S+)", path.read_text()).group(1)  # type: ignore[union-attr]
 
@@ -479,26 +508,8 @@ def import_closure(entries: list[Path]) -> tuple[set[str], set[str]]:
 
 
 def _canonical(name: str) -> str:
-    name = pick_requirements.normalize(name)
+    name = normalize(name)
     return ALIASES.get(name, name)
-
-
-def provided(names: list[str]) -> set[str]:
-    """The picked distributions and what they require in turn (from the installed metadata)."""
-    done: set[str] = set()
-    todo = [pick_requirements.normalize(n) for n in names]
-    while todo:
-        name = todo.pop()
-        if _canonical(name) in done:
-            continue
-        done.add(_canonical(name))
-        for candidate in {name, *[k for k, v in ALIASES.items() if v == name]}:
-            try:
-                requires = md.requires(candidate) or []
-            except md.PackageNotFoundError:
-                continue
-            todo.extend(pick_requirements.NAME.match(r).group(1) for r in requires if "extra ==" not in r)
-    return done
 
 
 @pytest.mark.parametrize("path", ALL_DOCKERFILES, ids=lambda p: p.name)
@@ -506,8 +517,7 @@ def test_image_provides_every_import(path: Path) -> None:
     """The image installs a distribution for every module its service imports, all declared in pyproject."""
     steps = instructions(path)
     service = SERVICES[DOCKERFILES[path.name.removesuffix(".Dockerfile")]]
-    names = picked(steps)
-    pick_requirements.pick(ROOT / "pyproject.toml", names)  # raises for a name pyproject.toml lacks
+    names = installed_names(steps)
     entries = [ROOT / service.module / "__main__.py"]
     if service.kind == "embedder":
         entries.append(ROOT / "embedder_service" / "models" / "__main__.py")
@@ -519,19 +529,25 @@ def test_image_provides_every_import(path: Path) -> None:
     for package in first - {"deploy"}:
         assert f"/app/{package}" in copies, f"{path.name}: imports {package} but does not copy it"
     distributions = md.packages_distributions()
-    have = provided(names)
+    # A locked file is closed under dependencies: it names everything the image installs.
+    have = {_canonical(n) for n, marker in names.items() if "'never'" not in marker}
     missing = sorted(m for m in third - NOT_SHIPPED.get(service.kind, set())
                      if not {_canonical(d) for d in distributions.get(m, [m])} & have)
     assert not missing, f"{path.name}: nothing installs {missing}"
 
 
-def test_pick_requirements_refuses_undeclared(tmp_path: Path) -> None:
-    """A name that pyproject.toml does not declare stops the build; markers are dropped."""
-    pyproject = tmp_path / "pyproject.toml"
-    pyproject.write_text('[project]\ndependencies = ["grpcio==1.0", "onnxruntime>=1.20; sys_platform != \'linux\'"]\n')
-    assert pick_requirements.pick(pyproject, ["onnxruntime", "GRPCIO"]) == ["onnxruntime>=1.20", "grpcio==1.0"]
-    with pytest.raises(KeyError):
-        pick_requirements.pick(pyproject, ["fastapi"])
+@pytest.mark.parametrize("path", ALL_DOCKERFILES, ids=lambda p: p.name)
+def test_image_installs_its_service_extra(path: Path) -> None:
+    """Each image installs the hash-checked export of its own service's extra, and nothing unlocked but ORT-GPU."""
+    steps = instructions(path)
+    image = path.name.removesuffix(".Dockerfile")
+    name = requirements_file(steps)
+    assert name == IMAGE_REQUIREMENTS[image]
+    extras, _ = lock_export.TARGETS[name]
+    assert extras == [DOCKERFILES[image]]
+    text = " ".join(rest for k, rest in steps if k == "RUN")
+    assert "--require-hashes" in text and "-r /tmp/requirements.txt" in text
+    assert "torch" not in locked(name)
 
 
 # ---- Kubernetes ----
@@ -611,6 +627,20 @@ def test_kubectl_kustomize_renders() -> None:
     assert result.returncode == 0, result.stderr
     kinds = [doc["kind"] for doc in yaml.safe_load_all(result.stdout) if doc]
     assert kinds.count("Deployment") == 3 and "HorizontalPodAutoscaler" in kinds and "StatefulSet" in kinds
+
+
+@pytest.mark.parametrize("version", ["1.29", "latest"])
+def test_k8s_manifests_match_the_api_schemas(manifests: list[tuple[Path, dict[str, Any]]], version: str) -> None:
+    """Every document validates, strictly (no unknown fields), against the Kubernetes OpenAPI schemas of the
+    oldest version deploy/README.md supports and the newest kubernetes-validate ships (offline: it bundles them)."""
+    kv = pytest.importorskip("kubernetes_validate")
+    if version == "latest":
+        version = kv.latest_version()
+    for path, doc in manifests:
+        try:
+            kv.validate(doc, version, strict=True)
+        except kv.ValidationError as err:
+            pytest.fail(f"{path.name}: {doc['kind']}/{doc['metadata']['name']} on {version}: {err.message}")
 
 
 def test_k8s_selectors_and_services(manifests: list[tuple[Path, dict[str, Any]]]) -> None:

@@ -7,10 +7,13 @@ ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 
 # Generated protobuf code (pure Python); grpcio-tools stays in this stage.
 FROM ${PYTHON_IMAGE} AS protos
-RUN pip install --no-cache-dir --disable-pip-version-check grpcio-tools==1.85.1 "googleapis-common-protos>=1.65"
 WORKDIR /src
 COPY protos/ protos/
-RUN python -m protos.generate
+# In a venv: Debian's own Python refuses system-wide pip installs (PEP 668).
+RUN python -m venv /tmp/tools \
+    && /tmp/tools/bin/pip install --no-cache-dir --disable-pip-version-check grpcio-tools==1.85.1 \
+        "googleapis-common-protos>=1.65" \
+    && /tmp/tools/bin/python -m protos.generate
 
 FROM ${CUDA_IMAGE} AS deps
 # onnxruntime-gpu on PyPI: 1.23.2 is built for CUDA 12.2 + cuDNN 9, 1.24.4 for CUDA 12.8 (needs a 12.8 base),
@@ -20,12 +23,12 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml deploy/docker/pick_requirements.py ./
-RUN python3 pick_requirements.py \
-        grpcio grpcio-health-checking grpcio-reflection protobuf googleapis-common-protos numpy Pillow \
-        prometheus-client onnxruntime-gpu onnx huggingface-hub ftfy regex > requirements.txt \
-    && python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -r requirements.txt \
+COPY requirements/embedder-gpu.txt /tmp/requirements.txt
+# The lock's distributions without any ONNX Runtime (hash-checked), then the CUDA 12 build of onnxruntime-gpu.
+RUN python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --require-hashes --only-binary :all: \
+        -r /tmp/requirements.txt \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --only-binary :all: \
         "onnxruntime-gpu==${ORT_GPU_VERSION}" \
     && /opt/venv/bin/python -c "from onnxruntime.capi import build_and_package_info as b; \
 import sys; sys.exit(0 if b.cuda_version.startswith('12.') else \
@@ -39,6 +42,7 @@ RUN apt-get update \
     && mkdir -p /models && chown app:app /models
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=protos /src/protos /app/protos
+COPY semsearch_common/ /app/semsearch_common/
 COPY embedder_service/ /app/embedder_service/
 COPY deploy/docker/healthcheck.py /app/healthcheck.py
 RUN python3 -m compileall -q /app

@@ -6,26 +6,28 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # Generated protobuf code; grpcio-tools stays in this stage.
 FROM ${PYTHON_IMAGE} AS protos
-RUN pip install --no-cache-dir --disable-pip-version-check grpcio-tools==1.85.1 "googleapis-common-protos>=1.65"
 WORKDIR /src
 COPY protos/ protos/
-RUN python -m protos.generate
+# In a venv: Debian's own Python refuses system-wide pip installs (PEP 668).
+RUN python -m venv /tmp/tools \
+    && /tmp/tools/bin/pip install --no-cache-dir --disable-pip-version-check grpcio-tools==1.85.1 \
+        "googleapis-common-protos>=1.65" \
+    && /tmp/tools/bin/python -m protos.generate
 
-# Only the distributions this service imports, at the versions pyproject.toml declares.
+# The service's distributions at the versions of uv.lock, hash-checked (exported to requirements/embedder.txt;
+# onnxruntime there is the CPU build on every platform).
 FROM ${PYTHON_IMAGE} AS deps
-WORKDIR /src
-COPY pyproject.toml deploy/docker/pick_requirements.py ./
-RUN python pick_requirements.py \
-        grpcio grpcio-health-checking grpcio-reflection protobuf googleapis-common-protos numpy Pillow \
-        prometheus-client onnxruntime onnx huggingface-hub ftfy regex > requirements.txt \
-    && python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -r requirements.txt
+COPY requirements/embedder.txt /tmp/requirements.txt
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --require-hashes --only-binary :all: \
+        -r /tmp/requirements.txt
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin app \
     && mkdir -p /models && chown app:app /models
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=protos /src/protos /app/protos
+COPY semsearch_common/ /app/semsearch_common/
 COPY embedder_service/ /app/embedder_service/
 COPY deploy/docker/healthcheck.py /app/healthcheck.py
 RUN python -m compileall -q /app

@@ -6,19 +6,20 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # Generated protobuf code; grpcio-tools stays in this stage.
 FROM ${PYTHON_IMAGE} AS protos
-RUN pip install --no-cache-dir --disable-pip-version-check grpcio-tools==1.85.1 "googleapis-common-protos>=1.65"
 WORKDIR /src
 COPY protos/ protos/
-RUN python -m protos.generate
+# In a venv: Debian's own Python refuses system-wide pip installs (PEP 668).
+RUN python -m venv /tmp/tools \
+    && /tmp/tools/bin/pip install --no-cache-dir --disable-pip-version-check grpcio-tools==1.85.1 \
+        "googleapis-common-protos>=1.65" \
+    && /tmp/tools/bin/python -m protos.generate
 
-# Only the distributions this command imports (tqdm: the progress bar on a terminal; grpcio-health-checking
-# and prometheus-client: semsearch_common's channels and process modules).
+# The service's distributions at the versions of uv.lock, hash-checked (exported to requirements/loader.txt).
 FROM ${PYTHON_IMAGE} AS deps
-WORKDIR /src
-COPY pyproject.toml deploy/docker/pick_requirements.py ./
-RUN python pick_requirements.py grpcio grpcio-health-checking prometheus-client protobuf googleapis-common-protos grpcio-status Pillow tqdm > requirements.txt \
-    && python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -r requirements.txt
+COPY requirements/loader.txt /tmp/requirements.txt
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --require-hashes --only-binary :all: \
+        -r /tmp/requirements.txt
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin app \

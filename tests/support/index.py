@@ -12,6 +12,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from index_service.config import Config, HnswParams
+from index_service.pg import EmbeddedPostgres
 from index_service.server import Deps
 from index_service.server import serve as serve_index
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
@@ -57,9 +58,9 @@ class Running:
         self.deps.close()
 
 
-def start_server(config: Config, wait: bool = True) -> Running:
-    """Start an in-process server for `config` (its dsn) and connect a channel to it."""
-    deps = Deps.build(config, config.dsn or "")
+def start_server(config: Config, wait: bool = True, postgres: EmbeddedPostgres | None = None) -> Running:
+    """Start an in-process server for `config` (its dsn, served by `postgres` if the service owns that cluster)."""
+    deps = Deps.build(config, config.dsn or "", postgres=postgres)
     server = serve_index(config, deps)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     running = Running(config, deps, server, channel, index_pb2_grpc.IndexStub(channel))

@@ -34,7 +34,7 @@ TIER_FIXTURES = {
     "torch": {"tiny_bundle_dir"},
     "browser": {"browser", "page"},
 }
-TIERS = ("db", "browser", "torch", "system", "slow")
+TIERS = ("db", "browser", "torch", "system", "slow", "deploy")
 _MODULE_MARKS = re.compile(r"^pytestmark\s*=.*$", re.MULTILINE)
 _OWN_BASETEMP = pytest.StashKey[str]()
 
