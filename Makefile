@@ -8,7 +8,7 @@ GENERATED := $(PROTOS:.proto=_pb2.py)
 MODEL ?= hub
 MODELS_DIR ?= .cache/models
 
-.PHONY: install protos contract run test test-fast browser clean bench lock test-deploy docker-engine
+.PHONY: install protos contract run test test-fast typecheck browser clean bench lock test-deploy docker-engine
 install: $(STAMP) $(GENERATED)
 
 # Everything the tests need, at the versions of uv.lock (requirements/dev.txt, hash-checked), then the CPU
@@ -45,6 +45,7 @@ run: install
 
 test: install browser contract
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 # Unit, servicer and route tests only: no Postgres, torch, Chromium, system or slow tests (under a minute).
@@ -63,6 +64,10 @@ test-deploy: install docker-engine
 docker-engine:
 	@if ! command -v dockerd >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io debootstrap; fi
+
+# mypy --strict over the packages listed in pyproject.toml's [tool.mypy]: the six services, protos' tools, bench.
+typecheck: install
+	$(PY) -m mypy
 
 # The browser tests drive Debian's Chromium; install it when missing and we may (root with apt-get).
 browser:

@@ -9,6 +9,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,7 @@ def numpy_matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
-def table(rows: list[dict], columns: list[str]) -> str:
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """A Markdown table of the given columns."""
     def cell(v: object) -> str:
         return f"{v:,.2f}" if isinstance(v, float) else str(v)
@@ -86,7 +87,7 @@ def table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write(name: str, data: dict) -> Path:
+def write(name: str, data: dict[str, Any]) -> Path:
     """Write bench/results/<name>.json and return its path."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -90,7 +91,8 @@ def paired_ms(first: Callable[[], object], second: Callable[[], object], repeat:
     return statistics.median(samples[0]) * 1000, statistics.median(samples[1]) * 1000
 
 
-def measure(label: str, upscaled: bool, data: bytes, spec: PreprocessSpec, thumbnail: int, repeat: int) -> dict:
+def measure(label: str, upscaled: bool, data: bytes, spec: PreprocessSpec, thumbnail: int,
+            repeat: int) -> dict[str, Any]:
     """One row: sizes, times of both paths (warmed up, interleaved), pixel differences."""
     draft_spec = replace(spec, draft=True)
     exact, draft = decode(data, spec, thumbnail), decode(data, draft_spec, thumbnail)
@@ -106,7 +108,7 @@ def measure(label: str, upscaled: bool, data: bytes, spec: PreprocessSpec, thumb
     }
 
 
-def embed_cosines(bundle_dir: Path, rows: list[dict]) -> None:
+def embed_cosines(bundle_dir: Path, rows: list[dict[str, Any]]) -> None:
     """Add the exact-vs-draft cosine of each row's embeddings from the bundle's image graph."""
     import onnxruntime as ort
 
@@ -128,9 +130,9 @@ def spec_for(bundle_dir: Path | None) -> tuple[PreprocessSpec, str]:
     return PreprocessSpec(b.image_size, b.mean, b.std), note
 
 
-def summarize(rows: list[dict], with_cosine: bool, note: str) -> dict:
+def summarize(rows: list[dict[str, Any]], with_cosine: bool, note: str) -> dict[str, Any]:
     """Per group (real / upscaled) of rows that really used draft: speed-up and worst differences."""
-    summary: dict = {}
+    summary: dict[str, Any] = {}
     for group, upscaled in (("real", False), ("upscaled", True)):
         used = [r for r in rows if r["upscaled"] == upscaled and r["scale"] > 1]
         if not used:

@@ -16,7 +16,9 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -55,7 +57,7 @@ def caltech_like(count: int) -> list[bytes]:
     out = []
     for i in range(count):
         w, h = int(rng.integers(240, 360)), int(rng.integers(200, 300))
-        img = sources[i % len(sources)].resize((w, h), Image.BICUBIC)
+        img = sources[i % len(sources)].resize((w, h), Image.Resampling.BICUBIC)
         out.append(images.encode(img, "JPEG", quality=int(rng.integers(75, 95))))
     return out
 
@@ -64,7 +66,7 @@ def large_photos(count: int) -> list[bytes]:
     """3 to 12 megapixel JPEGs (real photos upscaled: decode cost is what matters here)."""
     sources = _real_photos() or [images.photo(640, 480, seed=s) for s in range(6)]
     sizes = [(2048, 1536), (3000, 2000), (4000, 3000)]
-    return [images.encode(sources[i % len(sources)].resize(sizes[i % 3], Image.BICUBIC), "JPEG", quality=90)
+    return [images.encode(sources[i % len(sources)].resize(sizes[i % 3], Image.Resampling.BICUBIC), "JPEG", quality=90)
             for i in range(count)]
 
 
@@ -78,7 +80,7 @@ def _real_photos() -> list[Image.Image]:
 
 
 def measure_ours(bundle_dir: Path, caltech: list[bytes], large: list[bytes], threads: int,
-                 min_s: float) -> dict:
+                 min_s: float) -> dict[str, Any]:
     """Our service over gRPC, plus the bare model on pre-decoded pixels."""
     model = ClipModel(bundle.load(bundle_dir), "cpu", threads)
     config = EmbedderConfig(port=0, max_batch=32, max_images_per_request=64)
@@ -90,7 +92,7 @@ def measure_ours(bundle_dir: Path, caltech: list[bytes], large: list[bytes], thr
         spec = PreprocessSpec()
         pixels = np.stack([decode(d, spec).pixels for d in caltech[:32]])
         model.embed_pixels(pixels[:8])
-        out: dict = {"predecoded_b32": rate(32, lambda: model.embed_pixels(pixels), min_s)}
+        out: dict[str, Any] = {"predecoded_b32": rate(32, lambda: model.embed_pixels(pixels), min_s)}
         for batch in (1, 8, 32):
             out[f"jpeg_b{batch}"] = _grpc_rate(stub, caltech, batch, min_s)
         out["large_b8"] = _grpc_rate(stub, large, 8, min_s)
@@ -104,7 +106,7 @@ def measure_ours(bundle_dir: Path, caltech: list[bytes], large: list[bytes], thr
     return out
 
 
-def _grpc_rate(stub, datas: list[bytes], batch: int, min_s: float) -> float:
+def _grpc_rate(stub: embedder_pb2_grpc.EmbedderStub, datas: list[bytes], batch: int, min_s: float) -> float:
     chunks = [datas[i:i + batch] for i in range(0, len(datas) - batch + 1, batch)]
     requests = [embedder_pb2.EmbedImagesRequest(images=[embedder_pb2.ImageInput(data=d) for d in c])
                 for c in chunks]
@@ -118,7 +120,7 @@ def _grpc_rate(stub, datas: list[bytes], batch: int, min_s: float) -> float:
     return rate(batch, one, min_s)
 
 
-def _concurrent_rate(stub, datas: list[bytes], clients: int, min_s: float) -> float:
+def _concurrent_rate(stub: embedder_pb2_grpc.EmbedderStub, datas: list[bytes], clients: int, min_s: float) -> float:
     """Images/s of `clients` threads each sending single-image requests back to back for min_s."""
     requests = [embedder_pb2.EmbedImagesRequest(images=[embedder_pb2.ImageInput(data=d)]) for d in datas]
     return _threads_rate(clients, min_s, lambda i: stub.EmbedImages(requests[i % len(requests)], timeout=120))
@@ -146,10 +148,10 @@ def _threads_rate(clients: int, min_s: float, call: Callable[[int], object]) -> 
         return done / (time.perf_counter() - started)
 
 
-def _text_latency(stub, min_s: float) -> dict:
+def _text_latency(stub: embedder_pb2_grpc.EmbedderStub, min_s: float) -> dict[str, Any]:
     for q in QUERIES:
         stub.EmbedTexts(embedder_pb2.EmbedTextsRequest(texts=[q]), timeout=30)
-    samples = []
+    samples: list[float] = []
     started = time.perf_counter()
     while time.perf_counter() - started < max(min_s, 1.0) or len(samples) < 50:
         q = QUERIES[len(samples) % len(QUERIES)]
@@ -163,7 +165,7 @@ def _text_latency(stub, min_s: float) -> dict:
             "text_samples_ms": [round(x * 1000, 3) for x in samples]}
 
 
-def measure_torch(caltech: list[bytes], threads: int, min_s: float, vocab: Path) -> dict:
+def measure_torch(caltech: list[bytes], threads: int, min_s: float, vocab: Path) -> dict[str, Any]:
     """The same random weights in PyTorch/transformers, with transformers' own image processor."""
     import torch
     from transformers import CLIPImageProcessor
@@ -171,7 +173,7 @@ def measure_torch(caltech: list[bytes], threads: int, min_s: float, vocab: Path)
     torch.set_num_threads(threads)
     model = export.random_clip("vit-b-32", seed=0)
     processor = CLIPImageProcessor()
-    out: dict = {}
+    out: dict[str, Any] = {}
 
     def images_fn(datas: list[bytes]) -> None:
         pil = [Image.open(io.BytesIO(d)).convert("RGB") for d in datas]
@@ -182,7 +184,7 @@ def measure_torch(caltech: list[bytes], threads: int, min_s: float, vocab: Path)
     for batch in (1, 8, 32):
         chunk = caltech[:batch]
         images_fn(chunk)
-        out[f"jpeg_b{batch}"] = rate(batch, lambda c=chunk: images_fn(c), min_s)
+        out[f"jpeg_b{batch}"] = rate(batch, partial(images_fn, chunk), min_s)
     one = caltech[:64]
     out["jpeg_clients"] = {str(c): _threads_rate(c, min_s, lambda i: images_fn([one[i % len(one)]]))
                            for c in CONCURRENCY}
@@ -211,7 +213,7 @@ def main() -> None:
     caltech = caltech_like(64 if args.quick else 128)
     large = large_photos(8 if args.quick else 16)
     threads = args.threads or (__import__("os").cpu_count() or 1)
-    result: dict = {"machine": machine(), "numpy_fp32_gflops": numpy_matmul_gflops(),
+    result: dict[str, Any] = {"machine": machine(), "numpy_fp32_gflops": numpy_matmul_gflops(),
                     "image_gflop_per_item": vit_b32_image_gflop(), "ours": {}}
     for precision in args.precisions.split(","):
         bundle_dir = export.cached_random_bundle(CACHE, "vit-b-32", precision)
@@ -222,7 +224,7 @@ def main() -> None:
     print(f"\nwrote {write('embedder', result)}")
 
 
-def report(r: dict) -> None:
+def report(r: dict[str, Any]) -> None:
     """Print the table and the goal ratios."""
     torch_best = max(r["torch_fp32"][f"jpeg_b{b}"] for b in (1, 8, 32))
     rows = []

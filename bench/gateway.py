@@ -248,7 +248,7 @@ def main() -> None:
 def report(samples: dict[tuple[str, int], tuple[list[float], list[float]]], stage: dict[str, list[float]],
            args: argparse.Namespace, info: Any, count: int, rows_s: float, build_s: float) -> None:
     """Print the table and write the JSON."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for (name, clients), (lat, rps) in sorted(samples.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         pct = common.percentiles(lat)
         rows.append({"path": "direct embed+search" if name == "direct" else "gateway /api/search",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -194,7 +195,7 @@ class Check:
             # The fp32 row would repeat the baseline; fp16 on the CPU runs the GPU rows' code, agreement included.
             rows.append(run_row("CPU fp16 (dry run)", lambda out: self.accelerated(out, "fp16"), 120, deadline))
             return rows + [{"row": f"CUDA {p}", "status": "skipped (dry run: no GPU)"} for p in ("fp32", "fp16")]
-        return rows + [run_row(f"CUDA {p}", lambda out, p=p: self.accelerated(out, p), 120, deadline)
+        return rows + [run_row(f"CUDA {p}", functools.partial(self.accelerated, precision=p), 120, deadline)
                        for p in ("fp32", "fp16")]
 
 

@@ -45,7 +45,8 @@ def clustered(rng: np.random.Generator, n: int, clusters: int) -> np.ndarray:
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     x = centres[rng.integers(0, clusters, n)] + rng.standard_normal((n, DIM)).astype(np.float32) * (
         0.35 / np.sqrt(DIM))
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    unit: np.ndarray = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return unit
 
 
 def start_service(data_dir: Path, port: int, ef: int | None = None) -> subprocess.Popen[bytes]:
@@ -181,7 +182,8 @@ def run_size(n: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
 def _perturb(rng: np.random.Generator, vecs: np.ndarray) -> np.ndarray:
     out = vecs + rng.standard_normal(vecs.shape).astype(np.float32) * (0.1 / np.sqrt(DIM))
-    return out / np.linalg.norm(out, axis=1, keepdims=True)
+    unit: np.ndarray = out / np.linalg.norm(out, axis=1, keepdims=True)
+    return unit
 
 
 def _truth(vecs: np.ndarray, queries: np.ndarray, ids: np.ndarray) -> list[list[int]]:

@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psutil
@@ -45,7 +46,7 @@ PROTOTYPE_S = 3600.0  # the Django prototype: about an hour, on a GPU machine
 PROGRESS_LINE = re.compile(r"^(\d+)/(\d+) files")
 
 
-def serve(module: str, env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+def serve(module: str, env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
     """Start `python -m module` and wait until its health check says SERVING."""
     proc = subprocess.Popen([sys.executable, "-m", module], cwd=REPO, env={**os.environ, **env},
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
@@ -114,7 +115,7 @@ def embedder_rate(addr: str, datas: list[bytes], batch: int, thumbnail: int,
 
 
 def loader_run(tree: Path, embedder: str, index: str, report: Path, batch: int, in_flight: int,
-               marks: list[list[float]] | None = None) -> dict:
+               marks: list[list[float]] | None = None) -> dict[str, Any]:
     """Run the loader CLI end to end; returns its summary plus the wall time of the process, and appends
     [seconds since start, files done] per progress line to marks."""
     started = time.perf_counter()
@@ -129,7 +130,7 @@ def loader_run(tree: Path, embedder: str, index: str, report: Path, batch: int, 
             marks.append([round(time.perf_counter() - started, 3), int(match.group(1))])
     proc.wait()
     wall = time.perf_counter() - started
-    summary = json.loads(report.read_text().splitlines()[-1])["summary"]
+    summary: dict[str, Any] = json.loads(report.read_text().splitlines()[-1])["summary"]
     summary["wall_s"] = wall
     if marks is not None:
         marks.append([round(wall, 3), summary["loaded"] + summary["already_present"]])
@@ -141,7 +142,7 @@ def postmaster_pid(data_dir: Path) -> int:
     return int((data_dir / "postgres" / "pgdata" / "postmaster.pid").read_text().split()[0])
 
 
-def measure(args: argparse.Namespace, work: Path, bundle_dir: Path) -> dict:
+def measure(args: argparse.Namespace, work: Path, bundle_dir: Path) -> dict[str, Any]:
     """Start the services and alternate embedder-alone and loader rounds on fresh images."""
     trees = write_trees(work / "images", args.images, args.rounds)
     e_port, i_port = free_port(), free_port()
@@ -155,10 +156,11 @@ def measure(args: argparse.Namespace, work: Path, bundle_dir: Path) -> dict:
         parts = {"embedder": [procs[0].pid], "index": [procs[1].pid], "postgres": [postmaster_pid(work / "index")]}
         services = [pid for pids in parts.values() for pid in pids]
         embedder_rate(embedder, trees[0][1][:64], args.batch, 256)  # warm-up
-        t = {"embedder_s": 0.0, "loader_s": 0.0, "embedder_cpu_s": 0.0, "loader_cpu_s": 0.0, "loaded": 0}
+        t: dict[str, Any] = {"embedder_s": 0.0, "loader_s": 0.0, "embedder_cpu_s": 0.0, "loader_cpu_s": 0.0,
+                             "loaded": 0}
         # Where the CPU of the loader rounds goes, per process (the loader itself: its exited process).
         split = dict.fromkeys([*parts, "loader"], 0.0)
-        timeline: list[dict] = []
+        timeline: list[dict[str, Any]] = []
         bench_start = time.perf_counter()
         for r, (tree, datas) in enumerate(trees):
             # Alternate which goes first, so drift in the machine's background load hits both alike.

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 BATCHES = (1, 8, 32)
 COLORS = {"ours int8": "tab:green", "ours fp32": "tab:blue", "PyTorch fp32": "tab:red",
@@ -18,7 +19,7 @@ COLORS = {"ours int8": "tab:green", "ours fp32": "tab:blue", "PyTorch fp32": "ta
 MEMORY_COLORS = ("tab:purple", "tab:brown", "tab:gray", "tab:olive")
 
 
-def _plain_log_x(ax: Any, ticks: list[float] | None = None) -> None:
+def _plain_log_x(ax: Any, ticks: Sequence[float] | None = None) -> None:
     """Log-scaled x axis labelled with plain numbers (at `ticks` when given)."""
     if ticks:
         ax.set_xticks(ticks)

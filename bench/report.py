@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,8 @@ def run_benchmarks(names: list[str], quick: bool, results: Path) -> None:
 def read(results: Path, stem: str) -> dict[str, Any] | None:
     """bench/results/<stem>.json, or None when absent or unreadable."""
     try:
-        return json.loads((results / f"{stem}.json").read_text())
+        data: dict[str, Any] = json.loads((results / f"{stem}.json").read_text())
+        return data
     except (OSError, ValueError):
         return None
 
@@ -238,13 +240,17 @@ def build(results: Path, out: Path) -> Path:
              if (data := read(results, stem)) is not None]
     load = next((d for _, d in loads if d.get("samples_ms")), None)
     meta = read(results, RUN_META) or {}
-    sections, goals = [], []
-    for name, data, make in (("embedder", emb, lambda: embedder_section(emb, plot)),
-                             ("index", idx, lambda: index_section(idx, plot)),
-                             ("loader", ld, lambda: loader_section(ld, plot)),
-                             ("gateway", gw, lambda: gateway_section(gw, idx, load, plot)),
-                             ("load", loads or None, lambda: load_sections(loads, plot))):
-        if data is None:
+    sections: list[str] = []
+    goals: list[Goal] = []
+    # None: that benchmark wrote no results.
+    makers: list[tuple[str, Callable[[], tuple[str, list[Goal]]] | None]] = [
+        ("embedder", None if emb is None else partial(embedder_section, emb, plot)),
+        ("index", None if idx is None else partial(index_section, idx, plot)),
+        ("loader", None if ld is None else partial(loader_section, ld, plot)),
+        ("gateway", None if gw is None else partial(gateway_section, gw, idx, load, plot)),
+        ("load", partial(load_sections, loads, plot) if loads else None)]
+    for name, make in makers:
+        if make is None:
             sections.append(f"## {name.capitalize()}\n\nNot measured: no results JSON.")
             continue
         text, found = make()

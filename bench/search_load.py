@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -101,7 +102,7 @@ def sample_memory(pids: dict[str, int], stop: threading.Event, out: list[dict[st
 
 
 def summarize(records: list[tuple[float, float, int]], memory: list[dict[str, float]], seconds: float,
-              window_s: float) -> dict:
+              window_s: float) -> dict[str, Any]:
     """Latency percentiles, requests/s overall and per second, errors, memory growth first vs last window."""
     ok = [lat for _, lat, status in records if status == 200]
     # Whole seconds only: the last, partial one holds just the requests still in flight at the deadline.

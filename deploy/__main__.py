@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot obtain a model: {exc}", file=sys.stderr)
         return 1
     supervisor = Supervisor(services(args, bundle.path.resolve()))
-    loader: subprocess.Popen | None = None
+    loader: subprocess.Popen[bytes] | None = None
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: supervisor.stopping.set())
     try:

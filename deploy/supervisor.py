@@ -15,6 +15,7 @@ import urllib.request
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import IO
 
 from semsearch_common import channels
 
@@ -62,7 +63,8 @@ def http_ready(url: str) -> Callable[[], bool]:
     def probe() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
-                return response.status == 200
+                status: int = response.status
+                return status == 200
         except OSError:
             return False
     return probe
@@ -76,19 +78,27 @@ class Service:
     module: str
     env: dict[str, str]
     ready: Callable[[], bool]
-    process: subprocess.Popen | None = None
-    restarts: deque = field(default_factory=lambda: deque(maxlen=5))
-    tail: deque = field(default_factory=lambda: deque(maxlen=20))
+    process: subprocess.Popen[str] | None = None
+    restarts: deque[float] = field(default_factory=lambda: deque(maxlen=5))
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
 
     def start(self) -> None:
         """Spawn the process; its output is echoed with a name prefix and kept for crash reports."""
         self.process = subprocess.Popen(
             [sys.executable, "-m", self.module], env={**os.environ, **self.env}, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, bufsize=1, preexec_fn=die_with_parent)
-        threading.Thread(target=self._pump, args=(self.process,), daemon=True, name=f"log-{self.name}").start()
+        assert self.process.stdout is not None  # stdout=PIPE
+        threading.Thread(target=self._pump, args=(self.process.stdout,), daemon=True,
+                         name=f"log-{self.name}").start()
 
-    def _pump(self, process: subprocess.Popen) -> None:
-        for line in process.stdout:
+    def running(self) -> subprocess.Popen[str]:
+        """The process start() spawned last."""
+        if self.process is None:
+            raise RuntimeError(f"{self.name} was never started")
+        return self.process
+
+    def _pump(self, stdout: IO[str]) -> None:
+        for line in stdout:
             self.tail.append(line.rstrip())
             print(f"[{self.name}] {line}", end="", file=sys.stderr, flush=True)
 
@@ -113,8 +123,8 @@ class Supervisor:
         while not service.ready():
             if self.stopping.is_set():
                 raise InterruptedError("stopped while starting")
-            if service.process.poll() is not None:
-                raise RuntimeError(f"{service.name} exited with {_how(service.process.returncode)} while "
+            if service.running().poll() is not None:
+                raise RuntimeError(f"{service.name} exited with {_how(service.running().returncode)} while "
                                    f"starting:\n  " + "\n  ".join(list(service.tail)[-8:]))
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{service.name} was not ready within {timeout_s:.0f} s")
@@ -124,7 +134,7 @@ class Supervisor:
         """Until stop(): restart any service that exits, giving up after 5 crashes in a minute."""
         while not self.stopping.wait(poll_s):
             for service in self.services:
-                code = service.process.poll()
+                code = service.running().poll()
                 if code is None or self.stopping.is_set():
                     continue
                 now = time.monotonic()

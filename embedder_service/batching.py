@@ -51,13 +51,13 @@ class Batcher(Generic[Item, Result]):
         self._max_wait_s = max_wait_s
         self._queue_limit = queue_limit
         self._on_batch = on_batch
-        self._queue: deque[tuple[Item, Future, float]] = deque()
+        self._queue: deque[tuple[Item, Future[Result], float]] = deque()
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
-    def submit(self, items: Sequence[Item], timeout: float | None = 0.0) -> list[Future]:
+    def submit(self, items: Sequence[Item], timeout: float | None = 0.0) -> list[Future[Result]]:
         """Queue items; wait up to `timeout` seconds for room (None = forever), else raise Overloaded."""
         if len(items) > self._queue_limit:
             # Waiting cannot help these: the reason tells the caller to split, not to retry.
@@ -73,7 +73,7 @@ class Batcher(Generic[Item, Result]):
             if self._closed:
                 raise Closed("the model is shutting down")
             now = time.monotonic()
-            futures = [Future() for _ in items]
+            futures: list[Future[Result]] = [Future() for _ in items]
             self._queue.extend((item, fut, now) for item, fut in zip(items, futures, strict=True))
             self._cond.notify_all()
         return futures
@@ -90,7 +90,7 @@ class Batcher(Generic[Item, Result]):
                 fut.set_exception(Closed("the model is shutting down"))
         self._thread.join(timeout=10)
 
-    def _take(self) -> list[tuple[Item, Future, float]] | None:
+    def _take(self) -> list[tuple[Item, Future[Result], float]] | None:
         with self._cond:
             while not self._queue and not self._closed:
                 self._cond.wait()
@@ -114,7 +114,7 @@ class Batcher(Generic[Item, Result]):
             started = time.monotonic()
             try:
                 results = self._run_batch([item for item, _, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - every waiter must hear about the failure
+            except Exception as exc:  # every waiter must hear about the failure
                 log.exception("batch of %d failed", len(batch))
                 for _, fut, _ in batch:
                     fut.set_exception(exc)

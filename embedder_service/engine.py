@@ -9,8 +9,10 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 from embedder_service import metrics
 from embedder_service.batching import Batcher
@@ -21,6 +23,8 @@ from embedder_service.tokenizer import ClipTokenizer
 from semsearch_common import errors
 
 log = logging.getLogger(__name__)
+
+Outcome = TypeVar("Outcome")
 
 
 class TextError(errors.InvalidArgument, ValueError):
@@ -35,7 +39,7 @@ class DeadlineExceeded(errors.DeadlineExceeded, TimeoutError):
 class ImageResult:
     """One embedded image, with what the decode learned about it."""
 
-    embedding: np.ndarray
+    embedding: NDArray[np.float32]
     width: int
     height: int
     content_type: str
@@ -46,7 +50,7 @@ class ImageResult:
 class TextResult:
     """One embedded text."""
 
-    embedding: np.ndarray
+    embedding: NDArray[np.float32]
     token_count: int
     truncated: bool
 
@@ -65,12 +69,13 @@ class Engine:
         )
         workers = config.decode_workers or os.cpu_count() or 1
         self._decoders = ThreadPoolExecutor(workers, thread_name_prefix="decode")
-        common = dict(max_batch=config.max_batch, max_wait_s=config.max_wait_ms / 1000,
-                      queue_limit=config.queue_limit)
-        self.images: Batcher[np.ndarray, np.ndarray] = Batcher(
-            self._run_images, name="image", on_batch=metrics.batch_observer("image"), **common)
-        self.texts: Batcher[list[int], np.ndarray] = Batcher(
-            self._run_texts, name="text", on_batch=metrics.batch_observer("text"), **common)
+        max_wait_s = config.max_wait_ms / 1000
+        self.images: Batcher[NDArray[np.float32], NDArray[np.float32]] = Batcher(
+            self._run_images, max_batch=config.max_batch, max_wait_s=max_wait_s, queue_limit=config.queue_limit,
+            name="image", on_batch=metrics.batch_observer("image"))
+        self.texts: Batcher[list[int], NDArray[np.float32]] = Batcher(
+            self._run_texts, max_batch=config.max_batch, max_wait_s=max_wait_s, queue_limit=config.queue_limit,
+            name="text", on_batch=metrics.batch_observer("text"))
 
     def close(self) -> None:
         """Fail queued work and stop the threads."""
@@ -92,7 +97,7 @@ class Engine:
         decodes = {self._decoders.submit(self._decode, d, thumbnail_size): i for i, d in enumerate(datas)}
         out: list[ImageResult | ImageError | None] = [None] * len(datas)
         decoded: dict[int, Decoded] = {}
-        pending: dict[int, Future] = {}
+        pending: dict[int, Future[NDArray[np.float32]]] = {}
         try:
             for fut in as_completed(decodes, timeout=_left(deadline)):
                 i = decodes[fut]
@@ -103,18 +108,19 @@ class Engine:
                     continue
                 room = _left(deadline) if wait_for_room else 0.0
                 pending[i] = self.images.submit([decoded[i].pixels], timeout=room)[0]
-            for i, fut in pending.items():
+            for i, inferred in pending.items():
                 d = decoded[i]
-                out[i] = ImageResult(fut.result(timeout=_left(deadline)), d.width, d.height,
+                out[i] = ImageResult(inferred.result(timeout=_left(deadline)), d.width, d.height,
                                      d.content_type, d.thumbnail)
         except FutureTimeout:
             raise DeadlineExceeded("deadline passed while embedding images") from None
         finally:
-            for fut in [*decodes, *pending.values()]:
-                fut.cancel()
+            started: list[Future[Any]] = [*decodes, *pending.values()]
+            for task in started:
+                task.cancel()
         for r in out:
             metrics.ITEMS.labels("image", "error" if isinstance(r, ImageError) else "ok").inc()
-        return out  # type: ignore[return-value]
+        return _filled(out)
 
     def embed_texts(self, texts: Sequence[str], timeout: float | None = None) -> list[TextResult | TextError]:
         """Embed strings; an empty or over-long one becomes a TextError in its slot."""
@@ -142,7 +148,7 @@ class Engine:
                 fut.cancel()
         for r in out:
             metrics.ITEMS.labels("text", "error" if isinstance(r, TextError) else "ok").inc()
-        return out  # type: ignore[return-value]
+        return _filled(out)
 
     def _decode(self, data: bytes, thumbnail_size: int) -> Decoded:
         started = time.perf_counter()
@@ -151,15 +157,23 @@ class Engine:
         finally:
             metrics.STAGE_SECONDS.labels("decode").observe(time.perf_counter() - started)
 
-    def _run_images(self, pixels: list[np.ndarray]) -> list[np.ndarray]:
+    def _run_images(self, pixels: list[NDArray[np.float32]]) -> list[NDArray[np.float32]]:
         return list(self.model.embed_pixels(np.stack(pixels)))
 
-    def _run_texts(self, rows: list[list[int]]) -> list[np.ndarray]:
+    def _run_texts(self, rows: list[list[int]]) -> list[NDArray[np.float32]]:
         # Pad only to the longest row of this batch: short queries do not pay for 77 tokens.
         ids = np.zeros((len(rows), max(len(r) for r in rows)), dtype=np.int64)
         for i, row in enumerate(rows):
             ids[i, : len(row)] = row
         return list(self.model.embed_tokens(ids))
+
+
+def _filled(slots: list[Outcome | None]) -> list[Outcome]:
+    """The slots of a request once every one holds its result or error."""
+    filled = [slot for slot in slots if slot is not None]
+    if len(filled) != len(slots):
+        raise RuntimeError("an item of the request got neither a result nor an error")  # a bug, not bad input
+    return filled
 
 
 def _left(deadline: float | None) -> float | None:

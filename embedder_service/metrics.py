@@ -6,6 +6,8 @@ shared server's interceptor.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import Counter, Histogram
 
 ITEMS = Counter("embedder_items_total", "Images and texts handled", ["kind", "outcome"])
@@ -20,7 +22,7 @@ STAGE_SECONDS = Histogram(
 )
 
 
-def batch_observer(tower: str):  # noqa: ANN201 - a small closure factory
+def batch_observer(tower: str) -> Callable[[int, float, float], None]:
     """A Batcher on_batch hook that records size, queue wait and inference time."""
 
     def observe(size: int, waited_s: float, ran_s: float) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from numpy.typing import NDArray
 
 from embedder_service.models import bundle as bundles
 
@@ -147,18 +148,18 @@ class ClipModel:
             log.warning("CUDA provider is listed but did not load; running on the CPU")
         log.info("model %s (%s) on %s", bundle.model_id, bundle.precision, ", ".join(self.providers))
 
-    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+    def embed_pixels(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
         """[N,3,S,S] float32 preprocessed images -> [N,D] unit vectors."""
         out = self._image.run([bundles.IMAGE_OUTPUT], {bundles.IMAGE_INPUT: pixels})[0]
         return _normalize(out)
 
-    def embed_tokens(self, ids: np.ndarray) -> np.ndarray:
+    def embed_tokens(self, ids: NDArray[np.int64]) -> NDArray[np.float32]:
         """[N,L] int64 token ids (L <= context length, 0-padded) -> [N,D] unit vectors."""
         out = self._text.run([bundles.TEXT_OUTPUT], {bundles.TEXT_INPUT: ids})[0]
         return _normalize(out)
 
 
-def _session(path: os.PathLike, providers: Sequence[str], threads: int) -> ort.InferenceSession:
+def _session(path: os.PathLike[str], providers: Sequence[str], threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
@@ -166,7 +167,8 @@ def _session(path: os.PathLike, providers: Sequence[str], threads: int) -> ort.I
     return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
 
 
-def _normalize(vectors: np.ndarray) -> np.ndarray:
+def _normalize(vectors: np.ndarray) -> NDArray[np.float32]:
     vectors = vectors.astype(np.float32, copy=False)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+    unit: NDArray[np.float32] = vectors / np.maximum(norms, 1e-12)  # typed here: numpy's norm() gives Any
+    return unit

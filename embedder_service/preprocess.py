@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps
+from numpy.typing import NDArray
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from embedder_service.models.bundle import CLIP_MEAN, CLIP_STD
 from semsearch_common import sniff
@@ -29,7 +30,7 @@ class ImageError(InvalidArgument, ValueError):
 class Decoded:
     """A preprocessed image and what was learnt decoding it."""
 
-    pixels: np.ndarray  # float32 [3, S, S], normalized, C-contiguous
+    pixels: NDArray[np.float32]  # [3, S, S], normalized, C-contiguous
     width: int  # of the original, after EXIF orientation
     height: int
     content_type: str
@@ -103,7 +104,7 @@ def _open(data: bytes, spec: PreprocessSpec) -> Image.Image:
     """Parse the header only, and refuse what is not an accepted format or has too many pixels."""
     try:
         im = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
-    except Image.UnidentifiedImageError:
+    except UnidentifiedImageError:
         raise ImageError(_unidentified(data)) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"image has too many pixels: {exc}") from None
@@ -209,7 +210,7 @@ def _resized_size(width: int, height: int, size: int) -> tuple[int, int]:
 
 def _clip_pixels(
     img: Image.Image, region: Region, width: int, height: int, spec: PreprocessSpec
-) -> np.ndarray:
+) -> NDArray[np.float32]:
     """Resize, centre crop and normalize the width x height picture at `region` of img into [3, S, S]."""
     size = spec.image_size
     new_w, new_h = _resized_size(width, height, size)

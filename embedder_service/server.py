@@ -24,6 +24,10 @@ from semsearch_common.server import create_server as create_grpc_server
 
 log = logging.getLogger(__name__)
 
+# What a stream's reader hands the responder: a response being computed, the error that ended the reading,
+# or None at the end of the requests.
+Queued = futures.Future[embedder_pb2.EmbedImagesResponse] | Exception | None
+
 SERVICE = embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
 # Requests of one stream being decoded and embedded at once; more wait (gRPC flow control).
 STREAM_IN_FLIGHT = 4
@@ -62,27 +66,27 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         self.config = config
         self.engine: EngineLike | None = None
 
-    def EmbedImages(self, request: embedder_pb2.EmbedImagesRequest,  # noqa: N802
+    def EmbedImages(self, request: embedder_pb2.EmbedImagesRequest,
                     context: grpc.ServicerContext) -> embedder_pb2.EmbedImagesResponse:
         return self._images(self._engine(), request, context)
 
-    def EmbedTexts(self, request: embedder_pb2.EmbedTextsRequest,  # noqa: N802
+    def EmbedTexts(self, request: embedder_pb2.EmbedTextsRequest,
                    context: grpc.ServicerContext) -> embedder_pb2.EmbedTextsResponse:
         return self._texts(self._engine(), request, context)
 
-    def GetModelInfo(self, request: embedder_pb2.GetModelInfoRequest,  # noqa: N802
+    def GetModelInfo(self, request: embedder_pb2.GetModelInfoRequest,
                      context: grpc.ServicerContext) -> embedder_pb2.ModelInfo:
         return self._info(self._engine())
 
-    def StreamEmbedImages(self, requests: Iterator[embedder_pb2.EmbedImagesRequest],  # noqa: N802
+    def StreamEmbedImages(self, requests: Iterator[embedder_pb2.EmbedImagesRequest],
                           context: grpc.ServicerContext) -> Iterator[embedder_pb2.EmbedImagesResponse]:
         engine = self._engine()
         # A reader thread starts each request as it arrives; responses leave in request order.
         # The bounded queue is the back-pressure: the reader stops pulling when it is full.
-        results: queue.Queue = queue.Queue(maxsize=STREAM_IN_FLIGHT)
+        results: queue.Queue[Queued] = queue.Queue(maxsize=STREAM_IN_FLIGHT)
         pool = futures.ThreadPoolExecutor(STREAM_IN_FLIGHT, thread_name_prefix="stream")
 
-        def put(item: object) -> None:
+        def put(item: Queued) -> None:
             while context.is_active():
                 try:
                     return results.put(item, timeout=0.5)
@@ -93,7 +97,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
             try:
                 for request in requests:
                     put(pool.submit(self._images, engine, request, context, True))
-            except Exception as exc:  # noqa: BLE001 - the client went away or sent garbage
+            except Exception as exc:  # the client went away or sent garbage
                 put(exc)
             put(None)
 
@@ -153,7 +157,9 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         b, c = engine.model.bundle, self.config
         return embedder_pb2.ModelInfo(
             name=b.name, version=b.version, model_id=b.model_id, dim=b.dim, image_size=b.image_size,
-            context_length=b.context_length, precision=enum_value(embedder_pb2.Precision, b.precision),
+            context_length=b.context_length,
+            # protoc's stubs type an enum field as the enum's class, which the plain int of a value is not.
+            precision=enum_value(embedder_pb2.Precision, b.precision),  # type: ignore[arg-type]
             providers=engine.model.providers, max_batch=c.max_batch, source=b.source, semantic=b.semantic,
             max_images_per_request=c.max_images_per_request, max_texts_per_request=c.max_texts_per_request,
             max_message_bytes=c.max_receive_mb * 1024 * 1024, max_thumbnail_size=c.thumbnail_max,
@@ -166,7 +172,7 @@ def item_error(err: errors.ServiceError) -> status_pb2.Status:
     return status.to_proto(err)
 
 
-def _next(results: queue.Queue, context: grpc.ServicerContext) -> object | None:
+def _next(results: queue.Queue[Queued], context: grpc.ServicerContext) -> Queued:
     """The next queued result, or None once the stream ends or its client is gone."""
     while True:
         try:

@@ -50,7 +50,8 @@ def clean(text: str) -> str:
     text = ftfy.fix_text(text)
     # Twice, because scraped captions are often double-escaped ("&amp;amp;").
     text = html.unescape(html.unescape(text)).strip()
-    return _SPACES.sub(" ", text).strip().lower()
+    spaced: str = _SPACES.sub(" ", text)  # typed here: the regex package ships no stubs
+    return spaced.strip().lower()
 
 
 class ClipTokenizer:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import resource
 import socket
 import sys
 
@@ -22,6 +24,17 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def allow_descriptors(wanted: int) -> None:
+    """Raise the soft limit on open files towards `wanted` (each connection is one), as far as the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        logging.getLogger("gateway").warning("only %d open files allowed: fewer than GATEWAY_MAX_CONNECTIONS "
+                                             "connections will fit", target)
+
+
 def main() -> int:
     """Read the config, bind the port, then serve until interrupted."""
     try:
@@ -38,10 +51,12 @@ def main() -> int:
     import uvicorn  # seconds of imports (FastAPI, gRPC): only once the port is ours
 
     from gateway.app import create_app
+    from gateway.guard import server_config
+    allow_descriptors(config.max_connections + 256)  # the rest: gRPC channels, files, logs
     # log_config=None: uvicorn's own loggers go through the handler logs.setup installed (text or JSON).
-    server = uvicorn.Server(uvicorn.Config(
-        create_app(config), host=config.host, port=config.port, log_level=config.log_level.lower(), log_config=None,
-        access_log=False, proxy_headers=False, server_header=False, timeout_graceful_shutdown=5))
+    server = uvicorn.Server(server_config(
+        create_app(config), config, host=config.host, port=config.port, log_level=config.log_level.lower(),
+        log_config=None, access_log=False, proxy_headers=False, server_header=False, timeout_graceful_shutdown=5))
     with sock:
         try:
             server.run(sockets=[sock])

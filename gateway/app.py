@@ -17,9 +17,11 @@ from gateway.config import GatewayConfig
 from gateway.errors import ApiError
 from gateway.middleware import BodyLimit, Observe, SecurityHeaders
 from gateway.routes import images, meta, search
+from semsearch_common.logs import Throttled
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
+FAILURE_LOG_INTERVAL_S = 10.0
 
 
 def create_app(config: GatewayConfig, connect: Callable[[GatewayConfig], Api] = Backends) -> FastAPI:
@@ -59,10 +61,14 @@ def _install_error_handlers(app: FastAPI) -> None:
             headers["WWW-Authenticate"] = "Bearer"
         return JSONResponse(err.body(), status_code=err.status, headers=headers)
 
+    # During an outage every request fails alike: one line per status and message each interval, with a count.
+    failures = Throttled(log, FAILURE_LOG_INTERVAL_S)
+
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError) -> JSONResponse:
         if err.status >= 500:
-            log.warning("%s %s -> %d: %s", request.method, request.url.path, err.status, err.message)
+            failures.log(logging.WARNING, f"{err.status} {err.message}", "%s %s -> %d: %s", request.method,
+                         request.url.path, err.status, err.message)
         return reply(err)
 
     @app.exception_handler(RequestValidationError)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -24,6 +24,7 @@ BACKEND_CALLS = Counter("gateway_backend_calls", "gRPC calls to the backends", [
 BACKEND_LATENCY = Histogram("gateway_backend_seconds", "gRPC call latency", ["backend", "method"],
                             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 LIMITS_DEADLINE_S = 2.0
+EOF: object = grpc.aio.EOF  # type: ignore[attr-defined] # grpc-stubs lacks it: what read() answers at a stream's end
 
 
 class Deadline:
@@ -70,7 +71,7 @@ class Api(Protocol):
     async def labels(self, deadline: Deadline) -> list[index_pb2.LabelCount]: ...
     async def stats(self, deadline: Deadline) -> index_pb2.StatsResponse: ...
     async def open_image(self, image_id: int, thumbnail: bool,
-                         deadline: Deadline) -> tuple[index_pb2.ImageChunk, AsyncIterator[bytes]]: ...
+                         deadline: Deadline) -> tuple[index_pb2.ImageChunk, AsyncGenerator[bytes, None]]: ...
     async def serving(self, deadline: Deadline) -> dict[str, bool]: ...
 
 
@@ -87,8 +88,9 @@ class Backends:
 
     async def close(self) -> None:
         """Close both channels."""
-        await self.embedder_channel.close()
-        await self.index_channel.close()
+        # None is grpc's default (cancel at once); grpc-stubs wrongly makes the argument required.
+        await self.embedder_channel.close(None)
+        await self.index_channel.close(None)
 
     async def _call(self, backend: str, method: str, request: Any, deadline: Deadline) -> Any:
         """Call backend.method(request) within the deadline; failures leave as ApiError, all are counted."""
@@ -114,11 +116,14 @@ class Backends:
         request = embedder_pb2.EmbedImagesRequest(
             images=[embedder_pb2.ImageInput(key=key, data=data) for key, data in images],
             thumbnail_size=thumbnail_size)
-        return await self._call("embedder", "EmbedImages", request, deadline)
+        reply: embedder_pb2.EmbedImagesResponse = await self._call("embedder", "EmbedImages", request, deadline)
+        return reply
 
     async def model_info(self, deadline: Deadline) -> embedder_pb2.ModelInfo:
         """What model the embedder runs, and where."""
-        return await self._call("embedder", "GetModelInfo", embedder_pb2.GetModelInfoRequest(), deadline)
+        reply: embedder_pb2.ModelInfo = await self._call("embedder", "GetModelInfo",
+                                                         embedder_pb2.GetModelInfoRequest(), deadline)
+        return reply
 
     # -- both -------------------------------------------------------------------------------------
 
@@ -136,23 +141,28 @@ class Backends:
 
     async def search(self, request: index_pb2.SearchRequest, deadline: Deadline) -> index_pb2.SearchResponse:
         """Nearest neighbours of a vector."""
-        return await self._call("index", "Search", request, deadline)
+        reply: index_pb2.SearchResponse = await self._call("index", "Search", request, deadline)
+        return reply
 
     async def similar(self, request: index_pb2.SearchSimilarRequest,
                       deadline: Deadline) -> index_pb2.SearchResponse:
         """Nearest neighbours of a stored image."""
-        return await self._call("index", "SearchSimilar", request, deadline)
+        reply: index_pb2.SearchResponse = await self._call("index", "SearchSimilar", request, deadline)
+        return reply
 
     async def upsert(self, items: list[index_pb2.UpsertItem], deadline: Deadline) -> index_pb2.UpsertResponse:
         """Store a batch; per-item errors stay inside the response."""
-        return await self._call("index", "Upsert", index_pb2.UpsertRequest(items=items), deadline)
+        reply: index_pb2.UpsertResponse = await self._call("index", "Upsert", index_pb2.UpsertRequest(items=items),
+                                                           deadline)
+        return reply
 
     async def get(self, image_id: int, deadline: Deadline) -> index_pb2.ImageMeta:
         """Metadata of one image; 404 when unknown."""
         response = await self._call("index", "Get", index_pb2.GetRequest(ids=[image_id]), deadline)
         if not response.images:
             raise ApiError(404, f"no image with id {image_id}")
-        return response.images[0]
+        meta: index_pb2.ImageMeta = response.images[0]
+        return meta
 
     async def delete(self, image_id: int, deadline: Deadline) -> bool:
         """Remove one image; False when it did not exist."""
@@ -166,10 +176,11 @@ class Backends:
 
     async def stats(self, deadline: Deadline) -> index_pb2.StatsResponse:
         """Collection size, backend and model ids."""
-        return await self._call("index", "Stats", index_pb2.StatsRequest(), deadline)
+        reply: index_pb2.StatsResponse = await self._call("index", "Stats", index_pb2.StatsRequest(), deadline)
+        return reply
 
     async def open_image(self, image_id: int, thumbnail: bool,
-                         deadline: Deadline) -> tuple[index_pb2.ImageChunk, AsyncIterator[bytes]]:
+                         deadline: Deadline) -> tuple[index_pb2.ImageChunk, AsyncGenerator[bytes, None]]:
         """The first chunk (content type, size, hash) and an iterator over all the bytes.
 
         Reading the first chunk before answering turns NOT_FOUND into a 404 instead of a broken stream.
@@ -177,14 +188,18 @@ class Backends:
         variant = index_pb2.IMAGE_VARIANT_THUMBNAIL if thumbnail else index_pb2.IMAGE_VARIANT_ORIGINAL
         call = self.index.GetImage(index_pb2.GetImageRequest(id=image_id, variant=variant),
                                    timeout=deadline.remaining())
-        first = await self._await("index", "GetImage", call.read())
-        if first is grpc.aio.EOF:
+        try:
+            first = await self._await("index", "GetImage", call.read())
+        except BaseException:  # an error, or the caller's own deadline cancelling the wait (asyncio.wait_for)
+            call.cancel()
+            raise
+        if first is EOF:
             raise ApiError(404, f"no image with id {image_id}")
 
-        async def body() -> AsyncIterator[bytes]:
+        async def body() -> AsyncGenerator[bytes, None]:
             try:
                 yield first.data
-                while (chunk := await call.read()) is not grpc.aio.EOF:
+                while (chunk := await call.read()) is not EOF:
                     yield chunk.data
             except grpc.aio.AioRpcError as err:
                 # Headers are out: all we can do is end short, so the client sees a truncated body.

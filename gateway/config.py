@@ -23,6 +23,7 @@ BOUNDS = {
     "max_depth": (1, 1000),  # the index's own limit on k
     "thumbnail_size": (0, 1024),
     "retry_after_s": (1, None),
+    "max_connections": (1, None),
 }
 
 
@@ -50,6 +51,13 @@ class GatewayConfig:
     thumbnail_size: int = 320
     search_deadline_s: float = 10.0
     upload_deadline_s: float = 120.0
+    # How long an image download may wait for the index to start sending (the bytes then have the upload's).
+    download_deadline_s: float = 10.0
+    # A request's line and headers must be in within this long, and each piece of its body within the next.
+    header_timeout_s: float = 5.0
+    body_timeout_s: float = 10.0
+    # Open HTTP connections at most; more are answered 503 and closed.
+    max_connections: int = 4096
     # What a 503/429 tells clients to wait before retrying.
     retry_after_s: int = 2
     log_level: str = "INFO"
@@ -65,7 +73,8 @@ class GatewayConfig:
 
     def check(self) -> None:
         """Reject values that cannot work, naming the variable."""
-        for name in ("max_file_mb", "max_request_mb", "search_deadline_s", "upload_deadline_s"):
+        for name in ("max_file_mb", "max_request_mb", "search_deadline_s", "upload_deadline_s", "download_deadline_s",
+                     "header_timeout_s", "body_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"GATEWAY_{name.upper()} must be positive")
         if self.default_k > self.max_k:

@@ -40,8 +40,9 @@ HTTP_OF_GRPC = {
     grpc.StatusCode.PERMISSION_DENIED: 503,
 }
 TITLES = {
-    400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
-    413: "too_large", 415: "unsupported_media_type", 429: "overloaded", 500: "internal", 503: "unavailable",
+    400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
+    409: "conflict", 413: "too_large", 414: "uri_too_long", 415: "unsupported_media_type", 429: "overloaded",
+    431: "headers_too_large", 500: "internal", 503: "unavailable",
     504: "deadline_exceeded", 507: "insufficient_storage",
 }
 

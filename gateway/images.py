@@ -35,7 +35,7 @@ def check(data: bytes, name: str, max_bytes: int, max_pixels: int) -> str:
                 width, height = image.size
     except Image.DecompressionBombError:
         raise ApiError(413, f"{name}: too many pixels") from None
-    except Exception as err:  # noqa: BLE001 - any header Pillow cannot read is the client's corrupt file
+    except Exception as err:  # any header Pillow cannot read is the client's corrupt file
         raise ApiError(400, f"{name}: corrupt {mime.split('/')[1].upper()} header ({err.__class__.__name__})") from None
     if width * height > max_pixels:
         raise ApiError(413, f"{name}: {width}x{height} pixels; the limit is {max_pixels:,} pixels")

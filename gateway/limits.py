@@ -66,7 +66,7 @@ class LimitsCache:
                 return self._value
             try:
                 self._value, self._at = await fetch(), time.monotonic()
-            except Exception as err:  # noqa: BLE001 - the upload itself will meet and report the outage
+            except Exception as err:  # the upload itself will meet and report the outage
                 log.debug("service limits unknown (%s); using the fallback", err)
                 return self._value or FALLBACK
             return self._value

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from psycopg2.extensions import connection, cursor
 
 from index_service.dialects import Dialect, DialectError, choose_backend, dialect_for
+from index_service.pool import one_row
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def _set_meta(cur: cursor, key: str, value: str) -> None:
 
 def _table_exists(cur: cursor, name: str) -> bool:
     cur.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
-    return bool(cur.fetchone()[0])
+    return bool(one_row(cur)[0])
 
 
 def m1_meta(cur: cursor, ctx: Context) -> None:

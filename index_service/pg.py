@@ -275,7 +275,7 @@ def _end_orphans(pgdata: Path, timeout_s: float = 5.0) -> None:
 
 def _alive(proc: psutil.Process) -> bool:
     try:
-        return proc.status() != psutil.STATUS_ZOMBIE
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
 

@@ -7,10 +7,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import psycopg2
 from psycopg2 import errors
-from psycopg2.extensions import connection, cursor
+from psycopg2.extensions import connection as Connection  # Pool.connection would shadow the plain name
+from psycopg2.extensions import cursor
 
 from index_service.domain import DeadlineExceeded, ServiceError, Unavailable
 
@@ -20,19 +22,21 @@ log = logging.getLogger(__name__)
 CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
 RETRYABLE = (errors.DeadlockDetected, errors.SerializationFailure)
 
+T = TypeVar("T")
+
 
 class Pool:
     """At most `size` connections; a caller waits for a free one until its deadline."""
 
-    def __init__(self, dsn: str, size: int, connect_timeout_s: int, setup: Callable[[connection], None]) -> None:
+    def __init__(self, dsn: str, size: int, connect_timeout_s: int, setup: Callable[[Connection], None]) -> None:
         self.dsn = dsn
         self.connect_timeout_s = connect_timeout_s
         self.setup = setup
         self._slots = threading.BoundedSemaphore(size)
-        self._idle: list[connection] = []
+        self._idle: list[Connection] = []
         self._lock = threading.Lock()
 
-    def connect(self) -> connection:
+    def connect(self) -> Connection:
         """A new connection, set up for this service."""
         conn = psycopg2.connect(self.dsn, connect_timeout=self.connect_timeout_s, application_name="index_service")
         try:
@@ -43,11 +47,11 @@ class Pool:
         return conn
 
     @contextmanager
-    def connection(self, timeout_s: float | None) -> Iterator[tuple[connection, bool]]:
+    def connection(self, timeout_s: float | None) -> Iterator[tuple[Connection, bool]]:
         """A connection and whether it was reused; dropped instead of returned when it broke."""
         if not self._slots.acquire(timeout=timeout_s if timeout_s is not None else 60.0):
             raise DeadlineExceeded("no database connection became free in time")
-        conn: connection | None = None
+        conn: Connection | None = None
         try:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
@@ -66,7 +70,7 @@ class Pool:
                 self._release(conn)
             self._slots.release()
 
-    def _release(self, conn: connection) -> None:
+    def _release(self, conn: Connection) -> None:
         if conn.closed:
             return
         try:
@@ -85,9 +89,7 @@ class Pool:
             conn.close()
 
 
-def run_tx(
-    pool: Pool, work: Callable[[cursor], object], timeout_s: float | None, attempts: int = 3
-) -> object:
+def run_tx(pool: Pool, work: Callable[[cursor], T], timeout_s: float | None, attempts: int = 3) -> T:
     """Run `work` in one transaction; maps driver errors to domain errors and retries what is safe to.
 
     A stale pooled connection fails on the first statement; that attempt is retried on a fresh one.
@@ -119,6 +121,14 @@ def run_tx(
         except ServiceError:
             raise
     raise Unavailable("database kept failing the transaction (deadlocks)")
+
+
+def one_row(cur: cursor) -> tuple[Any, ...]:
+    """The row of a query that always yields exactly one (an aggregate, a SELECT without FROM)."""
+    row = cur.fetchone()
+    if row is None:
+        raise RuntimeError(f"expected one row from {cur.query!r}")
+    return row
 
 
 def _first_line(err: Exception) -> str:

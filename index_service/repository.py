@@ -29,7 +29,7 @@ from index_service.domain import (
 )
 from index_service.media import MediaStore
 from index_service.migrations import INDEX, TABLE, Collection, Context, migrate
-from index_service.pool import Pool, run_tx
+from index_service.pool import Pool, one_row, run_tx
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class Repository:
             (model_id,),
         )
         cur.execute("SELECT value FROM index_meta WHERE key = 'model_id'")
-        return str(cur.fetchone()[0])
+        return str(one_row(cur)[0])
 
     def delete(self, ids: Sequence[int], timeout_s: float | None) -> list[int]:
         """Delete rows, then their files, holding the per-sha locks across both so upserts cannot interleave."""
@@ -222,7 +222,8 @@ class Repository:
 
     def _search_tx(self, cur: cursor, q: SearchQuery) -> tuple[list[Hit], float]:
         started = time.perf_counter()
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if q.labels:
             where.append("label = ANY(%s)")
             params.append(list(q.labels))
@@ -280,7 +281,9 @@ class Repository:
 
         def work(cur: cursor) -> list[ImageMeta]:
             cur.execute(f"SELECT {META_COLUMNS} FROM {TABLE} WHERE id = ANY(%s)", (list(ids),))
-            return [ImageMeta(*(v if v is not None else "" for v in row)) for row in cur.fetchall()]
+            # Rows adopted from the prototype have no sha256; the contract's strings have no NULL: "" instead.
+            rows: list[list[Any]] = [[v if v is not None else "" for v in row] for row in cur.fetchall()]
+            return [ImageMeta(*row) for row in rows]
 
         found = {m.id: m for m in run_tx(self.pool, work, timeout_s)}
         return [found[i] for i in dict.fromkeys(ids) if i in found]
@@ -319,7 +322,7 @@ class Repository:
             f"(SELECT coalesce(sum(size_bytes), 0) FROM {TABLE} WHERE sha256 IS NOT NULL)",
             (ext,),
         )
-        count, version, pg_version, table_bytes, index_bytes, media_bytes = cur.fetchone()
+        count, version, pg_version, table_bytes, index_bytes, media_bytes = one_row(cur)
         cur.execute(f"SELECT DISTINCT model_id FROM {TABLE} ORDER BY 1")
         models = [r[0] for r in cur.fetchall()]
         recorded = _fetchone(cur, "SELECT value FROM index_meta WHERE key = 'model_id'")
@@ -379,7 +382,7 @@ def _index_state(cur: cursor) -> str:
         return "ready"
     # A plain CREATE INDEX is invisible to other sessions until it commits: ask the progress view.
     cur.execute("SELECT count(*) FROM pg_stat_progress_create_index WHERE relid = to_regclass(%s)", (TABLE,))
-    if cur.fetchone()[0]:
+    if one_row(cur)[0]:
         return "building"
     return "missing" if row is None else "invalid"
 
@@ -401,4 +404,4 @@ def _fetchall(cur: cursor, sql: str, params: Sequence[Any] = ()) -> list[tuple[A
     return cur.fetchall()
 
 
-__all__ = ["Repository", "UNKNOWN_MODEL"]
+__all__ = ["UNKNOWN_MODEL", "Repository"]

@@ -244,9 +244,9 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         """Build the HNSW index after a bulk load."""
         self._ready()
         built, seconds = self.repo.build_index(request.concurrently, context.time_remaining())  # None: unbounded
-        return index_pb2.BuildIndexResponse(
-            index_state=enum_value(index_pb2.IndexState, self.repo.index_state(_timeout(context) or 30.0)),
-            build_seconds=seconds, built=built)
+        state = enum_value(index_pb2.IndexState, self.repo.index_state(_timeout(context) or 30.0))
+        # protoc's .pyi types enum fields as the enum class, though every enum value is a plain int.
+        return index_pb2.BuildIndexResponse(index_state=state, build_seconds=seconds, built=built)  # type: ignore[arg-type]
 
 
 def _chunks(data: Iterator[bytes], content_type: str, total: int, sha256: str) -> Iterator[index_pb2.ImageChunk]:

@@ -141,7 +141,7 @@ def caltech_tree(args: argparse.Namespace) -> Path:
         if not root.is_dir():
             raise ConfigError(f"--path {args.path} is not a folder")
         return root
-    tree = args.data_dir / sources.CALTECH_DIR
+    tree: Path = args.data_dir / sources.CALTECH_DIR
     if tree.is_dir():
         log.info("using the extracted tree %s", tree)
         return tree
@@ -165,7 +165,9 @@ def candidates_of(args: argparse.Namespace, config: LoaderConfig) -> tuple[Calla
     """A re-startable walk of the files to load, and the source to record."""
     if args.command == "caltech256":
         root = caltech_tree(args)
-        walk = lambda: sources.walk(root, sources.caltech_label, sources.is_caltech_junk, config.shard)  # noqa: E731
+        def walk() -> Iterator[Candidate]:
+            return sources.walk(root, sources.caltech_label, sources.is_caltech_junk, config.shard)
+
         return (lambda: _limited(walk(), config.limit)), config.source
     root = args.path.resolve()
     if not root.is_dir():

@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any, TypeVar
 
 import grpc
@@ -227,7 +228,7 @@ class Pipeline:
         backoff = self._backoff()
         while (pairs := self._get(self.upsert_q)) is not DONE:
             request = index_pb2.UpsertRequest(items=[item for _, item in pairs])
-            reply = clients.call(lambda r=request: self.index.Upsert(r, timeout=self.config.timeout_s),
+            reply = clients.call(partial(self.index.Upsert, request, timeout=self.config.timeout_s),
                                  "index Upsert", backoff)
             created = existing = 0
             for (f, _), result in zip(pairs, reply.results, strict=True):

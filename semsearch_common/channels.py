@@ -86,7 +86,7 @@ class Backoff:
 
 def describe(err: grpc.RpcError) -> str:
     """'CODE: details' of a failed call."""
-    return f"{err.code().name}: {err.details()}"  # type: ignore[attr-defined]
+    return f"{err.code().name}: {err.details()}"
 
 
 def retry(fn: Callable[[], T], what: str, backoff: Backoff, retryable: frozenset[grpc.StatusCode] = RETRYABLE) -> T:
@@ -95,7 +95,7 @@ def retry(fn: Callable[[], T], what: str, backoff: Backoff, retryable: frozenset
         try:
             result = fn()
         except grpc.RpcError as err:
-            if err.code() in retryable:  # type: ignore[attr-defined]
+            if err.code() in retryable:
                 backoff.wait(f"{what}: {describe(err)}")
                 continue
             raise

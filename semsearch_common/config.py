@@ -6,6 +6,7 @@ for every type, so `FOO_PORT=` in a compose file or a shell never turns into a s
 
 from __future__ import annotations
 
+import builtins
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -62,11 +63,14 @@ class Env:
 
         return self._read(key, default, pick)
 
-    def int(self, key: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+    # From here on the class's own str/int/float/bool shadow the builtins in signatures.
+    def int(self, key: builtins.str, default: builtins.int, lo: builtins.int | None = None,
+            hi: builtins.int | None = None) -> builtins.int:
         """An integer within [lo, hi]."""
         return self._read(key, default, lambda s: _bounded(_number(int, s, "an integer"), lo, hi))
 
-    def float(self, key: str, default: float, lo: float | None = None, hi: float | None = None) -> float:
+    def float(self, key: builtins.str, default: builtins.float, lo: builtins.float | None = None,
+              hi: builtins.float | None = None) -> builtins.float:
         """A finite number within [lo, hi]."""
         def parse(s: str) -> float:
             value = _number(float, s, "a number")
@@ -76,7 +80,7 @@ class Env:
 
         return self._read(key, default, parse)
 
-    def bool(self, key: str, default: bool) -> bool:
+    def bool(self, key: builtins.str, default: builtins.bool) -> builtins.bool:
         """true/false, yes/no, on/off or 1/0."""
         def parse(s: str) -> bool:
             if s.lower() in TRUE:
@@ -87,12 +91,12 @@ class Env:
 
         return self._read(key, default, parse)
 
-    def path(self, key: str, default: Path) -> Path:
+    def path(self, key: builtins.str, default: Path) -> Path:
         """A file-system path, made absolute."""
         return self._read(key, default, lambda s: Path(s).expanduser()).resolve()
 
-    def fill(self, cls: type[T], bounds: Mapping[str, tuple[Any, Any]] | None = None,
-             choices: Mapping[str, tuple[str, ...]] | None = None) -> T:
+    def fill(self, cls: type[T], bounds: Mapping[builtins.str, tuple[Any, Any]] | None = None,
+             choices: Mapping[builtins.str, tuple[builtins.str, ...]] | None = None) -> T:
         """An instance of a dataclass whose fields of type str, int, float, bool are each read as <PREFIX>_<FIELD>.
 
         The type comes from the field's default; `bounds` and `choices` constrain fields by name.

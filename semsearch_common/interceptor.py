@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from prometheus_client import Counter, Histogram
@@ -28,6 +28,12 @@ log = logging.getLogger(__name__)
 NO_DEADLINE_ABOVE_S = 1e7
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _METRICS: dict[str, tuple[Counter, Histogram]] = {}
+
+# grpc-stubs makes ServerInterceptor generic; grpcio's class cannot be subscripted at run time.
+if TYPE_CHECKING:
+    _Interceptor = grpc.ServerInterceptor[Any, Any]
+else:
+    _Interceptor = grpc.ServerInterceptor
 
 
 def rpc_metrics(prefix: str) -> tuple[Counter, Histogram]:
@@ -78,7 +84,7 @@ class _Undecodable:
         self.reason = reason
 
 
-class ServiceInterceptor(grpc.ServerInterceptor):
+class ServiceInterceptor(_Interceptor):
     """Wraps every method handler of a server; see the module's docstring."""
 
     def __init__(self, metrics_prefix: str, default_deadline_s: float | None,
@@ -94,7 +100,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         handler = continuation(details)
         if handler is None:
             return None
-        method = details.method.rsplit("/", 1)[-1]  # type: ignore[attr-defined]
+        method = details.method.rsplit("/", 1)[-1]
         kind = {(False, False): "unary_unary", (False, True): "unary_stream",
                 (True, False): "stream_unary", (True, True): "stream_stream"}[
             (handler.request_streaming, handler.response_streaming)]

@@ -7,6 +7,7 @@ import logging
 import sys
 import threading
 import time
+from typing import TextIO
 
 FORMATS = ("text", "json")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -29,7 +30,7 @@ class JsonLines(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+class _Stderr(logging.StreamHandler[TextIO]):
     """The handler setup() installs, told apart so a second call replaces it and nothing else."""
 
 

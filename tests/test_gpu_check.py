@@ -40,7 +40,7 @@ def test_without_torch_or_a_bundle_it_says_to_pass_one(monkeypatch: pytest.Monke
     from bench import gpu_check
 
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
-    with pytest.raises(RuntimeError, match="needs torch.*pass --bundle DIR"):
+    with pytest.raises(RuntimeError, match=r"needs torch.*pass --bundle DIR"):
         gpu_check.obtain_bundles(tmp_path, "vit-b-32", None, timeout_s=10)
 
 

@@ -30,8 +30,9 @@ def grpc_ok(addr: str, service: str) -> bool:
 def http_ok(url: str) -> bool:
     """Whether GET url answers 2xx."""
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as reply:  # noqa: S310 - a fixed local URL
-            return 200 <= reply.status < 300
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as reply:
+            status: int = reply.status
+            return 200 <= status < 300
     except OSError as err:
         print(f"{url}: {err}", file=sys.stderr)
         return False

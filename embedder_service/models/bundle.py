@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+Channels = tuple[float, float, float]  # one value per channel: R, G, B
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
@@ -32,13 +35,13 @@ class Bundle:
     image_size: int
     context_length: int = 77
     precision: str = "fp32"
-    mean: tuple[float, float, float] = CLIP_MEAN
-    std: tuple[float, float, float] = CLIP_STD
+    mean: Channels = CLIP_MEAN
+    std: Channels = CLIP_STD
     # The reference CLIP rule: shortest side to image_size (bicubic), then a centre crop.
     resize: str = "shortest_edge_bicubic_center_crop"
     semantic: bool = True
     version: str = ""
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # how the bundle was made, as JSON values
     path: Path = Path(".")
 
     @property
@@ -56,6 +59,14 @@ class Bundle:
     @property
     def vocab(self) -> Path:
         return self.path / VOCAB_FILE
+
+
+def channels(values: Iterable[Any], what: str) -> Channels:
+    """A per-channel setting (mean, std) as three floats, R G B; BundleError for any other count."""
+    found = tuple(float(v) for v in values)
+    if len(found) != 3:
+        raise BundleError(f"{what} needs 3 values (one per RGB channel), got {len(found)}")
+    return found
 
 
 def load(path: str | Path) -> Bundle:

@@ -32,8 +32,8 @@ RANDOM_WARNING = """\
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """Failures that deserve a one-line message rather than a traceback."""
-    from embedder_service.models.export import ExportError
     from embedder_service.models.quantize import QuantizeError
+    from embedder_service.models.verify import ExportError
 
     return BundleError, hub.HubError, ExportError, QuantizeError, OSError
 
@@ -232,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("embedder_service").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        return args.run(args)
+        status: int = args.run(args)  # each subcommand's handler, set by its parser
+        return status
     except expected_errors() as exc:
         if args.verbose:
             log.exception("failed")

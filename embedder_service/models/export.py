@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embedder_service.models import bundle as bundles
-from embedder_service.models.bundle import CLIP_MEAN, CLIP_STD, VOCAB_FILE, Bundle
+from embedder_service.models.bundle import CLIP_MEAN, CLIP_STD, VOCAB_FILE, Bundle, Channels
 from embedder_service.models.verify import EOT, SOT, ExportError, example_inputs, verify_bundle
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def random_clip(preset: str, seed: int = 0) -> Any:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = CLIPModel(config)
-    return model.eval()
+    return model.eval()  # type: ignore[no-untyped-call]  # transformers leaves PreTrainedModel.eval unannotated
 
 
 def hf_towers(model: Any) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -130,7 +130,8 @@ def hf_towers(model: Any) -> tuple[torch.nn.Module, torch.nn.Module]:
             self.vision, self.projection = model.vision_model, model.visual_projection
 
         def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-            return self.projection(self.vision(pixel_values=pixel_values).pooler_output)
+            embeds: torch.Tensor = self.projection(self.vision(pixel_values=pixel_values).pooler_output)
+            return embeds
 
     class TextTower(torch.nn.Module):
         def __init__(self) -> None:
@@ -139,7 +140,8 @@ def hf_towers(model: Any) -> tuple[torch.nn.Module, torch.nn.Module]:
 
         def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
             # pooler_output is the final-norm state at the (first) eot token, as in get_text_features.
-            return self.projection(self.text(input_ids=input_ids).pooler_output)
+            embeds: torch.Tensor = self.projection(self.text(input_ids=input_ids).pooler_output)
+            return embeds
 
     return ImageTower().eval(), TextTower().eval()
 
@@ -154,7 +156,8 @@ def open_clip_towers(model: Any, context_length: int) -> tuple[torch.nn.Module, 
             self.model = model
 
         def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-            return self.model.encode_image(pixel_values)
+            embeds: torch.Tensor = self.model.encode_image(pixel_values)
+            return embeds
 
     class TextTower(torch.nn.Module):
         def __init__(self) -> None:
@@ -165,7 +168,8 @@ def open_clip_towers(model: Any, context_length: int) -> tuple[torch.nn.Module, 
             # open_clip adds a positional embedding and causal mask of fixed context length, so the graph
             # pads shorter input with 0 itself, exactly as open_clip's tokenizer would.
             padded = torch.nn.functional.pad(input_ids, (0, context_length - input_ids.shape[1]), value=0)
-            return self.model.encode_text(padded)
+            embeds: torch.Tensor = self.model.encode_text(padded)
+            return embeds
 
     return ImageTower().eval(), TextTower().eval()
 
@@ -179,7 +183,8 @@ def _onnx_export(module: torch.nn.Module, example: np.ndarray, path: Path, names
     # onnxscript. Tracer warnings are about Python-level shape checks; the checks after export prove
     # that batch and sequence stay dynamic.
     with warnings.catch_warnings(), torch.no_grad():
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        # torch.jit re-exports TracerWarning but leaves it out of its __all__.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # type: ignore[attr-defined]
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message=".*aten::index operator.*")
         warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
@@ -194,7 +199,8 @@ def _torch_fn(module: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return module(torch.from_numpy(x)).numpy()
+            out: np.ndarray = module(torch.from_numpy(x)).numpy()
+        return out
 
     return run
 
@@ -305,7 +311,7 @@ def _prune_stale(root: Path, current: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _preprocessor_config(checkpoint: str | Path) -> dict | None:
+def _preprocessor_config(checkpoint: str | Path) -> dict[str, Any] | None:
     """preprocessor_config.json of a local or hub transformers checkpoint, if it has one."""
     local = Path(checkpoint)
     if local.is_dir():
@@ -314,8 +320,10 @@ def _preprocessor_config(checkpoint: str | Path) -> dict | None:
     from huggingface_hub import hf_hub_download
 
     try:
-        return json.loads(Path(hf_hub_download(str(checkpoint), "preprocessor_config.json")).read_text())
-    except Exception as exc:  # noqa: BLE001 - a missing optional file of any kind of repo
+        downloaded = Path(hf_hub_download(str(checkpoint), "preprocessor_config.json"))
+        config: dict[str, Any] = json.loads(downloaded.read_text())
+        return config
+    except Exception as exc:  # a missing optional file of any kind of repo
         log.warning("no preprocessor_config.json for %s (%s); assuming CLIP defaults", checkpoint, exc)
         return None
 
@@ -328,7 +336,7 @@ def export_transformers(checkpoint: str | Path, out_dir: str | Path, vocab: str 
 
     from embedder_service.models import hub
 
-    model = CLIPModel.from_pretrained(str(checkpoint)).eval()
+    model = CLIPModel.from_pretrained(str(checkpoint)).eval()  # type: ignore[no-untyped-call]  # unannotated in transformers
     if model.config.text_config.vocab_size != VOCAB_SIZE:
         raise ExportError(f"{checkpoint} has a text vocabulary of {model.config.text_config.vocab_size} tokens; "
                           f"bundles use the CLIP BPE tokenizer ({VOCAB_SIZE})")
@@ -379,7 +387,7 @@ def export_open_clip(model_name: str, pretrained: str, out_dir: str | Path) -> B
                         Path(open_clip.tokenizer.default_bpe()))
 
 
-def _open_clip_preprocess(open_clip: Any, model: Any) -> tuple[int, tuple, tuple]:
+def _open_clip_preprocess(open_clip: Any, model: Any) -> tuple[int, Channels, Channels]:
     """Image size, mean and std from an open_clip model's preprocess config; refuses other resize rules."""
     getter = getattr(open_clip, "get_model_preprocess_cfg", None)
     cfg = dict(getter(model)) if getter else {}
@@ -393,8 +401,8 @@ def _open_clip_preprocess(open_clip: Any, model: Any) -> tuple[int, tuple, tuple
     rule = (cfg.get("interpolation", "bicubic"), cfg.get("resize_mode", "shortest"))
     if rule != ("bicubic", "shortest"):
         raise ExportError(f"preprocessing {rule} differs from the bundle's shortest-side bicubic + centre crop")
-    mean = tuple(float(v) for v in cfg.get("mean", getattr(visual, "image_mean", None) or CLIP_MEAN))
-    std = tuple(float(v) for v in cfg.get("std", getattr(visual, "image_std", None) or CLIP_STD))
+    mean = bundles.channels(cfg.get("mean", getattr(visual, "image_mean", None) or CLIP_MEAN), "mean")
+    std = bundles.channels(cfg.get("std", getattr(visual, "image_std", None) or CLIP_STD), "std")
     return int(size), mean, std
 
 

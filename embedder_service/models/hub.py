@@ -9,12 +9,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import onnx
 from onnx import TensorProto, helper
 
 from embedder_service.models import bundle as bundles
-from embedder_service.models.bundle import CLIP_MEAN, CLIP_STD, Bundle, BundleError
+from embedder_service.models.bundle import CLIP_MEAN, CLIP_STD, Bundle, BundleError, Channels
 from embedder_service.models.verify import verify_bundle
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def _reason(exc: BaseException) -> str:
 def _resolve(repo_id: str, revision: str | None, timeout: float) -> tuple[str, set[str]]:
     """The commit hash of repo_id@revision and the files it holds."""
     from huggingface_hub import HfApi
-    from huggingface_hub.utils import RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     try:
         info = HfApi().model_info(repo_id, revision=revision, timeout=timeout)
@@ -65,7 +66,7 @@ def _resolve(repo_id: str, revision: str | None, timeout: float) -> tuple[str, s
         raise HubError(f"{repo_id} has no revision {revision!r}") from exc
     except RepositoryNotFoundError as exc:
         raise HubError(f"no hub repository {repo_id!r} (or it is private or gated: set HF_TOKEN)") from exc
-    except Exception as exc:  # noqa: BLE001 - network errors differ by hub version (requests, httpx)
+    except Exception as exc:  # network errors differ by hub version (requests, httpx)
         raise HubUnavailable(f"cannot reach the Hugging Face hub for {repo_id} ({_reason(exc)}). {WAY_OUT}") from exc
     return str(info.sha), {s.rfilename for s in info.siblings or []}
 
@@ -92,7 +93,7 @@ def download(out_dir: str | Path, repo_id: str = DEFAULT_REPO, revision: str | N
         log.info("downloading %s/%s@%s", repo_id, name, sha[:12])
         try:
             hf_hub_download(repo_id, name, revision=sha, local_dir=staging, etag_timeout=timeout)
-        except Exception as exc:  # noqa: BLE001 - as in _resolve
+        except Exception as exc:  # as in _resolve
             raise HubUnavailable(f"downloading {name} from {repo_id} failed ({_reason(exc)}). {WAY_OUT}") from exc
     found = bundle_from_files(staging, out, name=repo_id.split("/")[-1], source=f"hf:{repo_id}@{sha}")
     shutil.rmtree(staging, ignore_errors=True)
@@ -131,7 +132,7 @@ def bundle_from_files(repo_dir: str | Path, out_dir: str | Path, name: str, sour
     return bundles.load(out)
 
 
-def preprocess_from_config(config: dict, default_size: int) -> tuple[int, tuple, tuple]:
+def preprocess_from_config(config: dict[str, Any], default_size: int) -> tuple[int, Channels, Channels]:
     """Image size, mean and std from a transformers preprocessor config; refuses rules bundles lack."""
 
     def side(value: int | dict[str, int]) -> int:
@@ -148,8 +149,8 @@ def preprocess_from_config(config: dict, default_size: int) -> tuple[int, tuple,
     if size != crop or config.get("resample", 3) != 3 or not config.get("do_center_crop", True):
         raise BundleError(f"preprocessing (size {size}, crop {crop}, resample {config.get('resample')}) "
                           "differs from the bundle's shortest-side bicubic resize + centre crop")
-    mean = tuple(float(v) for v in config.get("image_mean", CLIP_MEAN))
-    std = tuple(float(v) for v in config.get("image_std", CLIP_STD))
+    mean = bundles.channels(config.get("image_mean", CLIP_MEAN), "image_mean")
+    std = bundles.channels(config.get("image_std", CLIP_STD), "image_std")
     return crop, mean, std
 
 

@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -93,7 +94,7 @@ def _fp16_graph(src: Path, dst: Path) -> None:
 
 
 def _derive(src_dir: str | Path, dst_dir: str | Path, precision: str,
-            convert: Callable[[Path, Path], None], settings: dict) -> Bundle:
+            convert: Callable[[Path, Path], None], settings: dict[str, Any]) -> Bundle:
     """Write a new bundle whose graphs are convert(source graphs), with its own version hash."""
     source = bundles.load(src_dir)
     if source.precision != "fp32":

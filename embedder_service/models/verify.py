@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from embedder_service.models.bundle import Bundle
 
@@ -15,7 +17,7 @@ class ExportError(Exception):
     """An export cannot run (missing package, unsupported model) or produced a wrong graph."""
 
 
-def example_inputs(batch: int, image_size: int, context_length: int) -> tuple[np.ndarray, np.ndarray]:
+def example_inputs(batch: int, image_size: int, context_length: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """Random pixels and padded token ids of different lengths, ending in eot, for tracing and checks."""
     rng = np.random.default_rng(0)
     pixels = rng.standard_normal((batch, 3, image_size, image_size)).astype(np.float32)
@@ -26,10 +28,11 @@ def example_inputs(batch: int, image_size: int, context_length: int) -> tuple[np
     return pixels, ids
 
 
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def cosine_rows(a: NDArray[Any], b: NDArray[Any]) -> NDArray[np.float64]:
     """Cosine similarity of matching rows."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    cosines: NDArray[np.float64] = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return cosines
 
 
 def verify_bundle(found: Bundle, image: Callable[[np.ndarray], np.ndarray] | None = None,

@@ -72,6 +72,11 @@ def test_preprocessing_from_a_transformers_config() -> None:
         hub.preprocess_from_config(dict(config, resample=2), 224)
     with pytest.raises(BundleError):
         hub.preprocess_from_config(dict(config, size={"shortest_edge": 256}), 224)
+    # One mean and std per RGB channel: a grey-scale or RGBA setting would break decoding later.
+    with pytest.raises(BundleError, match="image_mean needs 3 values"):
+        hub.preprocess_from_config(dict(config, image_mean=[0.5]), 224)
+    with pytest.raises(BundleError, match="image_std needs 3 values"):
+        hub.preprocess_from_config(dict(config, image_std=[0.5] * 4), 224)
 
 
 def closed_port() -> int:

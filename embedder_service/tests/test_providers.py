@@ -26,7 +26,7 @@ def test_a_known_blocker_keeps_auto_on_the_cpu_and_fails_explicit_cuda() -> None
     assert candidate_providers("auto", [CUDA, CPU], blocker=None) == [CUDA, CPU]
     assert candidate_providers("auto", [CUDA, CPU], blocker="libcudart.so.13 not found") == [CPU]
     assert candidate_providers("cpu", [CUDA, CPU], blocker=None) == [CPU]
-    with pytest.raises(ProviderError, match="CUDA cannot run here: libcudart.so.13 not found"):
+    with pytest.raises(ProviderError, match=r"CUDA cannot run here: libcudart\.so\.13 not found"):
         candidate_providers("cuda", [CUDA, CPU], blocker="libcudart.so.13 not found")
 
 
@@ -40,14 +40,14 @@ class FakeDriver:
     def __init__(self, version: int = 13000, init: int = 0, count: int = 1) -> None:
         self.version, self.init, self.count = version, init, count
 
-    def cuDriverGetVersion(self, out: object) -> int:  # noqa: N802 (the C name)
+    def cuDriverGetVersion(self, out: object) -> int:
         ctypes.cast(out, ctypes.POINTER(ctypes.c_int))[0] = self.version
         return 0
 
-    def cuInit(self, flags: int) -> int:  # noqa: N802
+    def cuInit(self, flags: int) -> int:
         return self.init
 
-    def cuDeviceGetCount(self, out: object) -> int:  # noqa: N802
+    def cuDeviceGetCount(self, out: object) -> int:
         ctypes.cast(out, ctypes.POINTER(ctypes.c_int))[0] = self.count
         return 0
 
@@ -122,7 +122,7 @@ def test_auto_logs_one_reason_and_explicit_cuda_fails_with_it(
     assert [r.getMessage() for r in caplog.records if "CUDA" in r.getMessage()] == \
         ["CUDA not used: libcudart.so.13 not found"]
     monkeypatch.setattr(model.ort, "get_available_providers", lambda: [CUDA, CPU])
-    with pytest.raises(ProviderError, match="CUDA cannot run here: libcudart.so.13 not found"):
+    with pytest.raises(ProviderError, match=r"CUDA cannot run here: libcudart\.so\.13 not found"):
         ClipModel(bundle.load(tiny_bundle_dir), "cuda")
 
 

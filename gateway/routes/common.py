@@ -2,7 +2,7 @@
 
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi import Path as PathParam
@@ -13,14 +13,17 @@ from gateway.clients import Api
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
 
-ERRORS = {code: {"model": schemas.ErrorBody} for code in (400, 404, 409, 413, 415, 429, 503, 504)}
+# FastAPI's `responses=`: documented error statuses (keyed by int or str) and their bodies.
+Responses = dict[int | str, dict[str, Any]]
+ERRORS: Responses = {code: {"model": schemas.ErrorBody} for code in (400, 404, 409, 413, 415, 429, 503, 504)}
 ImageId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="image id")]
 bearer = HTTPBearer(auto_error=False, description="GATEWAY_TOKEN, when the gateway has one")
 
 
 def backends(request: Request) -> Api:
     """The gRPC clients the lifespan opened."""
-    return request.app.state.backends
+    api: Api = request.app.state.backends  # Starlette's State holds anything
+    return api
 
 
 Backend = Annotated[Api, Depends(backends)]

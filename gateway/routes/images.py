@@ -1,15 +1,16 @@
 """Image routes: add, describe and delete pictures, and serve their bytes."""
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from gateway import images, schemas, upload
-from gateway.clients import Backends, Deadline
+from gateway.clients import Api, Deadline
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
-from gateway.routes.common import ERRORS, Backend, ImageId, check_text, token_checker
+from gateway.routes.common import ERRORS, Backend, ImageId, Responses, check_text, token_checker
 
 IMAGE_CACHE = "public, max-age=31536000, immutable"  # an id's bytes never change; a new upload gets a new id
 
@@ -62,8 +63,14 @@ def router(config: GatewayConfig) -> APIRouter:
             raise ApiError(404, f"no image with id {image_id}")
         return schemas.Deleted(deleted=image_id)
 
-    async def serve_image(b: Backends, request: Request, image_id: int, thumbnail: bool) -> Response:
-        first, body = await b.open_image(image_id, thumbnail, Deadline(config.upload_deadline_s))
+    async def serve_image(b: Api, request: Request, image_id: int, thumbnail: bool) -> Response:
+        # The index must start within the download deadline (a hung index is a quick 504); the bytes then
+        # have the upload's budget, so a big original still reaches a slow client whole.
+        try:
+            first, body = await asyncio.wait_for(
+                b.open_image(image_id, thumbnail, Deadline(config.upload_deadline_s)), config.download_deadline_s)
+        except TimeoutError:
+            raise ApiError(504, "the index service did not answer in time") from None
         etag = f'"{first.sha256}{"-thumb" if thumbnail else ""}"'
         headers = {"ETag": etag, "Cache-Control": IMAGE_CACHE}
         if etag in request.headers.get("if-none-match", ""):
@@ -77,7 +84,8 @@ def router(config: GatewayConfig) -> APIRouter:
         headers["Content-Disposition"] = f'inline; filename="{image_id}{"-thumb" if thumbnail else ""}.{ext}"'
         return StreamingResponse(body, media_type=media_type, headers=headers)
 
-    image_responses = {200: {"content": {"image/*": {}}, "description": "the image bytes"}, 304: {}, **ERRORS}
+    image_responses: Responses = {200: {"content": {"image/*": {}}, "description": "the image bytes"}, 304: {},
+                                  **ERRORS}
 
     @routes.get("/images/{image_id}", response_class=Response, responses=image_responses)
     async def original(b: Backend, request: Request, image_id: ImageId) -> Response:

@@ -28,11 +28,11 @@ def router(config: GatewayConfig) -> APIRouter:
     async def stats(b: Backend) -> schemas.Stats:
         """Collection size, model, precision, provider and database backend."""
         deadline = Deadline(config.search_deadline_s)
-        answers = await asyncio.gather(b.stats(deadline), b.model_info(deadline), return_exceptions=True)
-        for answer in answers:
-            if isinstance(answer, BaseException):
-                raise answer
-        s, m = answers
+        s, m = await asyncio.gather(b.stats(deadline), b.model_info(deadline), return_exceptions=True)
+        if isinstance(s, BaseException):
+            raise s
+        if isinstance(m, BaseException):
+            raise m
         return schemas.Stats(
             # The HTTP API keeps the contract's enums as the words it always had ("pgvector", "ready", "fp32").
             count=s.count, backend=enum_word(index_pb2.Backend, s.backend),

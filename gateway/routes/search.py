@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, File, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from gateway import images, schemas, upload
-from gateway.clients import Backends, Deadline
+from gateway.clients import Api, Deadline
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
 from gateway.routes.common import ERRORS, Backend, ImageId, check_text
@@ -62,7 +62,7 @@ def router(config: GatewayConfig) -> APIRouter:
         for lb in p.labels:
             check_text("label", lb, 200)
 
-    async def run_search(b: Backends, vector: list[float] | None, image_id: int | None, model_id: str,
+    async def run_search(b: Api, vector: list[float] | None, image_id: int | None, model_id: str,
                          p: SearchParams, deadline: Deadline, started: float, embed_ms: float,
                          truncated: bool = False) -> Response:
         check(p)

@@ -37,7 +37,7 @@ def served() -> Iterator[Served]:
     state = Served()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        def do_GET(self) -> None:
             header = self.headers.get("Range")
             state.seen.append(header)
             if self.path.endswith(".missing"):
@@ -111,7 +111,7 @@ def test_a_server_without_ranges_restarts_from_zero(tmp_path: Path, served: Serv
 
 def test_a_bad_checksum_is_a_clear_error_and_the_file_is_dropped(tmp_path: Path, served: Served) -> None:
     served.data = b"not what you expected" * 100
-    with pytest.raises(ArchiveError, match="checksum mismatch.*expected MD5 0{32}, got [0-9a-f]{32}"):
+    with pytest.raises(ArchiveError, match=r"checksum mismatch.*expected MD5 0{32}, got [0-9a-f]{32}"):
         archive.download(served.url, tmp_path / "a.tar", "0" * 32, progress=False)
     assert not (tmp_path / "a.tar").exists() and not (tmp_path / "a.tar.part").exists()
     assert archive.download(served.url, tmp_path / "a.tar", None, progress=False).exists()  # --md5 none

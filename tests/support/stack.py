@@ -20,6 +20,7 @@ from embedder_service.server import EmbedderServer
 from embedder_service.server import create_server as create_embedder
 from gateway.app import create_app
 from gateway.config import GatewayConfig
+from gateway.guard import server_config
 from index_service.pg import EmbeddedPostgres
 from tests.support.index import Running, make_config, start_server
 from tests.support.pg import create_database, drop_database
@@ -78,7 +79,8 @@ class Gateway:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = _Uvicorn(uvicorn.Config(create_app(config), log_level="warning", lifespan="on"))
+        # The server the gateway runs under (the guarded protocol), not uvicorn's default one.
+        self.server = _Uvicorn(server_config(create_app(config), config, log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
         assert self.server.done_starting.wait(15) and self.server.started, "gateway did not start"

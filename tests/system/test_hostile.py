@@ -304,7 +304,7 @@ def _same_error(what: str, result: index_pb2.UpsertResult, code: int) -> bool:
 
 
 def test_index_upsert_refuses_each_hostile_item_alone(upserted: tuple) -> None:
-    kept, results, bad = upserted
+    _kept, results, bad = upserted
     assert len(bad) >= 30
     for what, r in results.items():
         assert not r.HasField("error") and r.created and r.id > 0, (what, r.error.message)
