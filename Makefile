@@ -8,7 +8,7 @@ GENERATED := $(PROTOS:.proto=_pb2.py)
 MODEL ?= hub
 MODELS_DIR ?= .cache/models
 
-.PHONY: install protos contract run test typecheck browser clean bench lock test-deploy docker-engine
+.PHONY: install protos contract run test test-fast typecheck browser clean bench lock test-deploy docker-engine
 install: $(STAMP) $(GENERATED)
 
 # Everything the tests need, at the versions of uv.lock (requirements/dev.txt, hash-checked), then the CPU
@@ -47,6 +47,11 @@ test: install browser contract
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest
+
+# Unit, servicer and route tests only: no Postgres, torch, Chromium, system or slow tests (under a minute).
+FAST := not db and not browser and not torch and not system and not slow and not deploy
+test-fast: install
+	$(PY) -m pytest -q -m "$(FAST)" -p no:schemathesis
 
 # The container test (tests/deploy): builds the service images (the CUDA one too), runs Postgres, index,
 # embedder and gateway in Docker, uploads, loads and searches through the gateway, SIGKILLs the index and

@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent import futures
+from typing import Protocol
 
 import grpc
 from google.rpc import status_pb2
 
 from embedder_service.config import EmbedderConfig
-from embedder_service.engine import Engine
+from embedder_service.engine import ImageResult, TextError, TextResult
+from embedder_service.models.bundle import Bundle
+from embedder_service.preprocess import ImageError
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc
 from semsearch_common import errors, status
 from semsearch_common.enums import enum_value
@@ -32,12 +35,36 @@ STREAM_IN_FLIGHT = 4
 WORKERS = 32
 
 
+class ModelLike(Protocol):
+    """What the servicer reads of a model (ClipModel): its bundle and providers."""
+
+    @property
+    def bundle(self) -> Bundle: ...
+
+    @property
+    def providers(self) -> list[str]: ...
+
+
+class EngineLike(Protocol):
+    """What the servicer needs of an engine (Engine; servicer tests pass a fake)."""
+
+    @property
+    def model(self) -> ModelLike: ...
+
+    def embed_images(self, datas: Sequence[bytes], thumbnail_size: int = 0, timeout: float | None = None,
+                     wait_for_room: bool = False) -> list[ImageResult | ImageError]: ...
+
+    def embed_texts(self, texts: Sequence[str], timeout: float | None = None) -> list[TextResult | TextError]: ...
+
+    def close(self) -> None: ...
+
+
 class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
     """Answers UNAVAILABLE (MODEL_LOADING) until an engine is attached, then serves it."""
 
     def __init__(self, config: EmbedderConfig) -> None:
         self.config = config
-        self.engine: Engine | None = None
+        self.engine: EngineLike | None = None
 
     def EmbedImages(self, request: embedder_pb2.EmbedImagesRequest,
                     context: grpc.ServicerContext) -> embedder_pb2.EmbedImagesResponse:
@@ -85,12 +112,12 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _engine(self) -> Engine:
+    def _engine(self) -> EngineLike:
         if self.engine is None:
             raise errors.Unavailable("the model is still loading", reason=errors.Reason.MODEL_LOADING)
         return self.engine
 
-    def _images(self, engine: Engine, request: embedder_pb2.EmbedImagesRequest,
+    def _images(self, engine: EngineLike, request: embedder_pb2.EmbedImagesRequest,
                 context: grpc.ServicerContext, wait_for_room: bool = False) -> embedder_pb2.EmbedImagesResponse:
         if len(request.images) > self.config.max_images_per_request:
             raise errors.ResourceExhausted(f"{len(request.images)} images in one request; the limit is "
@@ -111,7 +138,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
                                 thumbnail=result.thumbnail or b"")
         return out
 
-    def _texts(self, engine: Engine, request: embedder_pb2.EmbedTextsRequest,
+    def _texts(self, engine: EngineLike, request: embedder_pb2.EmbedTextsRequest,
                context: grpc.ServicerContext) -> embedder_pb2.EmbedTextsResponse:
         if len(request.texts) > self.config.max_texts_per_request:
             raise errors.ResourceExhausted(f"{len(request.texts)} texts in one request; the limit is "
@@ -126,7 +153,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
                                 truncated=result.truncated)
         return out
 
-    def _info(self, engine: Engine) -> embedder_pb2.ModelInfo:
+    def _info(self, engine: EngineLike) -> embedder_pb2.ModelInfo:
         b, c = engine.model.bundle, self.config
         return embedder_pb2.ModelInfo(
             name=b.name, version=b.version, model_id=b.model_id, dim=b.dim, image_size=b.image_size,
@@ -161,7 +188,7 @@ class EmbedderServer:
     def __init__(self, server: Server, servicer: EmbedderServicer) -> None:
         self.server, self.servicer, self.port = server, servicer, server.port
 
-    def attach(self, engine: Engine) -> None:
+    def attach(self, engine: EngineLike) -> None:
         """Start serving the engine and report SERVING."""
         self.servicer.engine = engine
         self.server.set_serving(True)
@@ -173,7 +200,7 @@ class EmbedderServer:
             self.servicer.engine.close()
 
 
-def create_server(config: EmbedderConfig, engine: Engine | None = None) -> EmbedderServer:
+def create_server(config: EmbedderConfig, engine: EngineLike | None = None) -> EmbedderServer:
     """Build and start the server on config.host:config.port (0 = any free port); NOT_SERVING until attach().
 
     Raises semsearch_common.server.PortInUse when the address is taken.

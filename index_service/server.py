@@ -25,6 +25,7 @@ from index_service.domain import (
 )
 from index_service.media import MediaStore
 from index_service.metrics import UPSERTED
+from index_service.ports import Serving
 from index_service.repository import Repository
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
 from semsearch_common import status
@@ -81,7 +82,7 @@ def _timeout(context: grpc.ServicerContext) -> float:
 class IndexServicer(index_pb2_grpc.IndexServicer):
     """semsearch.v1.Index over a Repository."""
 
-    def __init__(self, config: Config, deps: Deps) -> None:
+    def __init__(self, config: Config, deps: Serving) -> None:
         self.config, self.deps, self.repo = config, deps, deps.repo
 
     def _ready(self) -> None:
@@ -286,7 +287,7 @@ def _meta_pb(m: domain.ImageMeta) -> index_pb2.ImageMeta:
     )
 
 
-def create_server(config: Config, deps: Deps) -> Server:
+def create_server(config: Config, deps: Serving) -> Server:
     """A started server with the Index, health and reflection services, NOT_SERVING until the monitor says so.
 
     Raises PortInUse when the address is taken.

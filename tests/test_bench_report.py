@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # matplotlib draws every plot of the report
+
 REPO = Path(__file__).resolve().parent.parent
 
 pytest.importorskip("matplotlib")

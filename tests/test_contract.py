@@ -70,6 +70,7 @@ def _edit(checkout: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
+@pytest.mark.slow  # buf (from npm) on a copy of the repository
 @pytest.mark.skipif(shutil.which("npm") is None, reason="buf comes from npm, and npm is not installed")
 def test_buf_breaking_fails_on_a_renumbered_field(checkout: Path, capfd: pytest.CaptureFixture[str]) -> None:
     assert contract.check(checkout) == 0, capfd.readouterr()
@@ -83,6 +84,7 @@ def test_buf_breaking_fails_on_a_renumbered_field(checkout: Path, capfd: pytest.
     assert contract.check(checkout) == 0, capfd.readouterr()
 
 
+@pytest.mark.slow  # buf (from npm) on a copy of the repository
 @pytest.mark.skipif(shutil.which("npm") is None, reason="buf comes from npm, and npm is not installed")
 def test_buf_lint_wants_a_comment_on_every_field(checkout: Path, capfd: pytest.CaptureFixture[str]) -> None:
     _edit(checkout, "  uint32 max_text_chars = 19;\n", "  uint32 max_text_chars = 19;\n  uint32 extra = 20;\n")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +13,7 @@ from pathlib import Path
 
 import pytest
 
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+from tests.support.net import free_ports
 
 
 def _children(pid: int) -> list[int]:
@@ -55,7 +46,7 @@ def _search_status(http: int) -> int:
 def test_killed_postmaster_under_the_launcher_serves_again_within_10_s(tiny_bundle_dir: Path,
                                                                        tmp_path_factory) -> None:
     data = tmp_path_factory.mktemp("pgkill", numbered=True)
-    http, embedder, index = _free_ports(3)
+    http, embedder, index = free_ports(3)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "INDEX_"))}  # the defaults
     proc = subprocess.Popen(
         [sys.executable, "-m", "deploy", "--model", str(tiny_bundle_dir), "--data-dir", str(data),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.common import free_ports
+from tests.support.net import free_ports
 
 
 def alive(pid: int) -> bool:

@@ -16,18 +16,32 @@ def make(run, **kw) -> Batcher:
     return Batcher(run, **opts)
 
 
+def holding(gate: threading.Event, entered: threading.Event, wait_s: float = 5):
+    """A batch function that says when the worker entered it, then waits for the gate."""
+
+    def run(items: list) -> list:
+        entered.set()
+        gate.wait(wait_s)
+        return items
+
+    return run
+
+
 def test_concurrent_items_are_coalesced_and_results_keep_their_order() -> None:
     sizes: list[int] = []
     gate = threading.Event()
 
+    entered = threading.Event()
+
     def run(items: list[int]) -> list[int]:
+        entered.set()
         gate.wait(5)
         sizes.append(len(items))
         return [x * 10 for x in items]
 
     b = make(run)
     first = b.submit([0])  # occupies the worker until the gate opens
-    time.sleep(0.1)
+    assert entered.wait(5)
     rest = b.submit(list(range(1, 13)))
     gate.set()
     assert [f.result(5) for f in first + rest] == [x * 10 for x in range(13)]
@@ -44,10 +58,10 @@ def test_partial_batch_runs_after_max_wait() -> None:
 
 
 def test_full_queue_raises_overloaded_without_waiting() -> None:
-    gate = threading.Event()
-    b = make(lambda items: (gate.wait(5), items)[1], queue_limit=4, max_batch=1)
+    gate, entered = threading.Event(), threading.Event()
+    b = make(holding(gate, entered), queue_limit=4, max_batch=1)
     b.submit([1])
-    time.sleep(0.05)  # the worker holds item 1; the queue is empty again
+    assert entered.wait(5)  # the worker holds item 1; the queue is empty again
     b.submit([2, 3, 4, 5])
     with pytest.raises(Overloaded):
         b.submit([6])
@@ -58,10 +72,10 @@ def test_full_queue_raises_overloaded_without_waiting() -> None:
 
 
 def test_blocking_submit_waits_for_room() -> None:
-    gate = threading.Event()
-    b = make(lambda items: (gate.wait(5), items)[1], queue_limit=2, max_batch=2)
+    gate, entered = threading.Event(), threading.Event()
+    b = make(holding(gate, entered), queue_limit=2, max_batch=2)
     b.submit([1])
-    time.sleep(0.05)
+    assert entered.wait(5)
     b.submit([2, 3])
     threading.Timer(0.2, gate.set).start()
     started = time.monotonic()
@@ -75,14 +89,17 @@ def test_cancelled_items_are_not_run() -> None:
     seen: list[int] = []
     gate = threading.Event()
 
+    entered = threading.Event()
+
     def run(items: list[int]) -> list[int]:
+        entered.set()
         gate.wait(5)
         seen.extend(items)
         return items
 
     b = make(run, max_batch=4)
     b.submit([0])
-    time.sleep(0.05)
+    assert entered.wait(5)
     futures = b.submit([1, 2, 3])
     futures[1].cancel()
     gate.set()
@@ -108,10 +125,10 @@ def test_a_failing_batch_fails_each_waiter_and_the_batcher_lives_on() -> None:
 
 
 def test_close_fails_queued_work_and_refuses_new() -> None:
-    gate = threading.Event()
-    b = make(lambda items: (gate.wait(0.3), items)[1], max_batch=1)
+    gate, entered = threading.Event(), threading.Event()
+    b = make(holding(gate, entered, wait_s=0.3), max_batch=1)
     b.submit([1])
-    time.sleep(0.05)
+    assert entered.wait(5)
     queued = b.submit([2])[0]
     b.close()
     with pytest.raises(Closed):

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 
+pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch", reason="export checks need the torch extra")
 pytest.importorskip("transformers", reason="export checks need the torch extra")
 

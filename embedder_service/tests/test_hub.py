@@ -147,6 +147,7 @@ def hub_like_repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"root": root, "model": model}
 
 
+@pytest.mark.torch  # hub_like_repo builds graphs with torch
 def test_hub_files_become_a_bundle_with_our_interface(hub_like_repo: dict[str, Any], tmp_path: Path) -> None:
     from embedder_service.models.export import reference_features
     from embedder_service.models.verify import EOT, cosine_rows
@@ -170,6 +171,7 @@ def test_hub_files_become_a_bundle_with_our_interface(hub_like_repo: dict[str, A
     assert cosine_rows(masked, got).min() >= 0.99999
 
 
+@pytest.mark.torch  # hub_like_repo builds graphs with torch
 def test_int32_ids_get_a_cast(hub_like_repo: dict[str, Any], tmp_path: Path) -> None:
     model = onnx.load(str(hub_like_repo["root"] / hub.TEXT_SRC))
     original = model.graph.input[0].type.tensor_type
@@ -184,6 +186,7 @@ def test_int32_ids_get_a_cast(hub_like_repo: dict[str, Any], tmp_path: Path) -> 
     assert fixed.graph.node[0].op_type == "Cast" and fixed.graph.node[0].input[0] == "input_ids"
 
 
+@pytest.mark.torch  # hub_like_repo builds graphs with torch
 @pytest.mark.parametrize("damage, message", [("extra_input", "expected inputs"), ("no_embeds", "has no output")])
 def test_unexpected_graphs_are_refused(hub_like_repo: dict[str, Any], tmp_path: Path, damage: str,
                                        message: str) -> None:

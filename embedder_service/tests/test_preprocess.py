@@ -12,11 +12,14 @@ import random
 import struct
 import zipfile
 import zlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps
-from transformers import CLIPImageProcessorPil
+
+if TYPE_CHECKING:
+    from transformers import CLIPImageProcessorPil
 
 from embedder_service.models.bundle import CLIP_STD
 from embedder_service.preprocess import Decoded, ImageError, PreprocessSpec, _request_draft, decode
@@ -29,7 +32,9 @@ LEVEL = 1 / 255 / min(CLIP_STD)
 @pytest.fixture(scope="module")
 def reference() -> CLIPImageProcessorPil:
     # transformers 5's CLIPImageProcessor falls back to exactly this class when torchvision is absent.
-    return CLIPImageProcessorPil()
+    # Imported here: transformers imports torch (tens of seconds), which the other tests do not need.
+    transformers = pytest.importorskip("transformers", reason="the reference needs the export extra")
+    return transformers.CLIPImageProcessorPil()
 
 
 def expected(reference: CLIPImageProcessorPil, im: Image.Image) -> np.ndarray:
@@ -63,6 +68,7 @@ SIZES = [(1, 1), (5, 300), (300, 5), (223, 225), (224, 224), (225, 224), (301, 2
          (640, 480), (481, 641), (1001, 999), (2000, 1500)]
 
 
+@pytest.mark.torch  # the reference is transformers, which imports torch
 @pytest.mark.parametrize(("width", "height"), SIZES)
 def test_sizes_match_reference_exactly(reference: CLIPImageProcessorPil, width: int, height: int) -> None:
     out = check_exact(reference, encode(Image.fromarray(photo(width, height))))
@@ -104,6 +110,7 @@ def mode_files() -> dict[str, bytes]:
 MODE_FILES = mode_files()
 
 
+@pytest.mark.torch  # the reference is transformers, which imports torch
 @pytest.mark.parametrize("name", list(MODE_FILES))
 def test_modes_match_reference_exactly(reference: CLIPImageProcessorPil, name: str) -> None:
     out = check_exact(reference, MODE_FILES[name])
@@ -118,6 +125,7 @@ def test_transparency_is_composited_on_white() -> None:
     assert Image.open(io.BytesIO(out.thumbnail)).getpixel((0, 0)) >= (250, 250, 250)
 
 
+@pytest.mark.torch  # the reference is transformers, which imports torch
 def test_other_image_size(reference: CLIPImageProcessorPil) -> None:
     spec = PreprocessSpec(image_size=336)
     ref336 = CLIPImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
@@ -125,6 +133,7 @@ def test_other_image_size(reference: CLIPImageProcessorPil) -> None:
     np.testing.assert_array_equal(decode(data, spec).pixels, expected(ref336, Image.open(io.BytesIO(data))))
 
 
+@pytest.mark.torch  # the reference is transformers, which imports torch
 @pytest.mark.parametrize("orientation", [3, 6, 8])
 def test_exif_orientation_is_applied(reference: CLIPImageProcessorPil, orientation: int) -> None:
     exif = Image.Exif()
@@ -140,6 +149,7 @@ def grey_levels() -> np.ndarray:
     return photo(120, 90)[..., 1]
 
 
+@pytest.mark.torch  # the reference is transformers, which imports torch
 def test_16bit_png_is_scaled_not_clipped(reference: CLIPImageProcessorPil) -> None:
     # The same picture stored with 16 bits per sample must give what its 8-bit version gives.
     data = encode(Image.fromarray(grey_levels().astype(np.uint16) * 257))
@@ -149,6 +159,7 @@ def test_16bit_png_is_scaled_not_clipped(reference: CLIPImageProcessorPil) -> No
     assert out.pixels.std() > 0.5, "clipping to 255 would make it flat white"
 
 
+@pytest.mark.torch  # the reference is transformers, which imports torch
 @pytest.mark.parametrize(
     "values",
     [
@@ -171,6 +182,7 @@ def animated(fmt: str) -> bytes:
                   **({"lossless": True} if fmt == "WEBP" else {}))
 
 
+@pytest.mark.torch  # the reference is transformers, which imports torch
 @pytest.mark.parametrize("fmt", ["GIF", "PNG", "WEBP"])
 def test_animation_uses_first_frame(reference: CLIPImageProcessorPil, fmt: str) -> None:
     data = animated(fmt)
@@ -179,6 +191,7 @@ def test_animation_uses_first_frame(reference: CLIPImageProcessorPil, fmt: str) 
     np.testing.assert_array_equal(decode(data, SPEC).pixels, expected(reference, first))
 
 
+@pytest.mark.torch  # the reference is transformers, which imports torch
 def test_extreme_aspect_ratio_stays_close(reference: CLIPImageProcessorPil) -> None:
     # A 3x512 strip would need a 224x38229 intermediate; only the crop's region is resampled. Pillow's
     # full-length resize itself drifts from true bicubic there (by up to ~7 levels on noise, measured),
@@ -188,6 +201,7 @@ def test_extreme_aspect_ratio_stays_close(reference: CLIPImageProcessorPil) -> N
     assert difference.mean() < 0.5 and difference.max() < 8
 
 
+@pytest.mark.torch  # the reference is transformers, which imports torch
 def test_thumbnail(reference: CLIPImageProcessorPil) -> None:
     out = decode(encode(Image.fromarray(photo(400, 300)), "JPEG"), SPEC, thumbnail_size=128)
     thumb = Image.open(io.BytesIO(out.thumbnail))
@@ -206,6 +220,7 @@ def test_content_type(fmt: str, content_type: str) -> None:
     assert decode(encode(Image.fromarray(photo(30, 20)), fmt), SPEC).content_type == content_type
 
 
+@pytest.mark.torch  # the reference is transformers, which imports torch
 def test_multi_picture_jpeg_from_phone_cameras_is_a_jpeg(reference: CLIPImageProcessorPil) -> None:
     pictures = [Image.fromarray(photo(64, 48, seed)) for seed in range(2)]
     data = encode(pictures[0], "MPO", save_all=True, append_images=pictures[1:])

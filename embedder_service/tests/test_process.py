@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,16 +11,12 @@ import urllib.request
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from embedder_service.server import SERVICE
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.net import free_port
 
 
 def start(env: dict[str, str]) -> subprocess.Popen:
@@ -87,6 +82,7 @@ def test_a_second_instance_on_a_taken_port_exits_at_once_naming_the_port(tiny_bu
         first.wait()
 
 
+@pytest.mark.slow  # two interpreters that load onnxruntime
 def test_missing_model_dir_and_bad_values_stop_with_one_line() -> None:
     proc = subprocess.run([sys.executable, "-m", "embedder_service"], capture_output=True, text=True,
                           env={**os.environ, "EMBEDDER_MODEL_DIR": ""}, timeout=60)

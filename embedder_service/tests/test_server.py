@@ -27,6 +27,7 @@ from embedder_service.tests import images
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc
 from semsearch_common import channels
 from semsearch_common.status import call_reason
+from tests.support.health import NOT_SERVING, wait_status
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
@@ -267,9 +268,7 @@ def test_health_is_not_serving_during_the_drain_while_calls_are_still_answered(m
     try:
         assert channels.is_serving(chan, SERVICE) and channels.is_serving(chan)
         stopping.start()
-        deadline = time.monotonic() + 1.5
-        while channels.is_serving(chan, SERVICE) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_status(chan, NOT_SERVING, SERVICE, timeout_s=1.5)  # the drain has begun
         health = health_pb2_grpc.HealthStub(chan)
         for name in (SERVICE, ""):  # an answer, not an error: the server is still up, saying it is leaving
             reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)

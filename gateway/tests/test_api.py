@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from embedder_service.tests import images
-from gateway.tests.conftest import Stack
+from tests.support.stack import Stack
 
 
 def upload(client: httpx.Client, *datas: bytes, label: str = "", names: list[str] | None = None,

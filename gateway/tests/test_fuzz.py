@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from gateway.tests.conftest import Gateway
+from tests.support.stack import Gateway
 
+pytestmark = pytest.mark.db  # the gateway's stack; marked here too so that -m "not db" never imports hypothesis
 schemathesis = pytest.importorskip("schemathesis")
 
 

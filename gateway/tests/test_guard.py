@@ -17,11 +17,11 @@ import pytest
 
 from embedder_service.tests import images
 from gateway.config import ConfigError, GatewayConfig
-from gateway.tests.conftest import TOKEN, Stack
 from gateway.tests.test_api import upload
 from index_service.server import Deps
 from index_service.server import serve as serve_index
 from protos.semsearch.v1 import index_pb2
+from tests.support.stack import TOKEN, Stack
 
 
 def test_write_endpoints_need_the_token(stack: Stack) -> None:

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from embedder_service.tests import images
-from gateway.tests.conftest import Gateway, Stack
 from gateway.tests.test_api import upload
+from tests.support.stack import Gateway, Stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[2] / ".cache" / "screenshots"

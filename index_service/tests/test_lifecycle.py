@@ -11,20 +11,16 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import psutil
 import psycopg2
 import pytest
 from grpc_health.v1 import health_pb2
 
 from index_service.pg import EmbeddedPostgres
-from index_service.tests.conftest import (
-    FAST_SETTINGS,
-    create_database,
-    item,
-    make_config,
-    start_server,
-    unit,
-)
 from protos.semsearch.v1 import index_pb2
+from tests.support.health import wait_status
+from tests.support.index import Running, item, make_config, start_server, unit
+from tests.support.pg import FAST_SETTINGS, create_database
 
 
 def test_prototype_table_is_adopted_in_place(tmp_path: Path, pg_dsn: str) -> None:
@@ -70,6 +66,7 @@ def test_two_services_starting_together_migrate_once(tmp_path: Path, pg_dsn: str
         assert cur.fetchone()[0] == 4
 
 
+@pytest.mark.db  # a Postgres of its own
 def test_postgres_restart_during_a_batch(tmp_path: Path) -> None:
     pg = EmbeddedPostgres(tmp_path / "pg", settings=FAST_SETTINGS)
     pg.start()
@@ -129,13 +126,11 @@ def _wait_for_lock_waiter(dsn: str) -> None:
     raise AssertionError("the batch never waited on the lock")
 
 
-def _wait_health(running: object, status: int, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while running.health() != status:  # type: ignore[attr-defined]
-        assert time.monotonic() < deadline, f"health never became {status}"
-        time.sleep(0.05)
+def _wait_health(running: Running, status: int, timeout_s: float = 20) -> None:
+    wait_status(running.channel, status, timeout_s=timeout_s)
 
 
+@pytest.mark.db  # a Postgres of its own
 def test_launcher_stale_pid_and_concurrent_starters(tmp_path: Path) -> None:
     pg = EmbeddedPostgres(tmp_path / "pg", settings=FAST_SETTINGS)
     with ThreadPoolExecutor(3) as ex:
@@ -144,11 +139,10 @@ def test_launcher_stale_pid_and_concurrent_starters(tmp_path: Path) -> None:
     pg.start()
     assert pg.is_running() and pg.dsn() == dsns[0] and "127.0.0.1" in pg.dsn()
     pid = int((pg.pgdata / "postmaster.pid").read_text().split()[0])
+    postmaster = psutil.Process(pid)
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while pg.is_running():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    postmaster.wait(10)
+    assert not pg.is_running()
     assert (pg.pgdata / "postmaster.pid").exists()  # stale
     dsn = pg.start()
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:

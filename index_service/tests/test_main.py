@@ -9,13 +9,16 @@ import sys
 import time
 from pathlib import Path
 
-from index_service.pg import _free_port
+import pytest
+
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
 from semsearch_common import channels
+from tests.support.net import free_port
 
 
+@pytest.mark.db  # the process starts its embedded Postgres
 def test_process_serves_on_embedded_postgres_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "INDEX_"))}
     env.update(INDEX_DATA_DIR=str(tmp_path / "data"), INDEX_PORT=str(port), INDEX_HEALTH_INTERVAL_S="0.2")
     proc = subprocess.Popen([sys.executable, "-m", "index_service"], env=env)

@@ -19,11 +19,15 @@ from grpc_health.v1 import health_pb2
 
 from index_service import monitor as monitor_module
 from index_service.monitor import DbMonitor
-from index_service.pg import EmbeddedPostgres, _free_port
+from index_service.pg import EmbeddedPostgres
 from index_service.server import Deps
-from index_service.tests.conftest import FAST_SETTINGS, create_database, item, make_config, start_server, unit
 from protos.semsearch.v1 import index_pb2
 from semsearch_common.logs import Throttled
+from tests.support.index import item, make_config, start_server, unit
+from tests.support.net import free_port
+from tests.support.pg import FAST_SETTINGS, create_database
+
+pytestmark = pytest.mark.db  # each test runs a Postgres of its own
 
 
 def test_killed_postmaster_is_restarted_and_serving_within_10_s(tmp_path: Path) -> None:
@@ -77,7 +81,7 @@ def _spin(conn: psycopg2.extensions.connection) -> None:
 
 def test_outage_warnings_are_one_line_per_cause_per_interval(tmp_path: Path,
                                                              caplog: pytest.LogCaptureFixture) -> None:
-    dead = f"host=127.0.0.1 port={_free_port()} user=postgres dbname=postgres"  # nothing listens there
+    dead = f"host=127.0.0.1 port={free_port()} user=postgres dbname=postgres"  # nothing listens there
     config = make_config(tmp_path / "data", dead, health_interval_s=0.05, connect_timeout_s=1)
     checks: list[bool] = []
     deps = Deps.build(config, dead)

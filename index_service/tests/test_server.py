@@ -10,9 +10,9 @@ import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from index_service.tests.conftest import Running, item, unit
 from protos.semsearch.v1 import index_pb2
 from semsearch_common import status
+from tests.support.index import Running, item, unit
 
 OK, INVALID, PRECONDITION = 0, grpc.StatusCode.INVALID_ARGUMENT.value[0], grpc.StatusCode.FAILED_PRECONDITION.value[0]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import psycopg2
 
-from index_service.tests.conftest import Running, clustered, item, make_config, start_server, unit
 from protos.semsearch.v1 import index_pb2
+from tests.support.index import Running, clustered, item, make_config, start_server, unit
 
 
 def test_four_concurrent_upserters_of_overlapping_batches(index: Running) -> None:

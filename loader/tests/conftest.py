@@ -22,10 +22,10 @@ from index_service.config import Config as IndexConfig
 from index_service.pg import EmbeddedPostgres
 from index_service.server import Deps
 from index_service.server import serve as serve_index
-from index_service.tests.conftest import create_database, scratch_postgres
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
 from semsearch_common.channels import wait_serving
 from semsearch_common.server import Server
+from tests.support.pg import create_database, scratch_postgres
 
 REPO = Path(__file__).resolve().parents[2]
 # The test cluster needs no crash safety of its own; what the tests check is the loader's.
@@ -122,9 +122,3 @@ def kill(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-
-
-def loader_process(*args: str) -> subprocess.Popen:
-    """`python -m loader ARGS` as a child process (stdout and stderr captured)."""
-    return subprocess.Popen([sys.executable, "-m", "loader", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)

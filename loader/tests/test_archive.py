@@ -17,7 +17,7 @@ from loader import archive
 from loader.__main__ import EXIT_FAILED_FILES, EXIT_STOPPED, main
 from loader.archive import ArchiveError
 from loader.tests.conftest import IndexServer
-from loader.tests.trees import caltech_like, evil_tar, tar_of
+from tests.support.trees import caltech_like, evil_tar, tar_of
 
 
 @dataclass

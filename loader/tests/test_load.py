@@ -14,8 +14,8 @@ import pytest
 from index_service.pg import EmbeddedPostgres
 from loader.__main__ import EXIT_FAILED_FILES, EXIT_OK, EXIT_STOPPED, EXIT_USAGE, main
 from loader.tests.conftest import IndexServer, start_index, stop_index
-from loader.tests.trees import caltech_like, encoded
 from protos.semsearch.v1 import index_pb2
+from tests.support.trees import caltech_like, encoded
 
 
 def load(tmp_path: Path, *args: str, name: str = "report.jsonl") -> tuple[int, dict[str, Any], list[dict]]:

@@ -10,38 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from bench.common import free_port
 from index_service.pg import EmbeddedPostgres
 from loader.__main__ import EXIT_OK, main
 from loader.tests.conftest import (
     IndexServer,
     kill,
-    loader_process,
     start_embedder_process,
     start_index,
     stop_index,
 )
-from loader.tests.trees import caltech_like
+from tests.support.loading import assert_one_row_per_image, loader_process, wait_for_rows
+from tests.support.net import free_port
+from tests.support.trees import caltech_like
 
 # No corrupt or junk files here: every image must end up stored exactly once.
 CATEGORIES = [f"{i:03d}.thing{i}" for i in range(1, 13)]
-
-
-def wait_for_rows(index: IndexServer, at_least: int, timeout_s: float = 60) -> int:
-    """Poll the index until it holds at least `at_least` rows; returns the count seen."""
-    deadline = time.monotonic() + timeout_s
-    while (count := index.count()) < at_least:
-        assert time.monotonic() < deadline, f"only {count} rows after {timeout_s} s"
-        time.sleep(0.01)
-    return count
-
-
-def assert_one_row_per_image(index: IndexServer, images: list[str], media_root: Path) -> None:
-    metas = index.metas()
-    assert sorted(m.file_name for m in metas) == sorted(images)
-    assert len({m.sha256 for m in metas}) == len(images)
-    media = [p for p in media_root.rglob("*") if p.is_file()]
-    assert len(media) == len(images), "every row has its original file and there are no orphans"
 
 
 def test_sigkill_mid_run_then_rerun_gives_exactly_one_row_per_image(tmp_path: Path, tiny_bundle_dir: Path,

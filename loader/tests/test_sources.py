@@ -13,8 +13,8 @@ from loader import clients, sources
 from loader.config import ConfigError, LoaderEnv
 from loader.report import Progress, Report, Summary
 from loader.sources import JUNK, NOT_IMAGE, Shard
-from loader.tests.trees import caltech_like, encoded
 from protos.semsearch.v1 import embedder_pb2
+from tests.support.trees import caltech_like, encoded
 
 
 @pytest.mark.parametrize(("rel", "label"), [

@@ -15,11 +15,11 @@ import grpc
 import httpx
 import psutil
 
-from bench.common import free_port
 from index_service.pg import EmbeddedPostgres
-from index_service.tests.conftest import create_database
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc, index_pb2, index_pb2_grpc
 from semsearch_common.channels import channel, is_serving
+from tests.support.net import free_port
+from tests.support.pg import create_database
 
 REPO = Path(__file__).resolve().parents[2]
 # No OS crash is simulated, so fsync can go; commits stay synchronous because Postgres itself is

@@ -21,11 +21,10 @@ import pytest
 from PIL import Image
 
 from index_service.pg import EmbeddedPostgres
-from index_service.tests.conftest import scratch_postgres
-from loader.tests.conftest import loader_process
-from loader.tests.test_resilience import assert_one_row_per_image, wait_for_rows
-from loader.tests.trees import encoded
 from protos.semsearch.v1 import index_pb2
+from tests.support.loading import assert_one_row_per_image, loader_process, wait_for_rows
+from tests.support.pg import scratch_postgres
+from tests.support.trees import encoded
 from tests.system.procs import (
     PG_SETTINGS,
     IndexClient,

@@ -7,7 +7,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from gateway.tests.conftest import Gateway, Stack
+from tests.support.stack import Gateway, Stack
 
 schemathesis = pytest.importorskip("schemathesis")
 

@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.tests.conftest import Gateway, Stack
 from index_service import domain
 from index_service.media import MediaStore
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc, index_pb2
-from tests.system.conftest import RssSampler, media_files
+from tests.support.stack import Gateway, Stack
 from tests.system.corpus import BadFile, corpus, good_jpeg
+from tests.system.memory import RssSampler, media_files
 
 MEMORY_BOUND = 300 * 1024 * 1024
 INVALID, NOT_FOUND, EXHAUSTED, PRECONDITION = 3, 5, 8, 9  # grpc status numbers of per-item errors (google.rpc.Status)

@@ -21,9 +21,9 @@ import pytest
 
 from bench import common
 from index_service.pg import EmbeddedPostgres
-from loader.tests.conftest import loader_process
-from loader.tests.trees import encoded
 from protos.semsearch.v1 import index_pb2
+from tests.support.loading import loader_process
+from tests.support.trees import encoded
 from tests.system.procs import PG_SETTINGS, IndexClient, Service, embedder_service, gateway, index_service, model_id
 
 pytestmark = pytest.mark.slow

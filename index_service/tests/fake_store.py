@@ -1,0 +1,143 @@
+"""In-memory fakes of what IndexServicer needs (index_service.ports): rows, files and the error hook, no Postgres."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from index_service.domain import Hit, ImageMeta, Mismatch, NewImage, NotFound, SearchQuery, ServiceError, UpsertOutcome
+
+DIM = 8
+
+
+class FakeStore:
+    """Rows in a dict, exact search by dot product; records the timeout of every call.
+
+    `fail` makes every call raise that error (a lost database, a full disk).
+    """
+
+    def __init__(self, dim: int = DIM) -> None:
+        self.ready, self.dim = True, dim
+        self.rows: dict[int, NewImage] = {}
+        self.model: str | None = None
+        self.fail: ServiceError | None = None
+        self.timeouts: dict[str, float | None] = {}
+
+    def _call(self, name: str, timeout_s: float | None) -> None:
+        self.timeouts[name] = timeout_s
+        if self.fail is not None:
+            raise self.fail
+
+    def model_id(self, timeout_s: float | None) -> str | None:
+        self._call("model_id", timeout_s)
+        return self.model
+
+    def upsert(self, items: Sequence[NewImage], timeout_s: float | None) -> list[UpsertOutcome]:
+        self._call("upsert", timeout_s)
+        out = []
+        for item in items:
+            self.model = self.model or item.model_id
+            if item.model_id != self.model:
+                out.append(UpsertOutcome(item.sha256, error=Mismatch(f"the collection holds model {self.model!r}")))
+                continue
+            found = [i for i, row in self.rows.items() if row.sha256 == item.sha256]
+            if found:
+                out.append(UpsertOutcome(item.sha256, id=found[0]))
+            else:
+                new_id = len(self.rows) + 1
+                self.rows[new_id] = item
+                out.append(UpsertOutcome(item.sha256, id=new_id, created=True))
+        return out
+
+    def search(self, q: SearchQuery, timeout_s: float | None) -> tuple[list[Hit], float]:
+        self._call("search", timeout_s)
+        hits = [Hit(i, float(row.vector @ q.vector), row.label, row.source, row.width, row.height)
+                for i, row in self.rows.items() if i != q.exclude_id
+                and (not q.labels or row.label in q.labels) and (not q.source or row.source == q.source)]
+        hits = [h for h in hits if q.min_score is None or h.score >= q.min_score]
+        return sorted(hits, key=lambda h: -h.score)[: q.k], 0.5
+
+    def vector_of(self, image_id: int, timeout_s: float | None) -> str:
+        self._call("vector_of", timeout_s)
+        return "[" + ",".join(str(float(x)) for x in self._row(image_id).vector) + "]"
+
+    def get(self, ids: Sequence[int], timeout_s: float | None) -> list[ImageMeta]:
+        self._call("get", timeout_s)
+        return [ImageMeta(i, r.sha256, r.label, r.source, r.file_name, r.width, r.height, r.content_type,
+                          len(r.original), r.model_id, 1_700_000_000, "")
+                for i in dict.fromkeys(ids) if (r := self.rows.get(i)) is not None]
+
+    def thumbnail(self, image_id: int, timeout_s: float | None) -> bytes:
+        self._call("thumbnail", timeout_s)
+        return self._row(image_id).thumbnail
+
+    def delete(self, ids: Sequence[int], timeout_s: float | None) -> list[int]:
+        self._call("delete", timeout_s)
+        return [i for i in ids if self.rows.pop(i, None) is not None]
+
+    def labels(self, timeout_s: float | None) -> list[tuple[str, int]]:
+        self._call("labels", timeout_s)
+        names = sorted({r.label for r in self.rows.values()})
+        return [(n, sum(r.label == n for r in self.rows.values())) for n in names]
+
+    def exists(self, shas: Sequence[str], timeout_s: float | None) -> list[str]:
+        self._call("exists", timeout_s)
+        stored = {r.sha256 for r in self.rows.values()}
+        return [s for s in shas if s in stored]
+
+    def stats(self, timeout_s: float | None) -> dict[str, Any]:
+        self._call("stats", timeout_s)
+        return {"count": len(self.rows), "backend": "pgvector", "index_state": "ready", "dim": self.dim,
+                "model_ids": [self.model] if self.model else []}
+
+    def build_index(self, concurrently: bool, timeout_s: float | None) -> tuple[bool, float]:
+        self._call("build_index", timeout_s)
+        return True, 0.25
+
+    def index_state(self, timeout_s: float | None) -> str:
+        self._call("index_state", timeout_s)
+        return "ready"
+
+    def _row(self, image_id: int) -> NewImage:
+        if image_id not in self.rows:
+            raise NotFound(f"no image with id {image_id}")
+        return self.rows[image_id]
+
+
+class FakeMedia:
+    """Originals by hash, in memory."""
+
+    def __init__(self, store: FakeStore) -> None:
+        self.store = store
+        self.missing: set[str] = set()
+
+    def _data(self, sha256: str) -> bytes:
+        if sha256 in self.missing:
+            raise FileNotFoundError(sha256)
+        return next(r.original for r in self.store.rows.values() if r.sha256 == sha256)
+
+    def open(self, sha256: str) -> Iterator[bytes]:
+        yield self._data(sha256)
+
+    def size(self, sha256: str) -> int:
+        return len(self._data(sha256))
+
+
+class FakeDeps:
+    """The servicer's dependencies (ports.Serving), remembering the errors the server reported."""
+
+    def __init__(self) -> None:
+        self.repo = FakeStore()
+        self.media = FakeMedia(self.repo)
+        self.errors: list[ServiceError] = []
+
+    def failed(self, err: ServiceError) -> None:
+        self.errors.append(err)
+
+
+def unit_vector(seed: int, dim: int = DIM) -> np.ndarray:
+    """A random unit vector."""
+    v = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    return v / np.linalg.norm(v)
