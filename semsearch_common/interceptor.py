@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -119,30 +120,30 @@ class ServiceInterceptor(_Interceptor):
     def _unary(self, method: str, behaviour: Callable[..., Any], default: float | None,
                request_streaming: bool) -> Callable[[Any, grpc.ServicerContext], Any]:
         def run(request: Any, context: grpc.ServicerContext) -> Any:
-            call, started = CallContext(context, default), time.perf_counter()
-            try:
+            with self._observed(method, context, default) as call:
                 return behaviour(_checked(request, request_streaming), call)
-            except BaseException as exc:
-                self._fail(method, call, exc)
-                raise
-            finally:
-                self._record(method, call, started)
 
         return run
 
     def _streaming(self, method: str, behaviour: Callable[..., Any], default: float | None,
                    request_streaming: bool) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
         def run(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            call, started = CallContext(context, default), time.perf_counter()
-            try:
+            with self._observed(method, context, default) as call:
                 yield from behaviour(_checked(request, request_streaming), call)
-            except BaseException as exc:
-                self._fail(method, call, exc)
-                raise
-            finally:
-                self._record(method, call, started)
 
         return run
+
+    @contextlib.contextmanager
+    def _observed(self, method: str, context: grpc.ServicerContext, default: float | None) -> Iterator[CallContext]:
+        """The call's context; on the way out, its failure mapped to a status and the call counted and timed."""
+        call, started = CallContext(context, default), time.perf_counter()
+        try:
+            yield call
+        except BaseException as exc:
+            self._fail(method, call, exc)
+            raise
+        finally:
+            self._record(method, call, started)
 
     def _fail(self, method: str, call: CallContext, exc: BaseException) -> None:
         """Turn an exception into the call's status (raises through abort), unless the servicer already aborted."""

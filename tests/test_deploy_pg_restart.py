@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -13,16 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.launcher import children, cmdline, start_launcher
 from tests.support.net import free_ports
-
-
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
-
-
-def _cmdline(pid: int) -> str:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
 def _postmaster(pid_file: Path) -> int | None:
@@ -47,22 +37,11 @@ def test_killed_postmaster_under_the_launcher_serves_again_within_10_s(tiny_bund
                                                                        tmp_path_factory) -> None:
     data = tmp_path_factory.mktemp("pgkill", numbered=True)
     http, embedder, index = free_ports(3)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "INDEX_"))}  # the defaults
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "deploy", "--model", str(tiny_bundle_dir), "--data-dir", str(data),
-         "--port", str(http), "--embedder-port", str(embedder), "--index-port", str(index)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    proc = start_launcher(tiny_bundle_dir, data, (http, embedder, index), clean_env=True)
     pid_file = data / "index" / "postgres" / "pgdata" / "postmaster.pid"
     try:
-        deadline = time.monotonic() + 180
-        for line in proc.stdout:
-            if "semsearch is ready" in line:
-                break
-            assert time.monotonic() < deadline, "not ready in time"
-        else:
-            pytest.fail(f"the launcher exited with {proc.wait()} before it was ready")
         assert _search_status(http) == 200
-        index_pid = next(pid for pid in _children(proc.pid) if "index_service" in _cmdline(pid))
+        index_pid = next(pid for pid in children(proc.pid) if "index_service" in cmdline(pid))
         old = _postmaster(pid_file)
         assert old is not None
 
@@ -76,7 +55,7 @@ def test_killed_postmaster_under_the_launcher_serves_again_within_10_s(tiny_bund
             pytest.fail(f"/api/search did not answer 200 on a new postmaster within 10 s "
                         f"(last status {_search_status(http)})")
         # Healed in place: the index process is the same one, and the launcher still supervises it.
-        assert index_pid in _children(proc.pid) and proc.poll() is None
+        assert index_pid in children(proc.pid) and proc.poll() is None
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0

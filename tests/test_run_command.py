@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.launcher import children, cmdline, start_launcher
 from tests.support.net import free_ports
 
 
@@ -24,15 +25,6 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-
-
-def cmdline(pid: int) -> str:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-
-
-def children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
 
 
 def second_launcher(*ports: int, model: str = "random") -> tuple[int, float, list[str]]:
@@ -67,18 +59,8 @@ def test_run_command_reaches_healthy_serves_a_search_and_stops_cleanly(tiny_bund
                                                                         tmp_path_factory) -> None:
     data = tmp_path_factory.mktemp("run", numbered=True)
     http, embedder, index = free_ports(3)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "deploy", "--model", str(tiny_bundle_dir), "--data-dir", str(data),
-         "--port", str(http), "--embedder-port", str(embedder), "--index-port", str(index)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = start_launcher(tiny_bundle_dir, data, (http, embedder, index))
     try:
-        deadline = time.monotonic() + 180
-        for line in proc.stdout:
-            if "semsearch is ready" in line:
-                break
-            assert time.monotonic() < deadline, "not ready in time"
-        else:
-            pytest.fail(f"the launcher exited with {proc.wait()} before it was ready")
         with urllib.request.urlopen(f"http://127.0.0.1:{http}/api/search?q=a+dog+on+a+beach", timeout=30) as r:
             body = json.load(r)
         assert r.status == 200 and body["hits"] == [] and "embed_ms" in body["timings"]
