@@ -128,7 +128,7 @@ def test_transparency_is_composited_on_white() -> None:
 @pytest.mark.torch  # the reference is transformers, which imports torch
 def test_other_image_size(reference: CLIPImageProcessorPil) -> None:
     spec = PreprocessSpec(image_size=336)
-    ref336 = CLIPImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
+    ref336 = type(reference)(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
     data = encode(Image.fromarray(photo(500, 377)))
     np.testing.assert_array_equal(decode(data, spec).pixels, expected(ref336, Image.open(io.BytesIO(data))))
 
