@@ -140,6 +140,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def obtain(what: str, cache: Path, repo: str = hub.DEFAULT_REPO, revision: str | None = None) -> Bundle:
     """Resolve `what` (hub, random, random-int8 or a bundle path) to a ready bundle, using cache."""
     if what == "hub":
+        repo = catalog.repo_of(repo)
         target = cache / "hub" / (repo.replace("/", "--") + (f"@{revision}" if revision else ""))
         if (target / bundles.MANIFEST).is_file():
             log.info("using the cached download in %s", target)
@@ -240,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", required=True, metavar="DIR", help="directory for downloaded and built bundles")
     p.add_argument("--print-path", action="store_true",
                    help="print only the bundle's path on stdout (everything else goes to stderr)")
-    p.add_argument("--repo", default=hub.DEFAULT_REPO, metavar="ID", help="hub repository for `hub`")
+    p.add_argument("--repo", default=hub.DEFAULT_REPO, metavar="ID",
+                   help="hub repository, or a name from `list`, for `hub`")
     p.add_argument("--revision", metavar="R", help="revision for `hub` (default: main)")
     return parser
 
