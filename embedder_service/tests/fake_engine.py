@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embedder_service.engine import DeadlineExceeded, ImageResult, TextError, TextResult
-from embedder_service.models.bundle import Bundle
+from embedder_service.models.bundle import Bundle, ImageSpec
 from embedder_service.preprocess import ImageError
 from semsearch_common.errors import ServiceError
 
@@ -20,8 +20,8 @@ DIM = 8
 class FakeModel:
     """A bundle's description and a provider list, as ClipModel has them."""
 
-    bundle: Bundle = field(default_factory=lambda: Bundle(name="fake", source="test", dim=DIM, image_size=16,
-                                                          version="1", semantic=False))
+    bundle: Bundle = field(default_factory=lambda: Bundle(name="fake", source="test", dim=DIM,
+                                                          image=ImageSpec(size=16), version="1", semantic=False))
     providers: list[str] = field(default_factory=lambda: ["FakeExecutionProvider"])
 
 
