@@ -112,6 +112,11 @@ class Repository:
             raise Unavailable("the database is not migrated yet")
         return self._collection.dialect
 
+    @property
+    def dim(self) -> int:
+        """The vector dimension of the collection the default alias points at now."""
+        return self.collection("", 10.0).dim
+
     def collection(self, name: str, timeout_s: float | None) -> Coll:
         """The collection a name or alias (empty: the default alias) stands for now."""
         return run_tx(self.pool, lambda cur: catalog.resolve(cur, name), timeout_s)
