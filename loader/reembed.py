@@ -39,6 +39,7 @@ class ReembedConfig:
     drop_old: bool = False
     batch_size: int = 64
     readers: int = 8
+    embed_workers: int = 2  # requests in flight at the embedder: it never waits for a round trip
     timeout_s: float = 60.0
     retry_s: float = 60.0
     prototype_root: Path | None = None  # where adopted rows' original_ref paths resolve (their files)
@@ -109,6 +110,7 @@ class Reembed:
         self.embedder = embedder_pb2_grpc.EmbedderStub(channel(cfg.embedder_addr))
         self.stop = threading.Event()
         self.error: BaseException | None = None
+        self._lock = threading.Lock()
 
     def backoff(self) -> Backoff:
         """The shared retry policy, bounded by --retry-s."""
@@ -123,9 +125,10 @@ class Reembed:
         batch = min(self.cfg.batch_size, images_per_request(info))
         embed_q: queue.Queue[Any] = queue.Queue(maxsize=4)
         upsert_q: queue.Queue[Any] = queue.Queue(maxsize=4)
+        embedders = [threading.Thread(target=self._guard, args=(self._embed, embed_q, upsert_q))
+                     for _ in range(self.cfg.embed_workers)]
         stages = [threading.Thread(target=self._guard, args=(self._read, source.name, batch, embed_q)),
-                  threading.Thread(target=self._guard, args=(self._embed, embed_q, upsert_q)),
-                  threading.Thread(target=self._guard, args=(self._upsert, upsert_q))]
+                  *embedders, threading.Thread(target=self._guard, args=(self._upsert, upsert_q))]
         for t in stages:
             t.start()
         last = time.monotonic()
@@ -155,6 +158,10 @@ class Reembed:
             self.index.DropCollection(index_pb2.DropCollectionRequest(name=source.name), timeout=t)
             out.dropped = True
             log.info("dropped collection %s", source.name)
+
+    def _add(self, counter: str, n: int) -> None:
+        with self._lock:  # several stages count failures
+            setattr(self.out, counter, getattr(self.out, counter) + n)
 
     def _guard(self, stage: Any, *args: Any) -> None:
         try:
@@ -199,13 +206,14 @@ class Reembed:
                 ask = index_pb2.ExistsRequest(sha256=[m.sha256 for m in page if m.sha256], collection=self.cfg.target)
                 present = set(call(partial(self.index.Exists, ask, timeout=t), "index Exists", backoff).present)
                 todo = [m for m in page if not m.sha256 or m.sha256 not in present]
-                self.out.present += len(page) - len(todo)
+                self._add("present", len(page) - len(todo))
                 fetched = list(pool.map(lambda m: self._fetch(source, m), todo))
                 ready = [(m, data, thumb) for m, (data, thumb) in zip(todo, fetched, strict=True) if data]
-                self.out.failed += len(todo) - len(ready)
+                self._add("failed", len(todo) - len(ready))
                 if ready:
                     self._put(embed_q, ready)
-        self._put(embed_q, DONE)
+        for _ in range(self.cfg.embed_workers):
+            self._put(embed_q, DONE)
 
     def _fetch(self, source: str, meta: index_pb2.ImageMeta) -> tuple[bytes, bytes]:
         """The original and the stored thumbnail; an adopted row's original from its file."""
@@ -260,7 +268,7 @@ class Reembed:
                 r = results.get(str(i))
                 if r is None or (r.HasField("error") and r.error.code):
                     log.warning("image %d: embedder: %s", meta.id, r.error.message if r else "no result")
-                    self.out.failed += 1
+                    self._add("failed", 1)
                     continue
                 items.append(index_pb2.UpsertItem(
                     sha256=meta.sha256 or _sha256(data), original=data, content_type=r.content_type,
@@ -271,17 +279,24 @@ class Reembed:
         self._put(upsert_q, DONE)
 
     def _upsert(self, upsert_q: queue.Queue[Any]) -> None:
-        backoff = self.backoff()
-        while (items := self._get(upsert_q)) is not DONE:
+        backoff, running = self.backoff(), self.cfg.embed_workers
+        while running and not self.stop.is_set():
+            items = self._get(upsert_q)
+            if items is DONE:
+                running -= 1
+                continue
             request = index_pb2.UpsertRequest(items=items, collection=self.cfg.target)
             response: index_pb2.UpsertResponse = call(
                 partial(self.index.Upsert, request, timeout=self.cfg.timeout_s), "index Upsert", backoff)
-            for r in response.results:
-                if r.HasField("error") and r.error.code:
-                    log.warning("%s: index: %s", r.sha256, r.error.message)
-                    self.out.failed += 1
-                else:
-                    self.out.embedded += 1
+            self._count(response)
+
+    def _count(self, response: index_pb2.UpsertResponse) -> None:
+        for r in response.results:
+            if r.HasField("error") and r.error.code:
+                log.warning("%s: index: %s", r.sha256, r.error.message)
+                self._add("failed", 1)
+            else:
+                self._add("embedded", 1)
 
 
 def _sha256(data: bytes) -> str:
