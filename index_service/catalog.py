@@ -76,6 +76,12 @@ def tables(cur: cursor) -> list[str]:
     return [r[0] for r in cur.fetchall()]
 
 
+def names(cur: cursor) -> list[str]:
+    """Every collection's name."""
+    cur.execute("SELECT name FROM collections ORDER BY name")
+    return [r[0] for r in cur.fetchall()]
+
+
 def claim_model(cur: cursor, coll: Coll, model_id: str) -> str:
     """The collection's model; the first upsert of a collection without one records its own."""
     if coll.model_id is not None:

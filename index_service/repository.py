@@ -96,8 +96,8 @@ class Repository:
         self._collection = collection
         self.pool.clear()  # connections made before the dialect was known lack its session setup
         if not self.config.defer_index:
-            for info in self.collections(None):
-                self.build_index(concurrently=False, timeout_s=None, collection=info.coll.name)
+            for name in run_tx(self.pool, catalog.names, None):
+                self.build_index(concurrently=False, timeout_s=None, collection=name)
         return collection
 
     @property
