@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import grpc
 import numpy as np
 import psycopg2
@@ -125,3 +127,44 @@ def test_upgrade_keeps_ids_and_model(index: Running) -> None:
         cur.execute("SELECT column_default FROM information_schema.columns WHERE table_name = 'images' "
                     "AND column_name = 'id'")
         assert "image_ids" in cur.fetchone()[0]
+
+
+def test_searches_never_fail_while_aliases_move_and_old_collections_drop(index: Running) -> None:
+    rng = np.random.default_rng(6)
+    keys = [f"s{i}" for i in range(30)]
+    ids = [r.id for r in index.stub.Upsert(index_pb2.UpsertRequest(
+        items=[item(unit(rng), k) for k in keys]), timeout=10).results]
+    failures: list[str] = []
+    searches = [0]
+    done = threading.Event()
+
+    def search(seed: int) -> None:
+        pick = np.random.default_rng(seed)
+        while not done.is_set():
+            try:
+                request = index_pb2.SearchSimilarRequest(id=int(pick.choice(ids)), k=3)
+                assert len(index.stub.SearchSimilar(request, timeout=10).hits) == 3
+                searches[0] += 1
+            except (grpc.RpcError, AssertionError) as err:
+                failures.append(repr(err))
+
+    threads = [threading.Thread(target=search, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    previous = "c1"
+    try:
+        for n in range(2, 7):
+            name, dim = f"c{n}", 16 * n
+            create(index, name, f"m@{n}", dim)
+            index.stub.Upsert(index_pb2.UpsertRequest(
+                items=[item(unit(rng, dim), k, model=f"m@{n}") for k in keys], collection=name), timeout=10)
+            index.stub.SetAlias(index_pb2.SetAliasRequest(alias="default", collection=name,
+                                                          expected_collection=previous), timeout=10)
+            index.stub.DropCollection(index_pb2.DropCollectionRequest(name=previous), timeout=30)
+            previous = name
+    finally:
+        done.set()
+        for t in threads:
+            t.join()
+    assert failures == [] and searches[0] > 20
+    assert index.stub.Stats(index_pb2.StatsRequest(), timeout=5).collection == "c6"
