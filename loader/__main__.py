@@ -109,6 +109,8 @@ def _common(p: argparse.ArgumentParser, env: LoaderEnv, default_source: str) -> 
                           help="embedder address host:port (default: %(default)s)")
     services.add_argument("--index", default=env.index_addr,
                           help="index address host:port (default: %(default)s)")
+    services.add_argument("--collection", default="",
+                          help="index collection or alias to load into (default: the alias 'default')")
     services.add_argument("--timeout", type=float, default=60.0, metavar="S",
                           help="deadline of each call, and the longest wait for a streamed answer (default: 60)")
     services.add_argument("--retry-s", type=float, default=300.0, metavar="S",
@@ -158,7 +160,7 @@ def config_of(args: argparse.Namespace, source: str) -> LoaderConfig:
         in_flight=args.in_flight, upsert_workers=args.upsert_workers, thumbnail_size=args.thumbnail_size,
         max_file_mb=args.max_file_mb, shard=args.shard, limit=args.limit, dry_run=args.dry_run,
         report_path=args.report, timeout_s=args.timeout, retry_s=args.retry_s, build_index=args.build_index,
-        progress_interval_s=args.progress_interval)
+        progress_interval_s=args.progress_interval, collection=args.collection)
     config.check()
     return config
 
