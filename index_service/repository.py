@@ -327,14 +327,28 @@ class Repository:
         found = {m.id: m for m in run_tx(self.pool, work, timeout_s)}
         return [found[i] for i in dict.fromkeys(ids) if i in found]
 
-    def page(self, after_id: int, limit: int, timeout_s: float | None, collection: str = "") -> list[ImageMeta]:
-        """Up to `limit` images with ids above `after_id`, ascending (re-embedding walks a collection so)."""
+    def page(self, after_id: int, limit: int, timeout_s: float | None, collection: str = "",
+             missing_from: str = "") -> tuple[list[ImageMeta], list[bytes], list[int]]:
+        """Images with ids above `after_id` (of the next `limit`, those `missing_from` lacks), their
+        thumbnails, and the ids scanned (none at the end): re-embedding walks a collection so."""
 
-        def work(cur: cursor) -> list[ImageMeta]:
+        def work(cur: cursor) -> tuple[list[ImageMeta], list[bytes], list[int]]:
             c = catalog.resolve(cur, collection)
-            cur.execute(f"SELECT {META_COLUMNS} FROM {c.table} WHERE id > %s ORDER BY id LIMIT %s",
-                        (after_id, limit))
-            return _metas(cur)
+            cur.execute(f"SELECT id FROM {c.table} WHERE id > %s ORDER BY id LIMIT %s", (after_id, limit))
+            scanned = [r[0] for r in cur.fetchall()]
+            if not scanned:
+                return [], [], []
+            where = ""
+            if missing_from:
+                target = catalog.resolve(cur, missing_from).table
+                where = (f"AND ({c.table}.sha256 IS NULL OR NOT EXISTS "
+                         f"(SELECT 1 FROM {target} t WHERE t.sha256 = {c.table}.sha256))")
+            cur.execute(f"SELECT {META_COLUMNS}, thumbnail FROM {c.table} WHERE id = ANY(%s) {where} ORDER BY id",
+                        (scanned,))
+            rows = cur.fetchall()
+            cells: list[list[Any]] = [[v if v is not None else "" for v in row[:-1]] for row in rows]
+            metas = [ImageMeta(*row) for row in cells]
+            return metas, [bytes(row[-1] or b"") for row in rows], scanned
 
         return run_tx(self.pool, work, timeout_s)
 

@@ -295,8 +295,33 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         if not 1 <= request.limit <= limit:
             raise TooLarge(f"limit must be between 1 and {limit}") if request.limit else InvalidArgument(
                 "limit must be at least 1")
-        metas = self.repo.page(request.after_id, request.limit, _timeout(context), request.collection)
-        return index_pb2.ListImagesResponse(images=[_meta_pb(m) for m in metas])
+        metas, thumbnails, scanned = self.repo.page(request.after_id, request.limit, _timeout(context),
+                                                    request.collection, request.missing_from)
+        out = index_pb2.ListImagesResponse(last_id=scanned[-1] if scanned else 0)
+        if not request.include_bytes:
+            out.images.extend(_meta_pb(m) for m in metas)
+        budget = self.config.max_message_mb * 1024 * 1024 // 2
+        for meta, thumbnail in zip(metas, thumbnails, strict=True) if request.include_bytes else ():
+            original = self._original(meta)
+            if out.images and budget < len(original) + len(thumbnail):
+                break  # the rest comes with the next page
+            budget -= len(original) + len(thumbnail)
+            out.images.append(_meta_pb(meta))
+            out.originals.append(original)
+            out.thumbnails.append(thumbnail)
+            out.last_id = meta.id
+        out.left_out = sum(1 for i in scanned if i <= out.last_id) - len(out.images)
+        return out
+
+    def _original(self, meta: domain.ImageMeta) -> bytes:
+        """The stored original of an image; empty for an adopted row or a missing file (logged)."""
+        if not meta.sha256:
+            return b""
+        try:
+            return b"".join(self.deps.media.open(meta.sha256))
+        except FileNotFoundError:
+            log.error("image %d: media file %s is missing", meta.id, meta.sha256)
+            return b""
 
 
 def _chunks(data: Iterator[bytes], content_type: str, total: int, sha256: str) -> Iterator[index_pb2.ImageChunk]:

@@ -93,7 +93,6 @@ def _reembed_parser(commands: Any, env: LoaderEnv) -> None:
     re.add_argument("--embedder", default=env.embedder_addr, help="embedder address (default: %(default)s)")
     re.add_argument("--index", default=env.index_addr, help="index address (default: %(default)s)")
     re.add_argument("--batch-size", type=int, default=64, help="images per request (default: 64)")
-    re.add_argument("--readers", type=int, default=8, help="concurrent reads of originals (default: 8)")
     re.add_argument("--embed-workers", type=int, default=2, help="embed requests in flight (default: 2)")
     re.add_argument("--timeout", type=float, default=60.0, metavar="S", help="deadline of each call (default: 60)")
     re.add_argument("--retry-s", type=float, default=300.0, metavar="S",
@@ -273,7 +272,7 @@ def _run(args: argparse.Namespace) -> int:
 def _reembed(args: argparse.Namespace) -> int:
     cfg = reembed.ReembedConfig(
         index_addr=args.index, embedder_addr=args.embedder, target=args.to, source=args.source, alias=args.alias,
-        drop_old=args.drop_old, batch_size=args.batch_size, readers=args.readers, embed_workers=args.embed_workers,
+        drop_old=args.drop_old, batch_size=args.batch_size, embed_workers=args.embed_workers,
         timeout_s=args.timeout,
         retry_s=args.retry_s, prototype_root=args.prototype_root, progress_s=args.progress_s)
     try:

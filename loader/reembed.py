@@ -1,8 +1,9 @@
 """`python -m loader reembed`: a new collection for the embedder's model, built from the stored originals.
 
 Searches keep using the old collection (through its alias) until the end, when the alias moves in one
-transaction. Resumable: rows the new collection already holds are skipped (Exists), as the loader does.
-Three stages overlap so the embedder never waits: reading originals (threads), embedding, upserting.
+transaction. Resumable: each page comes from ListImages with only what the new collection lacks, with
+its originals and thumbnails (one call per batch). Three stages overlap so the embedder never waits:
+reading pages, embedding (several requests in flight), upserting.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,7 +37,6 @@ class ReembedConfig:
     alias: str = "default"  # the alias to move at the end ("" to move none)
     drop_old: bool = False
     batch_size: int = 64
-    readers: int = 8
     embed_workers: int = 2  # requests in flight at the embedder: it never waits for a round trip
     timeout_s: float = 60.0
     retry_s: float = 60.0
@@ -187,53 +185,30 @@ class Reembed:
                 continue
         return DONE
 
-    # -- stage 1: pages of the source, minus what the target holds, with their bytes -------------
-
-    def _pages(self, source: str, batch: int) -> Iterator[list[index_pb2.ImageMeta]]:
-        after, t, backoff = 0, self.cfg.timeout_s, self.backoff()
-        while not self.stop.is_set():
-            request = index_pb2.ListImagesRequest(collection=source, after_id=after, limit=batch)
-            page = call(partial(self.index.ListImages, request, timeout=t), "index ListImages", backoff).images
-            if not page:
-                return
-            after = page[-1].id
-            yield list(page)
+    # -- stage 1: pages of the source the target lacks, with their bytes, in one call each ---------
 
     def _read(self, source: str, batch: int, embed_q: queue.Queue[Any]) -> None:
-        t, backoff = self.cfg.timeout_s, self.backoff()
-        with ThreadPoolExecutor(self.cfg.readers) as pool:
-            for page in self._pages(source, batch):
-                ask = index_pb2.ExistsRequest(sha256=[m.sha256 for m in page if m.sha256], collection=self.cfg.target)
-                present = set(call(partial(self.index.Exists, ask, timeout=t), "index Exists", backoff).present)
-                todo = [m for m in page if not m.sha256 or m.sha256 not in present]
-                self._add("present", len(page) - len(todo))
-                fetched = list(pool.map(lambda m: self._fetch(source, m), todo))
-                ready = [(m, data, thumb) for m, (data, thumb) in zip(todo, fetched, strict=True) if data]
-                self._add("failed", len(todo) - len(ready))
-                if ready:
-                    self._put(embed_q, ready)
+        after, t, backoff = 0, self.cfg.timeout_s, self.backoff()
+        while not self.stop.is_set():
+            request = index_pb2.ListImagesRequest(collection=source, after_id=after, limit=batch,
+                                                  missing_from=self.cfg.target, include_bytes=True)
+            page = call(partial(self.index.ListImages, request, timeout=t), "index ListImages", backoff)
+            if not page.last_id:
+                break
+            after = page.last_id
+            ready = []
+            for meta, original, thumbnail in zip(page.images, page.originals, page.thumbnails, strict=True):
+                data = original if meta.sha256 else self._prototype_file(meta)
+                if data:
+                    ready.append((meta, data, thumbnail))
+                else:
+                    log.warning("image %d: no original to re-embed (%s)", meta.id, meta.original_ref or meta.sha256)
+            self._add("failed", len(page.images) - len(ready))
+            self._add("present", page.left_out)
+            if ready:
+                self._put(embed_q, ready)
         for _ in range(self.cfg.embed_workers):
             self._put(embed_q, DONE)
-
-    def _fetch(self, source: str, meta: index_pb2.ImageMeta) -> tuple[bytes, bytes]:
-        """The original and the stored thumbnail; an adopted row's original from its file."""
-        if meta.sha256:
-            data = self._stream(source, meta.id, index_pb2.IMAGE_VARIANT_ORIGINAL)
-        else:
-            data = self._prototype_file(meta)
-        thumb = self._stream(source, meta.id, index_pb2.IMAGE_VARIANT_THUMBNAIL) if data else b""
-        return data, thumb
-
-    def _stream(self, source: str, image_id: int, variant: int) -> bytes:
-        request = index_pb2.GetImageRequest(id=image_id, variant=variant, collection=source)  # type: ignore[arg-type]
-        try:
-            return b"".join(c.data for c in self.index.GetImage(request, timeout=self.cfg.timeout_s))
-        except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.NOT_FOUND:
-                if variant == index_pb2.IMAGE_VARIANT_ORIGINAL:
-                    log.warning("image %d: %s", image_id, err.details())
-                return b""
-            raise LoadError(f"index GetImage: {err.code().name}: {err.details()}") from None
 
     def _prototype_file(self, meta: index_pb2.ImageMeta) -> bytes:
         root = self.cfg.prototype_root

@@ -168,3 +168,21 @@ def test_searches_never_fail_while_aliases_move_and_old_collections_drop(index: 
             t.join()
     assert failures == [] and searches[0] > 20
     assert index.stub.Stats(index_pb2.StatsRequest(), timeout=5).collection == "c6"
+
+
+def test_list_images_leaves_out_what_another_collection_holds_and_carries_bytes(index: Running) -> None:
+    rng = np.random.default_rng(8)
+    items = [item(unit(rng), f"b{i}") for i in range(5)]
+    ids = [r.id for r in index.stub.Upsert(index_pb2.UpsertRequest(items=items), timeout=10).results]
+    create(index, "c2", "m@2", 8)
+    index.stub.Upsert(index_pb2.UpsertRequest(items=[item(unit(rng, 8), "b1", model="m@2")], collection="c2"),
+                      timeout=10)
+    page = index.stub.ListImages(index_pb2.ListImagesRequest(limit=10, missing_from="c2", include_bytes=True),
+                                 timeout=5)
+    by_id = {i: it for i, it in zip(ids, items, strict=True) if i != ids[1]}
+    assert [m.id for m in page.images] == sorted(by_id)
+    assert (page.last_id, page.left_out) == (max(ids), 1)
+    assert list(page.originals) == [by_id[i].original for i in sorted(by_id)]
+    assert list(page.thumbnails) == [by_id[i].thumbnail for i in sorted(by_id)]
+    end = index.stub.ListImages(index_pb2.ListImagesRequest(after_id=page.last_id, limit=10), timeout=5)
+    assert (list(end.images), end.last_id) == ([], 0)
