@@ -94,6 +94,7 @@ def _reembed_parser(commands: Any, env: LoaderEnv) -> None:
     re.add_argument("--index", default=env.index_addr, help="index address (default: %(default)s)")
     re.add_argument("--batch-size", type=int, default=64, help="images per request (default: 64)")
     re.add_argument("--embed-workers", type=int, default=2, help="embed requests in flight (default: 2)")
+    re.add_argument("--upsert-workers", type=int, default=3, help="concurrent upserts (default: 3)")
     re.add_argument("--timeout", type=float, default=60.0, metavar="S", help="deadline of each call (default: 60)")
     re.add_argument("--retry-s", type=float, default=300.0, metavar="S",
                     help="how long to retry an unavailable service before stopping (default: 300)")
@@ -273,6 +274,7 @@ def _reembed(args: argparse.Namespace) -> int:
     cfg = reembed.ReembedConfig(
         index_addr=args.index, embedder_addr=args.embedder, target=args.to, source=args.source, alias=args.alias,
         drop_old=args.drop_old, batch_size=args.batch_size, embed_workers=args.embed_workers,
+        upsert_workers=args.upsert_workers,
         timeout_s=args.timeout,
         retry_s=args.retry_s, prototype_root=args.prototype_root, progress_s=args.progress_s)
     try:

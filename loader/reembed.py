@@ -24,6 +24,7 @@ from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc, index_pb2, inde
 
 log = logging.getLogger(__name__)
 DONE: Any = object()
+THUMBNAIL_SIZE = 256  # the loader's default
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class ReembedConfig:
     drop_old: bool = False
     batch_size: int = 64
     embed_workers: int = 2  # requests in flight at the embedder: it never waits for a round trip
+    upsert_workers: int = 3  # concurrent upserts: HNSW inserts into the new collection take their time
     timeout_s: float = 60.0
     retry_s: float = 60.0
     prototype_root: Path | None = None  # where adopted rows' original_ref paths resolve (their files)
@@ -125,8 +127,17 @@ class Reembed:
         upsert_q: queue.Queue[Any] = queue.Queue(maxsize=4)
         embedders = [threading.Thread(target=self._guard, args=(self._embed, embed_q, upsert_q))
                      for _ in range(self.cfg.embed_workers)]
+        upserters = [threading.Thread(target=self._guard, args=(self._upsert, upsert_q))
+                     for _ in range(self.cfg.upsert_workers)]
+
+        def close_upserts() -> None:
+            for t in embedders:
+                t.join()
+            for _ in upserters:
+                self._put(upsert_q, DONE)
+
         stages = [threading.Thread(target=self._guard, args=(self._read, source.name, batch, embed_q)),
-                  *embedders, threading.Thread(target=self._guard, args=(self._upsert, upsert_q))]
+                  *embedders, threading.Thread(target=close_upserts), *upserters]
         for t in stages:
             t.start()
         last = time.monotonic()
@@ -230,8 +241,10 @@ class Reembed:
     def _embed(self, embed_q: queue.Queue[Any], upsert_q: queue.Queue[Any]) -> None:
         backoff = self.backoff()
         while (batch := self._get(embed_q)) is not DONE:
+            # Thumbnails only for rows that have none (adopted ones): the stored ones are kept.
             request = embedder_pb2.EmbedImagesRequest(images=[
-                embedder_pb2.ImageInput(data=data, key=str(i)) for i, (_, data, _) in enumerate(batch)])
+                embedder_pb2.ImageInput(data=data, key=str(i)) for i, (_, data, _) in enumerate(batch)],
+                thumbnail_size=THUMBNAIL_SIZE if any(not thumb for _, _, thumb in batch) else 0)
             response: embedder_pb2.EmbedImagesResponse = call(
                 partial(self.embedder.EmbedImages, request, timeout=self.cfg.timeout_s), "embedder EmbedImages",
                 backoff)
@@ -245,21 +258,18 @@ class Reembed:
                     log.warning("image %d: embedder: %s", meta.id, r.error.message if r else "no result")
                     self._add("failed", 1)
                     continue
+                # The stored facts of the original stay; adopted rows never had them.
                 items.append(index_pb2.UpsertItem(
-                    sha256=meta.sha256 or _sha256(data), original=data, content_type=r.content_type,
-                    thumbnail=thumb, width=r.width, height=r.height, label=meta.label, source=meta.source,
+                    sha256=meta.sha256 or _sha256(data), original=data,
+                    content_type=meta.content_type or r.content_type, thumbnail=thumb or r.thumbnail,
+                    width=meta.width or r.width, height=meta.height or r.height, label=meta.label, source=meta.source,
                     file_name=meta.file_name, embedding=r.embedding, model_id=response.model_id))
             if items:
                 self._put(upsert_q, items)
-        self._put(upsert_q, DONE)
 
     def _upsert(self, upsert_q: queue.Queue[Any]) -> None:
-        backoff, running = self.backoff(), self.cfg.embed_workers
-        while running and not self.stop.is_set():
-            items = self._get(upsert_q)
-            if items is DONE:
-                running -= 1
-                continue
+        backoff = self.backoff()
+        while (items := self._get(upsert_q)) is not DONE:
             request = index_pb2.UpsertRequest(items=items, collection=self.cfg.target)
             response: index_pb2.UpsertResponse = call(
                 partial(self.index.Upsert, request, timeout=self.cfg.timeout_s), "index Upsert", backoff)
