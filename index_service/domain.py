@@ -88,6 +88,7 @@ class SearchQuery:
     min_score: float | None = None
     exact: bool = False
     exclude_id: int | None = None
+    model_id: str = ""  # when set, the collection must hold this model
 
     @property
     def filtered(self) -> bool:

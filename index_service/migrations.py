@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 TABLE = "images"
 PROTOTYPE_TABLE = "image_table"
 INDEX = "images_v_hnsw"
+ID_SEQUENCE = "image_ids"
+FIRST_COLLECTION = "c1"  # the name the pre-collections table takes
+DEFAULT_ALIAS = "default"
 LOCK_KEY = 0x1DE5_5E4C  # pg_advisory_lock key: one migrator at a time across services
 
 # Columns every image row has beyond the prototype's (v, location, id).
@@ -143,11 +146,40 @@ def m4_filters(cur: cursor, ctx: Context) -> None:
     cur.execute(f"ALTER TABLE {TABLE} ALTER COLUMN thumbnail SET STORAGE EXTERNAL")
 
 
+def m5_collections(cur: cursor, ctx: Context) -> None:
+    """Named collections and aliases; the existing table becomes collection `c1` behind alias `default`."""
+    cur.execute(
+        "CREATE TABLE collections (name text PRIMARY KEY, table_name text NOT NULL UNIQUE, model_id text, "
+        "dim integer NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
+    )
+    cur.execute("CREATE TABLE aliases (alias text PRIMARY KEY, collection text NOT NULL REFERENCES collections)")
+    # One id sequence for every collection: an id names one image everywhere, so a re-embedded image
+    # keeps its id and the gateway's links survive an alias move.
+    cur.execute(f"CREATE SEQUENCE {ID_SEQUENCE}")
+    cur.execute(f"SELECT pg_get_serial_sequence('{TABLE}', 'id')")
+    serial = one_row(cur)[0]
+    last = f"(SELECT last_value FROM {serial})" if serial else "0"
+    cur.execute(f"SELECT setval('{ID_SEQUENCE}', greatest((SELECT max(id) FROM {TABLE}), {last}, 1))")
+    cur.execute(f"ALTER TABLE {TABLE} ALTER COLUMN id SET DEFAULT nextval('{ID_SEQUENCE}')")
+    # The prototype's serial ids are int4; every collection's ids come from one bigint sequence (and
+    # upserts COPY them in binary, which needs the exact type). Rewrites an adopted table once.
+    cur.execute(f"SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '{TABLE}'::regclass "
+                "AND attname = 'id'")
+    if one_row(cur)[0] != "bigint":
+        cur.execute(f"ALTER TABLE {TABLE} ALTER COLUMN id TYPE bigint")
+    cur.execute(
+        "INSERT INTO collections (name, table_name, model_id, dim) VALUES (%s, %s, %s, %s)",
+        (FIRST_COLLECTION, TABLE, _meta(cur, "model_id"), int(_meta(cur, "dim") or ctx.dim)),
+    )
+    cur.execute("INSERT INTO aliases (alias, collection) VALUES (%s, %s)", (DEFAULT_ALIAS, FIRST_COLLECTION))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[cursor, Context], None]]] = [
     (1, "metadata table", m1_meta),
     (2, "vector extension", m2_extension),
     (3, "images table (adopts the prototype's image_table)", m3_images),
     (4, "filter indexes", m4_filters),
+    (5, "collections and aliases", m5_collections),
 ]
 
 

@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 # Errors that mean "this connection or the server is gone" (QueryCanceled is an OperationalError too).
 CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
-RETRYABLE = (errors.DeadlockDetected, errors.SerializationFailure)
+# UndefinedTable: a collection dropped between resolving its name and reading it; a retry resolves again.
+RETRYABLE = (errors.DeadlockDetected, errors.SerializationFailure, errors.UndefinedTable)
 
 T = TypeVar("T")
 

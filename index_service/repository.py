@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import struct
@@ -9,10 +10,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import psycopg2
 from psycopg2 import errors
 from psycopg2.extensions import connection, cursor
 
+from index_service import catalog
+from index_service.catalog import Coll, CollInfo
 from index_service.config import Config
 from index_service.dialects import Dialect
 from index_service.domain import (
@@ -28,8 +32,9 @@ from index_service.domain import (
     UpsertOutcome,
 )
 from index_service.media import MediaStore
-from index_service.migrations import INDEX, TABLE, Collection, Context, migrate
+from index_service.migrations import ID_SEQUENCE, Collection, Context, migrate
 from index_service.pool import Pool, one_row, run_tx
+from semsearch_common.errors import Reason
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +47,7 @@ META_COLUMNS = (
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _INT2, _INT4, _INT8 = struct.Struct(">h"), struct.Struct(">i"), struct.Struct(">q")
 INSERT_COLUMNS = (
-    "sha256, label, source, file_name, width, height, content_type, size_bytes, model_id, thumbnail, v"
+    "id, sha256, label, source, file_name, width, height, content_type, size_bytes, model_id, thumbnail, v"
 )
 
 
@@ -64,7 +69,6 @@ class Repository:
         self.media = media
         self.pool = Pool(dsn, config.pool_size, config.connect_timeout_s, self._setup)
         self._collection: Collection | None = None
-        self._model: str | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -92,7 +96,8 @@ class Repository:
         self._collection = collection
         self.pool.clear()  # connections made before the dialect was known lack its session setup
         if not self.config.defer_index:
-            self.build_index(concurrently=False, timeout_s=None)
+            for name in run_tx(self.pool, catalog.names, None):
+                self.build_index(concurrently=False, timeout_s=None, collection=name)
         return collection
 
     @property
@@ -109,10 +114,28 @@ class Repository:
 
     @property
     def dim(self) -> int:
-        """The collection's vector dimension (after open)."""
-        if self._collection is None:
-            raise Unavailable("the database is not migrated yet")
-        return self._collection.dim
+        """The vector dimension of the collection the default alias points at now."""
+        return self.collection("", 10.0).dim
+
+    def collection(self, name: str, timeout_s: float | None) -> Coll:
+        """The collection a name or alias (empty: the default alias) stands for now."""
+        return run_tx(self.pool, lambda cur: catalog.resolve(cur, name), timeout_s)
+
+    def collections(self, timeout_s: float | None) -> list[CollInfo]:
+        """Every collection with its count and aliases."""
+        return run_tx(self.pool, catalog.list_all, timeout_s)
+
+    def create_collection(self, name: str, model_id: str, dim: int, timeout_s: float | None) -> Coll:
+        """A new empty collection (its HNSW index is built separately)."""
+        return run_tx(self.pool, lambda cur: catalog.create(cur, self.dialect, name, model_id, dim), timeout_s)
+
+    def drop_collection(self, name: str, timeout_s: float | None) -> int:
+        """Drop a collection no alias uses; its originals go with the next orphan sweep unless shared."""
+        return run_tx(self.pool, lambda cur: catalog.drop(cur, name), timeout_s)
+
+    def set_alias(self, alias: str, collection: str, expected: str, timeout_s: float | None) -> str:
+        """Move an alias in one transaction; returns the collection it pointed at before."""
+        return run_tx(self.pool, lambda cur: catalog.set_alias(cur, alias, collection, expected), timeout_s)
 
     def ping(self, timeout_s: float) -> None:
         """A round trip to the database."""
@@ -124,48 +147,57 @@ class Repository:
 
     # -- writes -----------------------------------------------------------------------------------
 
-    def model_id(self, timeout_s: float | None) -> str | None:
-        """The collection's model, once the first upsert recorded it."""
-        if self._model is None:
-            row = run_tx(self.pool, lambda cur: _fetchone(cur, "SELECT value FROM index_meta WHERE key = 'model_id'"),
-                         timeout_s)
-            self._model = row[0] if row else None
-        return self._model
-
-    def upsert(self, items: Sequence[NewImage], timeout_s: float | None) -> list[UpsertOutcome]:
+    def upsert(self, items: Sequence[NewImage], timeout_s: float | None, collection: str = "") -> list[UpsertOutcome]:
         """Store a batch in one transaction; files are durable before the rows commit."""
         unique = {item.sha256: item for item in items}
         ordered = [unique[sha] for sha in sorted(unique)]
-        out: dict[str, UpsertOutcome] = run_tx(self.pool, lambda cur: self._upsert_tx(cur, ordered), timeout_s)
+        out: dict[str, UpsertOutcome] = run_tx(
+            self.pool, lambda cur: self._upsert_tx(cur, ordered, collection), timeout_s)
         return [out[item.sha256] for item in items]
 
-    def _upsert_tx(self, cur: cursor, items: list[NewImage]) -> dict[str, UpsertOutcome]:
-        model = self._claim_model(cur, items[0].model_id)
-        out = {i.sha256: UpsertOutcome(i.sha256, error=Mismatch(
-            f"model {i.model_id!r} differs from the collection's model {model!r}; use another collection "
-            "or re-embed everything")) for i in items if i.model_id != model}
-        items = [i for i in items if i.model_id == model]
+    def _upsert_tx(self, cur: cursor, items: list[NewImage], collection: str) -> dict[str, UpsertOutcome]:
+        c = catalog.resolve(cur, collection)
+        model = catalog.claim_model(cur, c, items[0].model_id)
+        out = {i.sha256: UpsertOutcome(i.sha256, error=_refusal(i, c, model))
+               for i in items if i.model_id != model or len(i.vector) != c.dim}
+        items = [i for i in items if i.sha256 not in out]
         if not items:
             return out
         _lock_keys(cur, [i.sha256 for i in items])
-        cur.execute(f"SELECT sha256, id FROM {TABLE} WHERE sha256 = ANY(%s)", ([i.sha256 for i in items],))
+        cur.execute(f"SELECT sha256, id FROM {c.table} WHERE sha256 = ANY(%s)", ([i.sha256 for i in items],))
         existing = dict(cur.fetchall())
         new = [i for i in items if i.sha256 not in existing]
-        self.media.put_many([(i.sha256, i.original) for i in new])
+        # Another collection's row already holds the file (a re-embed): it is durable, not written again.
+        self.media.put_many([(i.sha256, i.original) for i in new if not self.media.path_for(i.sha256).exists()])
         if new:
+            ids = self._ids_for(cur, c, [i.sha256 for i in new])
             # COPY straight into the table: every new sha256 is locked by us, so no one else can insert it.
-            cur.copy_expert(f"COPY {TABLE} ({INSERT_COLUMNS}) FROM STDIN WITH (FORMAT binary)",
-                            io.BytesIO(self._copy_rows(new)))
-            cur.execute(f"SELECT sha256, id FROM {TABLE} WHERE sha256 = ANY(%s)", ([i.sha256 for i in new],))
-            out.update({sha: UpsertOutcome(sha, id=row_id, created=True) for sha, row_id in cur.fetchall()})
+            cur.copy_expert(f"COPY {c.table} ({INSERT_COLUMNS}) FROM STDIN WITH (FORMAT binary)",
+                            io.BytesIO(self._copy_rows(new, ids)))
+            out.update({i.sha256: UpsertOutcome(i.sha256, id=ids[i.sha256], created=True) for i in new})
         out.update({sha: UpsertOutcome(sha, id=row_id) for sha, row_id in existing.items()})
         return out
 
-    def _copy_rows(self, items: list[NewImage]) -> bytes:
+    def _ids_for(self, cur: cursor, c: Coll, shas: list[str]) -> dict[str, int]:
+        """An id per new sha256: the one another collection gave it, else the next of the shared sequence."""
+        others = [t for t in catalog.tables(cur) if t != c.table]
+        ids: dict[str, int] = {}
+        if others:
+            union = " UNION ALL ".join(f"SELECT sha256, id FROM {t} WHERE sha256 = ANY(%(s)s)" for t in others)
+            cur.execute(f"SELECT sha256, min(id) FROM ({union}) AS o GROUP BY sha256", {"s": shas})
+            ids.update(cur.fetchall())
+        fresh = [s for s in shas if s not in ids]
+        if fresh:
+            cur.execute("SELECT nextval(%s) FROM generate_series(1, %s)", (ID_SEQUENCE, len(fresh)))
+            ids.update(zip(fresh, [r[0] for r in cur.fetchall()], strict=True))
+        return ids
+
+    def _copy_rows(self, items: list[NewImage], ids: dict[str, int]) -> bytes:
         """The rows in COPY's binary format: no text formatting of floats, no hex of thumbnails."""
         out = [COPY_HEADER]
         for i in items:
-            fields = [i.sha256.encode(), i.label.encode(), i.source.encode(), i.file_name.encode(),
+            fields = [_INT8.pack(ids[i.sha256]), i.sha256.encode(), i.label.encode(), i.source.encode(),
+                      i.file_name.encode(),
                       _INT4.pack(i.width), _INT4.pack(i.height), i.content_type.encode(),
                       _INT8.pack(len(i.original)), i.model_id.encode(), i.thumbnail, self.dialect.binary(i.vector)]
             out.append(_INT2.pack(len(fields)))
@@ -174,28 +206,22 @@ class Repository:
         out.append(_INT2.pack(-1))
         return b"".join(out)
 
-    def _claim_model(self, cur: cursor, model_id: str) -> str:
-        """The collection's model; the first upsert records its own (concurrent first batches: one wins)."""
-        cur.execute(
-            "INSERT INTO index_meta (key, value) VALUES ('model_id', %s) ON CONFLICT (key) DO NOTHING",
-            (model_id,),
-        )
-        cur.execute("SELECT value FROM index_meta WHERE key = 'model_id'")
-        return str(one_row(cur)[0])
-
-    def delete(self, ids: Sequence[int], timeout_s: float | None) -> list[int]:
+    def delete(self, ids: Sequence[int], timeout_s: float | None, collection: str = "") -> list[int]:
         """Delete rows, then their files, holding the per-sha locks across both so upserts cannot interleave."""
 
         def work(cur: cursor) -> list[int]:
-            cur.execute(f"SELECT sha256 FROM {TABLE} WHERE id = ANY(%s) AND sha256 IS NOT NULL", (list(ids),))
+            c = catalog.resolve(cur, collection)
+            cur.execute(f"SELECT sha256 FROM {c.table} WHERE id = ANY(%s) AND sha256 IS NOT NULL", (list(ids),))
             shas = [row[0] for row in cur.fetchall()]
             _lock_keys(cur, shas, session=True)
             try:
-                cur.execute(f"DELETE FROM {TABLE} WHERE id = ANY(%s) RETURNING id, sha256", (list(ids),))
+                cur.execute(f"DELETE FROM {c.table} WHERE id = ANY(%s) RETURNING id, sha256", (list(ids),))
                 deleted = cur.fetchall()
+                # A file another collection still references stays (the per-sha locks keep this exact).
+                kept = _present(cur, [sha for _, sha in deleted if sha])
                 cur.connection.commit()
                 for _, sha in deleted:
-                    if sha:
+                    if sha and sha not in kept:
                         self.media.delete(sha)
                 return sorted(row_id for row_id, _ in deleted)
             finally:
@@ -208,20 +234,35 @@ class Repository:
 
         def work(cur: cursor) -> None:
             _lock_keys(cur, shas)
-            cur.execute(f"SELECT sha256 FROM {TABLE} WHERE sha256 = ANY(%s)", (shas,))
-            present = {row[0] for row in cur.fetchall()}
+            present = _present(cur, shas)
             remove([s for s in shas if s not in present])
 
         run_tx(self.pool, work, 60.0)
 
     # -- reads ------------------------------------------------------------------------------------
 
-    def search(self, q: SearchQuery, timeout_s: float | None) -> tuple[list[Hit], float]:
+    def search(self, q: SearchQuery, timeout_s: float | None, collection: str = "") -> tuple[list[Hit], float]:
         """Nearest rows by cosine distance; k rows whenever k rows match, filters included."""
-        return run_tx(self.pool, lambda cur: self._search_tx(cur, q), timeout_s)
+        return run_tx(self.pool, lambda cur: self._search_tx(cur, q, collection), timeout_s)
 
-    def _search_tx(self, cur: cursor, q: SearchQuery) -> tuple[list[Hit], float]:
+    def search_similar(self, image_id: int, q: SearchQuery, timeout_s: float | None,
+                       collection: str = "") -> tuple[list[Hit], float]:
+        """Nearest rows to a stored image's vector, in the same transaction as the lookup."""
+
+        def work(cur: cursor) -> tuple[list[Hit], float]:
+            c = catalog.resolve(cur, collection)
+            vector = _parse_vector(self._vector_of(cur, c, image_id))
+            return self._search_tx(cur, dataclasses.replace(q, vector=vector), collection, c)
+
+        return run_tx(self.pool, work, timeout_s)
+
+    def _search_tx(self, cur: cursor, q: SearchQuery, collection: str,
+                   c: Coll | None = None) -> tuple[list[Hit], float]:
         started = time.perf_counter()
+        # Resolved in the searching transaction: an alias moved meanwhile yields the old or the new
+        # collection whole, never a mix (a dropped one retries: run_tx resolves again).
+        c = c or catalog.resolve(cur, collection)
+        catalog.check_model(c, q.model_id, len(q.vector))
         where: list[str] = []
         params: list[Any] = []
         if q.labels:
@@ -234,7 +275,7 @@ class Repository:
         limit = q.k + (1 if q.exclude_id is not None else 0)
         vec = self.dialect.literal(q.vector)
         if q.exact:
-            rows = self._exact(cur, where, [vec, *params, vec], limit)
+            rows = self._exact(cur, c, where, [vec, *params, vec], limit)
         else:
             for statement in self.dialect.search_settings(limit, self.config.hnsw, q.filtered):
                 cur.execute(statement)
@@ -242,11 +283,11 @@ class Repository:
                 # Vectors live out of line (TOAST), so the heap looks small and, once ef_search is large
                 # (200 at 30k rows), the planner prefers a full scan + sort: 190 ms instead of 3.
                 cur.execute("SET LOCAL enable_seqscan = off")
-            cur.execute(self._search_sql(where, limit), [vec, *params, vec])
+            cur.execute(self._search_sql(c, where, limit), [vec, *params, vec])
             rows = cur.fetchall()
             if len(rows) < limit:
                 # The graph ran out before k matches (a selective filter): an exact scan is the fallback.
-                rows = self._exact(cur, where, [vec, *params, vec], limit)
+                rows = self._exact(cur, c, where, [vec, *params, vec], limit)
         hits = [Hit(r[0], 1.0 - float(r[5]), r[1], r[2], r[3], r[4])
                 for r in rows if r[5] is not None and r[0] != q.exclude_id]
         hits.sort(key=lambda h: -h.score)  # relaxed_order iterative scans may be slightly out of order
@@ -255,140 +296,193 @@ class Repository:
             hits = [h for h in hits if h.score >= q.min_score]
         return hits, (time.perf_counter() - started) * 1000
 
-    def _search_sql(self, where: list[str], limit: int) -> str:
+    def _search_sql(self, c: Coll, where: list[str], limit: int) -> str:
         dist = f"v <=> %s{self.dialect.cast()}"
         clause = f"WHERE {' AND '.join(where)} " if where else ""
-        return (f"SELECT id, label, source, width, height, {dist} FROM {TABLE} "
+        return (f"SELECT id, label, source, width, height, {dist} FROM {c.table} "
                 f"{clause}ORDER BY {dist} LIMIT {int(limit)}")
 
-    def _exact(self, cur: cursor, where: list[str], args: list[Any], limit: int) -> list[tuple[Any, ...]]:
+    def _exact(self, cur: cursor, c: Coll, where: list[str], args: list[Any], limit: int) -> list[tuple[Any, ...]]:
         cur.execute("SET LOCAL enable_indexscan = off")
-        cur.execute(self._search_sql(["v IS NOT NULL", *where], limit), args)
+        cur.execute(self._search_sql(c, ["v IS NOT NULL", *where], limit), args)
         return cur.fetchall()
 
-    def vector_of(self, image_id: int, timeout_s: float | None) -> str:
+    def _vector_of(self, cur: cursor, c: Coll, image_id: int) -> str:
         """The stored vector of an image, in the dialect's text form."""
-        row = run_tx(self.pool, lambda cur: _fetchone(cur, f"SELECT v::text FROM {TABLE} WHERE id = %s",
-                                                      (image_id,)), timeout_s)
+        row = _fetchone(cur, f"SELECT v::text FROM {c.table} WHERE id = %s", (image_id,))
         if row is None:
             raise NotFound(f"no image with id {image_id}")
         if row[0] is None:
             raise NotFound(f"image {image_id} has no vector")
         return str(row[0])
 
-    def get(self, ids: Sequence[int], timeout_s: float | None) -> list[ImageMeta]:
+    def get(self, ids: Sequence[int], timeout_s: float | None, collection: str = "") -> list[ImageMeta]:
         """Metadata of the ids that exist, in the order asked."""
 
         def work(cur: cursor) -> list[ImageMeta]:
-            cur.execute(f"SELECT {META_COLUMNS} FROM {TABLE} WHERE id = ANY(%s)", (list(ids),))
-            # Rows adopted from the prototype have no sha256; the contract's strings have no NULL: "" instead.
-            rows: list[list[Any]] = [[v if v is not None else "" for v in row] for row in cur.fetchall()]
-            return [ImageMeta(*row) for row in rows]
+            c = catalog.resolve(cur, collection)
+            cur.execute(f"SELECT {META_COLUMNS} FROM {c.table} WHERE id = ANY(%s)", (list(ids),))
+            return _metas(cur)
 
         found = {m.id: m for m in run_tx(self.pool, work, timeout_s)}
         return [found[i] for i in dict.fromkeys(ids) if i in found]
 
-    def thumbnail(self, image_id: int, timeout_s: float | None) -> bytes:
+    def page(self, after_id: int, limit: int, timeout_s: float | None, collection: str = "",
+             missing_from: str = "") -> tuple[list[ImageMeta], list[bytes], list[int]]:
+        """Images with ids above `after_id` (of the next `limit`, those `missing_from` lacks), their
+        thumbnails, and the ids scanned (none at the end): re-embedding walks a collection so."""
+
+        def work(cur: cursor) -> tuple[list[ImageMeta], list[bytes], list[int]]:
+            c = catalog.resolve(cur, collection)
+            cur.execute(f"SELECT id FROM {c.table} WHERE id > %s ORDER BY id LIMIT %s", (after_id, limit))
+            scanned = [r[0] for r in cur.fetchall()]
+            if not scanned:
+                return [], [], []
+            where = ""
+            if missing_from:
+                target = catalog.resolve(cur, missing_from).table
+                where = (f"AND ({c.table}.sha256 IS NULL OR NOT EXISTS "
+                         f"(SELECT 1 FROM {target} t WHERE t.sha256 = {c.table}.sha256))")
+            cur.execute(f"SELECT {META_COLUMNS}, thumbnail FROM {c.table} WHERE id = ANY(%s) {where} ORDER BY id",
+                        (scanned,))
+            rows = cur.fetchall()
+            cells: list[list[Any]] = [[v if v is not None else "" for v in row[:-1]] for row in rows]
+            metas = [ImageMeta(*row) for row in cells]
+            return metas, [bytes(row[-1] or b"") for row in rows], scanned
+
+        return run_tx(self.pool, work, timeout_s)
+
+    def thumbnail(self, image_id: int, timeout_s: float | None, collection: str = "") -> bytes:
         """The stored thumbnail of an image."""
-        row = run_tx(self.pool, lambda cur: _fetchone(cur, f"SELECT thumbnail FROM {TABLE} WHERE id = %s",
-                                                      (image_id,)), timeout_s)
+        row = run_tx(self.pool, lambda cur: _fetchone(
+            cur, f"SELECT thumbnail FROM {catalog.resolve(cur, collection).table} WHERE id = %s", (image_id,)),
+            timeout_s)
         if row is None:
             raise NotFound(f"no image with id {image_id}")
         if row[0] is None:
             raise NotFound(f"image {image_id} has no thumbnail")
         return bytes(row[0])
 
-    def labels(self, timeout_s: float | None) -> list[tuple[str, int]]:
+    def labels(self, timeout_s: float | None, collection: str = "") -> list[tuple[str, int]]:
         """Every label with its count."""
         return run_tx(self.pool, lambda cur: _fetchall(
-            cur, f"SELECT label, count(*) FROM {TABLE} GROUP BY label ORDER BY label"), timeout_s)
+            cur, f"SELECT label, count(*) FROM {catalog.resolve(cur, collection).table} GROUP BY label "
+            "ORDER BY label"), timeout_s)
 
-    def exists(self, shas: Sequence[str], timeout_s: float | None) -> list[str]:
+    def exists(self, shas: Sequence[str], timeout_s: float | None, collection: str = "") -> list[str]:
         """The stored subset of `shas`, in the order asked."""
         rows = run_tx(self.pool, lambda cur: _fetchall(
-            cur, f"SELECT sha256 FROM {TABLE} WHERE sha256 = ANY(%s)", (list(shas),)), timeout_s)
+            cur, f"SELECT sha256 FROM {catalog.resolve(cur, collection).table} WHERE sha256 = ANY(%s)",
+            (list(shas),)), timeout_s)
         present = {r[0] for r in rows}
         return [s for s in dict.fromkeys(shas) if s in present]
 
-    def stats(self, timeout_s: float | None) -> dict[str, Any]:
+    def stats(self, timeout_s: float | None, collection: str = "") -> dict[str, Any]:
         """Counts, versions, index state and sizes."""
-        return run_tx(self.pool, self._stats_tx, timeout_s)
+        return run_tx(self.pool, lambda cur: self._stats_tx(cur, collection), timeout_s)
 
-    def _stats_tx(self, cur: cursor) -> dict[str, Any]:
+    def _stats_tx(self, cur: cursor, collection: str) -> dict[str, Any]:
+        c = catalog.resolve(cur, collection)
         ext = self.dialect.extension
         cur.execute(
-            f"SELECT (SELECT count(*) FROM {TABLE}), (SELECT extversion FROM pg_extension WHERE extname = %s), "
-            f"current_setting('server_version'), pg_table_size('{TABLE}'), pg_indexes_size('{TABLE}'), "
-            f"(SELECT coalesce(sum(size_bytes), 0) FROM {TABLE} WHERE sha256 IS NOT NULL)",
+            f"SELECT (SELECT count(*) FROM {c.table}), (SELECT extversion FROM pg_extension WHERE extname = %s), "
+            f"current_setting('server_version'), pg_table_size('{c.table}'), pg_indexes_size('{c.table}'), "
+            f"(SELECT coalesce(sum(size_bytes), 0) FROM {c.table} WHERE sha256 IS NOT NULL)",
             (ext,),
         )
         count, version, pg_version, table_bytes, index_bytes, media_bytes = one_row(cur)
-        cur.execute(f"SELECT DISTINCT model_id FROM {TABLE} ORDER BY 1")
+        cur.execute(f"SELECT DISTINCT model_id FROM {c.table} ORDER BY 1")
         models = [r[0] for r in cur.fetchall()]
-        recorded = _fetchone(cur, "SELECT value FROM index_meta WHERE key = 'model_id'")
-        if recorded and recorded[0] not in models:
-            models.append(recorded[0])
+        if c.model_id is not None and c.model_id not in models:
+            models.append(c.model_id)
         params = self.dialect.index_params(self.config.hnsw)
-        params.update(_reloptions(cur))
+        params.update(_reloptions(cur, c))
         return {
             "count": count, "backend": self.dialect.name, "extension_version": version or "",
-            "postgres_version": pg_version, "index_params": params, "index_state": _index_state(cur),
-            "model_ids": models, "dim": self.dim, "table_bytes": table_bytes, "index_bytes": index_bytes,
-            "media_bytes": int(media_bytes),
+            "postgres_version": pg_version, "index_params": params, "index_state": _index_state(cur, c),
+            "model_ids": models, "dim": c.dim, "table_bytes": table_bytes, "index_bytes": index_bytes,
+            "media_bytes": int(media_bytes), "collection": c.name,
         }
 
-    def build_index(self, concurrently: bool, timeout_s: float | None) -> tuple[bool, float]:
+    def build_index(self, concurrently: bool, timeout_s: float | None, collection: str = "") -> tuple[bool, float]:
         """Create the HNSW index if missing (dropping a failed concurrent build); returns (built, seconds)."""
         try:
-            return self._build_index(concurrently, timeout_s)
+            return self._build_index(concurrently, timeout_s, self.collection(collection, timeout_s))
         except errors.QueryCanceled:
             raise DeadlineExceeded("the index build ran out of time") from None
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as err:
             raise Unavailable(f"database unavailable: {str(err).strip()}") from None
 
-    def _build_index(self, concurrently: bool, timeout_s: float | None) -> tuple[bool, float]:
+    def _build_index(self, concurrently: bool, timeout_s: float | None, c: Coll) -> tuple[bool, float]:
         with self.pool.connection(timeout_s) as (conn, _):
             conn.autocommit = True  # CREATE INDEX CONCURRENTLY cannot run in a transaction block
             try:
                 with conn.cursor() as cur:
-                    state = _index_state(cur)
+                    state = _index_state(cur, c)
                     if state == "ready":
                         return False, 0.0
                     if state == "invalid":
-                        cur.execute(f"DROP INDEX IF EXISTS {INDEX}")
+                        cur.execute(f"DROP INDEX IF EXISTS {c.index}")
                     cur.execute(f"SET maintenance_work_mem = '{self.config.maintenance_work_mem}'")
                     cur.execute("SET max_parallel_maintenance_workers = 2")
                     ms = 0 if timeout_s is None else max(1, int(timeout_s * 1000))
                     cur.execute(f"SET statement_timeout = {ms}")
                     started = time.perf_counter()
-                    cur.execute(self.dialect.index_ddl(TABLE, INDEX, self.dim, self.config.hnsw, concurrently))
+                    cur.execute(self.dialect.index_ddl(c.table, c.index, c.dim, self.config.hnsw, concurrently))
                     seconds = time.perf_counter() - started
                     cur.execute("RESET statement_timeout")
-                    log.info("built %s in %.1f s", INDEX, seconds)
+                    log.info("built %s in %.1f s", c.index, seconds)
                     return True, seconds
             finally:
                 if not conn.closed:
                     conn.autocommit = False
 
-    def index_state(self, timeout_s: float | None) -> str:
+    def index_state(self, timeout_s: float | None, collection: str = "") -> str:
         """'ready', 'building', 'missing' (or 'invalid' after a failed concurrent build)."""
-        return run_tx(self.pool, _index_state, timeout_s)
+        return run_tx(self.pool, lambda cur: _index_state(cur, catalog.resolve(cur, collection)), timeout_s)
 
 
-def _index_state(cur: cursor) -> str:
-    cur.execute("SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)", (INDEX,))
+def _refusal(item: NewImage, c: Coll, model: str) -> Mismatch:
+    if item.model_id != model:
+        return Mismatch(f"model {item.model_id!r} differs from collection {c.name!r}'s model {model!r}; use "
+                        "another collection or re-embed everything")
+    return Mismatch(f"vector has {len(item.vector)} dimensions, collection {c.name!r} has {c.dim}",
+                    reason=Reason.DIMENSION_MISMATCH)
+
+
+def _present(cur: cursor, shas: list[str]) -> set[str]:
+    """The shas some collection holds a row of (originals are shared by sha256 across collections)."""
+    present: set[str] = set()
+    for table in catalog.tables(cur):
+        cur.execute(f"SELECT sha256 FROM {table} WHERE sha256 = ANY(%s)", (shas,))
+        present.update(r[0] for r in cur.fetchall())
+    return present
+
+
+def _metas(cur: cursor) -> list[ImageMeta]:
+    # Rows adopted from the prototype have no sha256; the contract's strings have no NULL: "" instead.
+    rows: list[list[Any]] = [[v if v is not None else "" for v in row] for row in cur.fetchall()]
+    return [ImageMeta(*row) for row in rows]
+
+
+def _parse_vector(text: str) -> np.ndarray:
+    return np.array([float(x) for x in text.strip("[]{}").split(",")], dtype=np.float32)
+
+
+def _index_state(cur: cursor, c: Coll) -> str:
+    cur.execute("SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)", (c.index,))
     row = cur.fetchone()
     if row is not None and row[0]:
         return "ready"
     # A plain CREATE INDEX is invisible to other sessions until it commits: ask the progress view.
-    cur.execute("SELECT count(*) FROM pg_stat_progress_create_index WHERE relid = to_regclass(%s)", (TABLE,))
+    cur.execute("SELECT count(*) FROM pg_stat_progress_create_index WHERE relid = to_regclass(%s)", (c.table,))
     if one_row(cur)[0]:
         return "building"
     return "missing" if row is None else "invalid"
 
 
-def _reloptions(cur: cursor) -> dict[str, str]:
-    cur.execute("SELECT reloptions FROM pg_class WHERE oid = to_regclass(%s)", (INDEX,))
+def _reloptions(cur: cursor, c: Coll) -> dict[str, str]:
+    cur.execute("SELECT reloptions FROM pg_class WHERE oid = to_regclass(%s)", (c.index,))
     row = cur.fetchone()
     opts = (row[0] if row else None) or []
     return {f"built.{k}": v for k, v in (o.split("=", 1) for o in opts)}

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from index_service import domain
+from index_service import catalog, domain
+from index_service.catalog import CollInfo
 from index_service.config import Config
 from index_service.domain import (
     InvalidArgument,
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = index_pb2.DESCRIPTOR.services_by_name["Index"].full_name
 MAX_THUMBNAIL = 4 * 1024 * 1024
 MAX_TEXT = 1000
+MAX_DIM = 2000  # what both backends index
 
 
 @dataclass
@@ -96,15 +98,17 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
             raise InvalidArgument("no items")
         if len(request.items) > self.config.max_batch:
             raise TooLarge(f"{len(request.items)} items; at most {self.config.max_batch} per batch")
+        timeout = _timeout(context)
+        dim = self.repo.collection(request.collection, timeout).dim
         outcomes: list[UpsertOutcome | None] = []
         valid: list[domain.NewImage] = []
         for item in request.items:
             try:
-                valid.append(self._new_image(item))
+                valid.append(self._new_image(item, dim))
                 outcomes.append(None)
             except ServiceError as err:
                 outcomes.append(UpsertOutcome(item.sha256, error=err))
-        stored = iter(self.repo.upsert(valid, _timeout(context)) if valid else [])
+        stored = iter(self.repo.upsert(valid, _timeout(context), request.collection) if valid else [])
         results = [o if o is not None else next(stored) for o in outcomes]
         errors = [r.error for r in results if r.error is not None]
         if errors and len(errors) == len(results) and all(isinstance(e, Mismatch) for e in errors):
@@ -114,7 +118,7 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         log.info("upsert: %d items, %d new, %d errors", len(results), sum(r.created for r in results), len(errors))
         return index_pb2.UpsertResponse(results=[_result_pb(r) for r in results])
 
-    def _new_image(self, item: index_pb2.UpsertItem) -> domain.NewImage:
+    def _new_image(self, item: index_pb2.UpsertItem, dim: int) -> domain.NewImage:
         domain.check_model_id(item.model_id)
         if not item.original:
             raise InvalidArgument("original is empty")
@@ -124,7 +128,7 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         for name in ("label", "source", "file_name", "content_type"):
             domain.check_text(name, getattr(item, name), MAX_TEXT)
         domain.check_image_fields(item.content_type, item.width, item.height)
-        vector = domain.check_vector(item.embedding, self.repo.dim, self.config.norm_tolerance)
+        vector = domain.check_vector(item.embedding, dim, self.config.norm_tolerance)
         return domain.NewImage(
             sha256=item.sha256, original=item.original,
             content_type=item.content_type or "application/octet-stream", thumbnail=item.thumbnail,
@@ -133,27 +137,24 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         )
 
     def Search(self, request: index_pb2.SearchRequest, context: grpc.ServicerContext) -> index_pb2.SearchResponse:
-        """Nearest neighbours of a query vector."""
+        """Nearest neighbours of a query vector in a collection (its model and dimension checked there)."""
         self._ready()
-        timeout = _timeout(context)
-        if request.model_id:
-            model = self.repo.model_id(timeout)
-            if model is not None and model != request.model_id:
-                raise Mismatch(f"the collection holds model {model!r}, the query comes from {request.model_id!r}")
-        vector = domain.check_vector(request.vector, self.repo.dim, self.config.norm_tolerance)
-        return self._search(vector, request, None, timeout)
+        # The dimension is the collection's business: checked in the searching transaction.
+        vector = domain.check_vector(request.vector, len(request.vector), self.config.norm_tolerance)
+        query = self._query(vector, request, None, request.model_id)
+        hits, ms = self.repo.search(query, _timeout(context), request.collection)
+        return _search_pb(hits, ms)
 
     def SearchSimilar(
         self, request: index_pb2.SearchSimilarRequest, context: grpc.ServicerContext
     ) -> index_pb2.SearchResponse:
         """Nearest neighbours of a stored image, itself excluded."""
         self._ready()
-        timeout = _timeout(context)
-        text = self.repo.vector_of(request.id, timeout)
-        vector = _parse_vector(text)
-        return self._search(vector, request, request.id, timeout)
+        query = self._query(None, request, request.id, "")
+        hits, ms = self.repo.search_similar(request.id, query, _timeout(context), request.collection)
+        return _search_pb(hits, ms)
 
-    def _search(self, vector: Any, request: Any, exclude: int | None, timeout: float) -> index_pb2.SearchResponse:
+    def _query(self, vector: Any, request: Any, exclude: int | None, model_id: str) -> SearchQuery:
         if not 1 <= request.k <= self.config.max_k:
             raise InvalidArgument(f"k must be between 1 and {self.config.max_k}")
         if len(request.filter.labels) > MAX_TEXT:
@@ -162,35 +163,29 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
             domain.check_text("filter", text, MAX_TEXT)
         if request.HasField("min_score") and not math.isfinite(request.min_score):
             raise InvalidArgument("min_score must be a finite number")
-        query = SearchQuery(
+        return SearchQuery(
             vector=vector, k=request.k, labels=tuple(request.filter.labels), source=request.filter.source,
             min_score=request.min_score if request.HasField("min_score") else None,
-            exact=request.exact, exclude_id=exclude,
-        )
-        hits, ms = self.repo.search(query, timeout)
-        return index_pb2.SearchResponse(
-            hits=[index_pb2.Hit(id=h.id, score=h.score, label=h.label, source=h.source, width=h.width,
-                                height=h.height) for h in hits],
-            search_ms=ms,
+            exact=request.exact, exclude_id=exclude, model_id=model_id,
         )
 
     def Get(self, request: index_pb2.GetRequest, context: grpc.ServicerContext) -> index_pb2.GetResponse:
         """Metadata of the ids that exist."""
         self._ready()
         _check_ids(request.ids, self.config.max_batch * 10)
-        metas = self.repo.get(list(request.ids), _timeout(context))
+        metas = self.repo.get(list(request.ids), _timeout(context), request.collection)
         return index_pb2.GetResponse(images=[_meta_pb(m) for m in metas])
 
     def GetImage(self, request: index_pb2.GetImageRequest, context: grpc.ServicerContext) -> Iterator[Any]:
         """The original (from the media store) or the thumbnail (from the database), in chunks."""
         self._ready()
         timeout = _timeout(context)
-        metas = self.repo.get([request.id], timeout)
+        metas = self.repo.get([request.id], timeout, request.collection)
         if not metas:
             raise NotFound(f"no image with id {request.id}")
         meta = metas[0]
         if request.variant == index_pb2.IMAGE_VARIANT_THUMBNAIL:  # UNSPECIFIED (old callers' 0): the original
-            data = self.repo.thumbnail(request.id, timeout)
+            data = self.repo.thumbnail(request.id, timeout, request.collection)
             return _chunks(iter([data]), domain.sniff_content_type(data), len(data), meta.sha256)
         if not meta.sha256:
             raise NotFound(f"image {request.id} came from the prototype; its original is not stored "
@@ -206,7 +201,7 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         """Remove rows and their files."""
         self._ready()
         _check_ids(request.ids, self.config.max_batch * 10)
-        deleted = self.repo.delete(list(request.ids), _timeout(context)) if request.ids else []
+        deleted = self.repo.delete(list(request.ids), _timeout(context), request.collection) if request.ids else []
         log.info("deleted %d image(s)", len(deleted))
         return index_pb2.DeleteResponse(deleted=deleted)
 
@@ -215,7 +210,7 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
     ) -> index_pb2.ListLabelsResponse:
         """Every label with its count."""
         self._ready()
-        rows = self.repo.labels(_timeout(context))
+        rows = self.repo.labels(_timeout(context), request.collection)
         return index_pb2.ListLabelsResponse(labels=[index_pb2.LabelCount(label=lb, count=n) for lb, n in rows])
 
     def Exists(self, request: index_pb2.ExistsRequest, context: grpc.ServicerContext) -> index_pb2.ExistsResponse:
@@ -225,13 +220,13 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
             raise TooLarge("at most 100000 hashes per call")
         # Only well-formed hashes can be stored; the rest are simply absent (and never reach SQL).
         shas = [sha for sha in request.sha256 if domain.SHA256_RE.match(sha)]
-        present = self.repo.exists(shas, _timeout(context)) if shas else []
+        present = self.repo.exists(shas, _timeout(context), request.collection) if shas else []
         return index_pb2.ExistsResponse(present=present)
 
     def Stats(self, request: index_pb2.StatsRequest, context: grpc.ServicerContext) -> index_pb2.StatsResponse:
         """Count, backend, versions, index parameters and state, models, sizes."""
         self._ready()
-        stats, c = self.repo.stats(_timeout(context)), self.config
+        stats, c = self.repo.stats(_timeout(context), request.collection), self.config
         stats["backend"] = enum_value(index_pb2.Backend, stats["backend"])
         stats["index_state"] = enum_value(index_pb2.IndexState, stats["index_state"])
         return index_pb2.StatsResponse(
@@ -243,10 +238,91 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
     ) -> index_pb2.BuildIndexResponse:
         """Build the HNSW index after a bulk load."""
         self._ready()
-        built, seconds = self.repo.build_index(request.concurrently, context.time_remaining())  # None: unbounded
-        state = enum_value(index_pb2.IndexState, self.repo.index_state(_timeout(context) or 30.0))
+        built, seconds = self.repo.build_index(request.concurrently, context.time_remaining(),  # None: unbounded
+                                               request.collection)
+        state = enum_value(index_pb2.IndexState, self.repo.index_state(_timeout(context) or 30.0, request.collection))
         # protoc's .pyi types enum fields as the enum class, though every enum value is a plain int.
         return index_pb2.BuildIndexResponse(index_state=state, build_seconds=seconds, built=built)  # type: ignore[arg-type]
+
+    def ListCollections(
+        self, request: index_pb2.ListCollectionsRequest, context: grpc.ServicerContext
+    ) -> index_pb2.ListCollectionsResponse:
+        """Every collection with its model, dimension, count and aliases."""
+        self._ready()
+        return index_pb2.ListCollectionsResponse(
+            collections=[_collection_pb(i) for i in self.repo.collections(_timeout(context))])
+
+    def CreateCollection(
+        self, request: index_pb2.CreateCollectionRequest, context: grpc.ServicerContext
+    ) -> index_pb2.CreateCollectionResponse:
+        """A new empty collection for one model and dimension, its (empty) HNSW index built unless deferred."""
+        self._ready()
+        catalog.check_name("collection", request.name)
+        domain.check_model_id(request.model_id)
+        if not 1 <= request.dim <= MAX_DIM:
+            raise InvalidArgument(f"dim must be between 1 and {MAX_DIM}")
+        timeout = _timeout(context)
+        coll = self.repo.create_collection(request.name, request.model_id, request.dim, timeout)
+        if not self.config.defer_index:
+            self.repo.build_index(False, timeout, coll.name)
+        log.info("created collection %s (%s, dim %d)", coll.name, coll.model_id, coll.dim)
+        return index_pb2.CreateCollectionResponse(
+            collection=index_pb2.Collection(name=coll.name, model_id=coll.model_id or "", dim=coll.dim))
+
+    def DropCollection(
+        self, request: index_pb2.DropCollectionRequest, context: grpc.ServicerContext
+    ) -> index_pb2.DropCollectionResponse:
+        """Drop a collection no alias points at."""
+        self._ready()
+        catalog.check_name("collection", request.name)
+        count = self.repo.drop_collection(request.name, _timeout(context))
+        log.info("dropped collection %s (%d rows)", request.name, count)
+        return index_pb2.DropCollectionResponse(dropped_count=count)
+
+    def SetAlias(self, request: index_pb2.SetAliasRequest, context: grpc.ServicerContext) -> index_pb2.SetAliasResponse:
+        """Point an alias at a collection in one transaction."""
+        self._ready()
+        previous = self.repo.set_alias(request.alias, request.collection, request.expected_collection,
+                                       _timeout(context))
+        log.info("alias %s: %s -> %s", request.alias, previous or "(new)", request.collection)
+        return index_pb2.SetAliasResponse(previous_collection=previous)
+
+    def ListImages(
+        self, request: index_pb2.ListImagesRequest, context: grpc.ServicerContext
+    ) -> index_pb2.ListImagesResponse:
+        """A page of a collection's images by ascending id."""
+        self._ready()
+        limit = self.config.max_batch * 10
+        if not 1 <= request.limit <= limit:
+            raise TooLarge(f"limit must be between 1 and {limit}") if request.limit else InvalidArgument(
+                "limit must be at least 1")
+        metas, thumbnails, scanned = self.repo.page(request.after_id, request.limit, _timeout(context),
+                                                    request.collection, request.missing_from)
+        out = index_pb2.ListImagesResponse(last_id=scanned[-1] if scanned else 0)
+        if not request.include_bytes:
+            out.images.extend(_meta_pb(m) for m in metas)
+        budget = self.config.max_message_mb * 1024 * 1024 // 2
+        for meta, thumbnail in zip(metas, thumbnails, strict=True) if request.include_bytes else ():
+            original = self._original(meta)
+            if out.images and budget < len(original) + len(thumbnail):
+                break  # the rest comes with the next page
+            budget -= len(original) + len(thumbnail)
+            out.images.append(_meta_pb(meta))
+            out.originals.append(original)
+            out.thumbnails.append(thumbnail)
+            out.last_id = meta.id
+        out.left_out = sum(1 for i in scanned if i <= out.last_id) - len(out.images)
+        return out
+
+    def _original(self, meta: domain.ImageMeta) -> bytes:
+        """The stored original of an image; empty for an adopted row or a missing file (logged)."""
+        if not meta.sha256:
+            return b""
+        try:
+            return b"".join(self.deps.media.open(meta.sha256))
+        except FileNotFoundError:
+            log.error("image %d: media file %s is missing", meta.id, meta.sha256)
+            return b""
 
 
 def _chunks(data: Iterator[bytes], content_type: str, total: int, sha256: str) -> Iterator[index_pb2.ImageChunk]:
@@ -263,10 +339,18 @@ def _chunks(data: Iterator[bytes], content_type: str, total: int, sha256: str) -
         yield index_pb2.ImageChunk(content_type=content_type, total_size=total, sha256=sha256)
 
 
-def _parse_vector(text: str) -> Any:
-    import numpy as np
+def _search_pb(hits: list[domain.Hit], ms: float) -> index_pb2.SearchResponse:
+    return index_pb2.SearchResponse(
+        hits=[index_pb2.Hit(id=h.id, score=h.score, label=h.label, source=h.source, width=h.width,
+                            height=h.height) for h in hits],
+        search_ms=ms,
+    )
 
-    return np.array([float(x) for x in text.strip("[]{}").split(",")], dtype=np.float32)
+
+def _collection_pb(info: CollInfo) -> index_pb2.Collection:
+    c = info.coll
+    return index_pb2.Collection(name=c.name, model_id=c.model_id or "", dim=c.dim, count=info.count,
+                                created_at=info.created_at, aliases=list(info.aliases))
 
 
 def _check_ids(ids: Any, limit: int) -> None:
@@ -283,7 +367,7 @@ def _meta_pb(m: domain.ImageMeta) -> index_pb2.ImageMeta:
     return index_pb2.ImageMeta(
         id=m.id, sha256=m.sha256, label=m.label, source=m.source, file_name=m.file_name, width=m.width,
         height=m.height, content_type=m.content_type, size_bytes=m.size_bytes, model_id=m.model_id,
-        created_at=m.created_at,
+        created_at=m.created_at, original_ref=m.original_ref,
     )
 
 

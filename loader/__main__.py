@@ -9,10 +9,11 @@ import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from loader import archive, pipeline, sources
+from loader import archive, pipeline, reembed, sources
 from loader.archive import ArchiveError
 from loader.clients import LoadError
 from loader.config import ConfigError, LoaderConfig, LoaderEnv
@@ -71,7 +72,35 @@ def build_parser(env: LoaderEnv | None = None) -> argparse.ArgumentParser:
     labels.add_argument("--label", help="one label for every image (default: the name of each image's folder)")
     labels.add_argument("--no-label", action="store_true", help="store the images without a label")
     _common(folder, env, default_source="")
+    _reembed_parser(commands, env)
     return parser
+
+
+def _reembed_parser(commands: Any, env: LoaderEnv) -> None:
+    re = commands.add_parser(
+        "reembed", help="re-embed a collection with the embedder's (new) model, then move the alias",
+        description="Build collection --to for the model the embedder serves from the originals the index "
+        "stores (adopted prototype rows from their files under --prototype-root), while searches keep using "
+        "the old collection; then move --alias to it in one transaction, and drop the old collection with "
+        "--drop-old. Rerunning after a stop resumes. Refused before any work when the embedder serves the "
+        "source's model or --to names a collection in use.")
+    re.add_argument("--to", required=True, help="name of the new collection (lower-case letters, digits, _)")
+    re.add_argument("--from", dest="source", default="default",
+                    help="the collection or alias to re-embed (default: %(default)s)")
+    re.add_argument("--alias", default="default", help="alias to move at the end; '' moves none (default: default)")
+    re.add_argument("--drop-old", action="store_true", help="drop the old collection after the alias moved")
+    re.add_argument("--prototype-root", type=Path, help="folder where adopted rows' original paths resolve")
+    re.add_argument("--embedder", default=env.embedder_addr, help="embedder address (default: %(default)s)")
+    re.add_argument("--index", default=env.index_addr, help="index address (default: %(default)s)")
+    re.add_argument("--batch-size", type=int, default=64, help="images per request (default: 64)")
+    re.add_argument("--embed-workers", type=int, default=2, help="embed requests in flight (default: 2)")
+    re.add_argument("--upsert-workers", type=int, default=3, help="concurrent upserts (default: 3)")
+    re.add_argument("--timeout", type=float, default=60.0, metavar="S", help="deadline of each call (default: 60)")
+    re.add_argument("--retry-s", type=float, default=300.0, metavar="S",
+                    help="how long to retry an unavailable service before stopping (default: 300)")
+    re.add_argument("--progress-s", type=float, default=10.0, metavar="S", help="seconds between progress lines")
+    re.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    re.add_argument("-q", "--quiet", action="store_true", help="warnings and the summary only")
 
 
 def _common(p: argparse.ArgumentParser, env: LoaderEnv, default_source: str) -> None:
@@ -80,6 +109,8 @@ def _common(p: argparse.ArgumentParser, env: LoaderEnv, default_source: str) -> 
                           help="embedder address host:port (default: %(default)s)")
     services.add_argument("--index", default=env.index_addr,
                           help="index address host:port (default: %(default)s)")
+    services.add_argument("--collection", default="",
+                          help="index collection or alias to load into (default: the alias 'default')")
     services.add_argument("--timeout", type=float, default=60.0, metavar="S",
                           help="deadline of each call, and the longest wait for a streamed answer (default: 60)")
     services.add_argument("--retry-s", type=float, default=300.0, metavar="S",
@@ -129,7 +160,7 @@ def config_of(args: argparse.Namespace, source: str) -> LoaderConfig:
         in_flight=args.in_flight, upsert_workers=args.upsert_workers, thumbnail_size=args.thumbnail_size,
         max_file_mb=args.max_file_mb, shard=args.shard, limit=args.limit, dry_run=args.dry_run,
         report_path=args.report, timeout_s=args.timeout, retry_s=args.retry_s, build_index=args.build_index,
-        progress_interval_s=args.progress_interval)
+        progress_interval_s=args.progress_interval, collection=args.collection)
     config.check()
     return config
 
@@ -207,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "reembed":
+        return _reembed(args)
     try:
         config = config_of(args, args.source)
         walk, source = candidates_of(args, config)
@@ -236,6 +269,25 @@ def _run(args: argparse.Namespace) -> int:
         raise
     print(summary.text(), flush=True)
     return EXIT_FAILED_FILES if summary.failed else EXIT_OK
+
+def _reembed(args: argparse.Namespace) -> int:
+    cfg = reembed.ReembedConfig(
+        index_addr=args.index, embedder_addr=args.embedder, target=args.to, source=args.source, alias=args.alias,
+        drop_old=args.drop_old, batch_size=args.batch_size, embed_workers=args.embed_workers,
+        upsert_workers=args.upsert_workers,
+        timeout_s=args.timeout,
+        retry_s=args.retry_s, prototype_root=args.prototype_root, progress_s=args.progress_s)
+    try:
+        out = reembed.Reembed(cfg).run()
+    except LoadError as err:
+        print(f"loader: reembed stopped: {err}", file=sys.stderr)
+        return EXIT_STOPPED
+    print(f"re-embedded {out.source} -> {out.target}: {out.embedded} embedded, {out.present} already there, "
+          f"{out.failed} failed in {out.seconds:.1f} s ({out.rate:.1f} images/s); alias "
+          f"{'moved' if out.swapped else 'not moved'}{'; old collection dropped' if out.dropped else ''}",
+          flush=True)
+    return EXIT_OK
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -53,12 +53,13 @@ def images_per_request(info: embedder_pb2.ModelInfo) -> int:
 
 
 def preflight(embedder: embedder_pb2_grpc.EmbedderStub, index: index_pb2_grpc.IndexStub, timeout_s: float,
-              backoff: Backoff, batch_size: int = 0) -> Model:
+              backoff: Backoff, batch_size: int = 0, collection: str = "") -> Model:
     """Wait for both services, then refuse to start when the index holds another model or dimension,
     or when batches would be larger than the embedder takes."""
     info = call(lambda: embedder.GetModelInfo(embedder_pb2.GetModelInfoRequest(), timeout=timeout_s),
                 "embedder GetModelInfo", backoff)
-    stats = call(lambda: index.Stats(index_pb2.StatsRequest(), timeout=timeout_s), "index Stats", backoff)
+    stats = call(lambda: index.Stats(index_pb2.StatsRequest(collection=collection), timeout=timeout_s),
+                 "index Stats", backoff)
     if batch_size > (limit := images_per_request(info)):
         raise LoadError(f"--batch-size {batch_size} is more than the embedder takes in one request ({limit})")
     if stats.dim and stats.dim != info.dim:

@@ -63,6 +63,8 @@ class LoaderConfig:
     retry_s: float = 300.0
     build_index: bool = False
     progress_interval_s: float = 10.0
+    # The index collection or alias to load into; empty: the alias "default".
+    collection: str = ""
 
     def check(self) -> None:
         """Reject values that cannot work, naming the option."""

@@ -88,7 +88,7 @@ class Pipeline:
         """Check the services, run the stages to the end, raise the first fatal error."""
         try:
             self.model = clients.preflight(self.embedder, self.index, self.config.timeout_s, self._backoff(),
-                                           self.config.batch_size)
+                                           self.config.batch_size, self.config.collection)
             threads = [threading.Thread(target=self._guard, args=(self._read, candidates), name="loader-read"),
                        threading.Thread(target=self._guard, args=(self._embed,), name="loader-embed")]
             threads += [threading.Thread(target=self._guard, args=(self._upsert,), name=f"loader-upsert-{i}")
@@ -177,7 +177,7 @@ class Pipeline:
         unique: dict[str, FileData] = {}
         for f in batch:
             unique.setdefault(f.sha256, f)
-        request = index_pb2.ExistsRequest(sha256=list(unique))
+        request = index_pb2.ExistsRequest(sha256=list(unique), collection=self.config.collection)
         reply = clients.call(lambda: self.index.Exists(request, timeout=self.config.timeout_s),
                              "index Exists", backoff)
         present = set(reply.present)
@@ -227,7 +227,7 @@ class Pipeline:
     def _upsert(self) -> None:
         backoff = self._backoff()
         while (pairs := self._get(self.upsert_q)) is not DONE:
-            request = index_pb2.UpsertRequest(items=[item for _, item in pairs])
+            request = index_pb2.UpsertRequest(items=[item for _, item in pairs], collection=self.config.collection)
             reply = clients.call(partial(self.index.Upsert, request, timeout=self.config.timeout_s),
                                  "index Upsert", backoff)
             created = existing = 0
@@ -245,6 +245,6 @@ class Pipeline:
 
     def _build_index(self) -> None:
         log.info("building the approximate index")
-        reply = clients.call(lambda: self.index.BuildIndex(index_pb2.BuildIndexRequest(), timeout=3600),
-                             "index BuildIndex", self._backoff())
+        request = index_pb2.BuildIndexRequest(collection=self.config.collection)
+        reply = clients.call(lambda: self.index.BuildIndex(request, timeout=3600), "index BuildIndex", self._backoff())
         log.info("index %s (%.1f s)", enum_word(index_pb2.IndexState, reply.index_state), reply.build_seconds)

@@ -30,6 +30,10 @@ class Reason(StrEnum):
     SHUTTING_DOWN = "SHUTTING_DOWN"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     INTERNAL = "INTERNAL"
+    # Collections (index): a name already taken, a collection an alias still uses, an alias moved meanwhile.
+    NAME_TAKEN = "NAME_TAKEN"
+    COLLECTION_IN_USE = "COLLECTION_IN_USE"
+    ALIAS_CHANGED = "ALIAS_CHANGED"
 
 
 class ServiceError(Exception):

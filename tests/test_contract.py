@@ -74,7 +74,7 @@ def _edit(checkout: Path, old: str, new: str) -> None:
 @pytest.mark.skipif(shutil.which("npm") is None, reason="buf comes from npm, and npm is not installed")
 def test_buf_breaking_fails_on_a_renumbered_field(checkout: Path, capfd: pytest.CaptureFixture[str]) -> None:
     assert contract.check(checkout) == 0, capfd.readouterr()
-    _edit(checkout, "  int64 count = 1;\n", "  int64 count = 20;\n")
+    _edit(checkout, "  int64 count = 1;\n", "  int64 count = 99;\n")
     assert contract.check(checkout) != 0
     assert "StatsResponse" in capfd.readouterr().out
     # Committed together with a line in BREAKING.md, the same edit is an announced break and passes.
@@ -87,6 +87,6 @@ def test_buf_breaking_fails_on_a_renumbered_field(checkout: Path, capfd: pytest.
 @pytest.mark.slow  # buf (from npm) on a copy of the repository
 @pytest.mark.skipif(shutil.which("npm") is None, reason="buf comes from npm, and npm is not installed")
 def test_buf_lint_wants_a_comment_on_every_field(checkout: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    _edit(checkout, "  uint32 max_text_chars = 19;\n", "  uint32 max_text_chars = 19;\n  uint32 extra = 20;\n")
+    _edit(checkout, "  uint32 max_text_chars = 19;\n", "  uint32 max_text_chars = 19;\n  uint32 extra = 99;\n")
     assert contract.check(checkout) != 0
     assert "extra" in capfd.readouterr().out

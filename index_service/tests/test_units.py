@@ -13,6 +13,7 @@ import pytest
 from index_service import domain
 from index_service.config import Config, ConfigError, HnswParams
 from index_service.dialects import DialectError, Lantern, PgVector, choose_backend
+from index_service.domain import InvalidArgument
 from index_service.media import MediaStore
 
 P = HnswParams(m=16, ef_construction=64, ef=64)
@@ -137,3 +138,30 @@ def test_media_sweep_asks_before_removing(tmp_path: Path) -> None:
     assert store.sweep(with_orphans, grace_s=50) == 1
     assert sorted(asked) == sorted(shas[:2]) and young not in asked
     assert not store.exists(shas[0]) and store.exists(shas[1]) and store.exists(young)
+
+
+class RecordingCursor:
+    """Records statements; answers every query with no rows (a fresh catalog)."""
+
+    def __init__(self) -> None:
+        self.sql: list[str] = []
+
+    def execute(self, sql: str, params: object = None) -> None:
+        self.sql.append(sql)
+
+    def fetchone(self) -> None:
+        return None
+
+
+def test_a_lantern_collection_is_a_real_array_table_with_its_own_index() -> None:
+    from index_service import catalog
+
+    cur = RecordingCursor()
+    coll = catalog.create(cur, Lantern(), "v2", "clip@2", 768)  # type: ignore[arg-type]
+    (table,) = [s for s in cur.sql if s.startswith("CREATE TABLE")]
+    assert table.startswith("CREATE TABLE images_v2 (id bigint PRIMARY KEY DEFAULT nextval('image_ids'), v REAL[]")
+    ddl = Lantern().index_ddl(coll.table, coll.index, coll.dim, P, concurrently=False)
+    assert "images_v2_v_hnsw ON images_v2 USING lantern_hnsw (v dist_cos_ops)" in ddl and "dim=768" in ddl
+    for bad in ("", "V2", "2v", "a-b", "x" * 41, "a;drop"):
+        with pytest.raises(InvalidArgument):
+            catalog.check_name("collection", bad)

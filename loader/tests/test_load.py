@@ -197,3 +197,29 @@ def test_blank_variables_mean_the_defaults(tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "pics" / "a.png").write_bytes(encoded(1, 16, 16, "PNG"))
     code, summary, _ = load(tmp_path, "dir", str(tmp_path / "pics"), "--dry-run")
     assert code == EXIT_OK and summary["found"] == 1
+
+
+def test_collection_option_loads_beside_another_model(tmp_path: Path, embedder: str, index: IndexServer) -> None:
+    """The default collection holds another model; --collection loads into a collection of the embedder's."""
+    import grpc
+
+    from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc
+
+    original = encoded(98, 32, 32)
+    vector = np.zeros(512, dtype=np.float32)
+    vector[0] = 1.0
+    index.stub.Upsert(index_pb2.UpsertRequest(items=[index_pb2.UpsertItem(
+        sha256=hashlib.sha256(original).hexdigest(), original=original, content_type="image/jpeg",
+        embedding=vector.tolist(), model_id="other-clip@abc")]), timeout=10)
+    with grpc.insecure_channel(embedder) as channel:
+        info = embedder_pb2_grpc.EmbedderStub(channel).GetModelInfo(embedder_pb2.GetModelInfoRequest(), timeout=10)
+    index.stub.CreateCollection(index_pb2.CreateCollectionRequest(name="mine", model_id=info.model_id,
+                                                                  dim=info.dim), timeout=10)
+    tree = caltech_like(tmp_path / "data", categories=["001.ak47", "002.bat"])
+    for rel in tree.corrupt + tree.not_images:
+        (tree.root / rel).unlink()
+    code, summary, _ = load(tmp_path, "caltech256", "--path", str(tree.root), "--collection", "mine",
+                            *services(embedder, index))
+    assert code == EXIT_OK and summary["loaded"] == len(tree.images)
+    assert index.stub.Stats(index_pb2.StatsRequest(collection="mine"), timeout=10).count == len(tree.images)
+    assert index.count() == 1, "the default collection is untouched"
