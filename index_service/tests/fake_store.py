@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from index_service.catalog import Coll, CollInfo
 from index_service.domain import Hit, ImageMeta, Mismatch, NewImage, NotFound, SearchQuery, ServiceError, UpsertOutcome
+from semsearch_common.errors import Reason
 
 DIM = 8
 
@@ -30,11 +33,25 @@ class FakeStore:
         if self.fail is not None:
             raise self.fail
 
-    def model_id(self, timeout_s: float | None) -> str | None:
-        self._call("model_id", timeout_s)
-        return self.model
+    def collection(self, name: str, timeout_s: float | None) -> Coll:
+        self._call("collection", timeout_s)
+        if name not in ("", "default", "c1"):
+            raise NotFound(f"no collection or alias {name!r}")
+        return Coll("c1", "images", self.dim, self.model)
 
-    def upsert(self, items: Sequence[NewImage], timeout_s: float | None) -> list[UpsertOutcome]:
+    def collections(self, timeout_s: float | None) -> list[CollInfo]:
+        return [CollInfo(self.collection("", timeout_s), len(self.rows), 1_700_000_000, ("default",))]
+
+    def create_collection(self, name: str, model_id: str, dim: int, timeout_s: float | None) -> Coll:
+        raise NotImplementedError("the fake holds one collection")
+
+    def drop_collection(self, name: str, timeout_s: float | None) -> int:
+        raise NotImplementedError("the fake holds one collection")
+
+    def set_alias(self, alias: str, collection: str, expected: str, timeout_s: float | None) -> str:
+        raise NotImplementedError("the fake holds one collection")
+
+    def upsert(self, items: Sequence[NewImage], timeout_s: float | None, collection: str = "") -> list[UpsertOutcome]:
         self._call("upsert", timeout_s)
         out = []
         for item in items:
@@ -51,52 +68,64 @@ class FakeStore:
                 out.append(UpsertOutcome(item.sha256, id=new_id, created=True))
         return out
 
-    def search(self, q: SearchQuery, timeout_s: float | None) -> tuple[list[Hit], float]:
+    def search(self, q: SearchQuery, timeout_s: float | None, collection: str = "") -> tuple[list[Hit], float]:
         self._call("search", timeout_s)
+        if q.vector is not None and len(q.vector) != self.dim:
+            raise Mismatch(f"vector has {len(q.vector)} dimensions, the collection has {self.dim}",
+                           reason=Reason.DIMENSION_MISMATCH)
+        if q.model_id and self.model is not None and q.model_id != self.model:
+            raise Mismatch(f"the collection holds model {self.model!r}, the query comes from {q.model_id!r}")
         hits = [Hit(i, float(row.vector @ q.vector), row.label, row.source, row.width, row.height)
                 for i, row in self.rows.items() if i != q.exclude_id
                 and (not q.labels or row.label in q.labels) and (not q.source or row.source == q.source)]
         hits = [h for h in hits if q.min_score is None or h.score >= q.min_score]
         return sorted(hits, key=lambda h: -h.score)[: q.k], 0.5
 
-    def vector_of(self, image_id: int, timeout_s: float | None) -> str:
-        self._call("vector_of", timeout_s)
-        return "[" + ",".join(str(float(x)) for x in self._row(image_id).vector) + "]"
+    def search_similar(self, image_id: int, q: SearchQuery, timeout_s: float | None,
+                       collection: str = "") -> tuple[list[Hit], float]:
+        vector = self._row(image_id).vector
+        return self.search(dataclasses.replace(q, vector=vector), timeout_s, collection)
 
-    def get(self, ids: Sequence[int], timeout_s: float | None) -> list[ImageMeta]:
+    def get(self, ids: Sequence[int], timeout_s: float | None, collection: str = "") -> list[ImageMeta]:
         self._call("get", timeout_s)
         return [ImageMeta(i, r.sha256, r.label, r.source, r.file_name, r.width, r.height, r.content_type,
                           len(r.original), r.model_id, 1_700_000_000, "")
                 for i in dict.fromkeys(ids) if (r := self.rows.get(i)) is not None]
 
-    def thumbnail(self, image_id: int, timeout_s: float | None) -> bytes:
+    def page(self, after_id: int, limit: int, timeout_s: float | None, collection: str = "",
+             missing_from: str = "") -> tuple[list[ImageMeta], list[bytes], list[int]]:
+        self._call("page", timeout_s)
+        ids = sorted(i for i in self.rows if i > after_id)[:limit]
+        return self.get(ids, timeout_s), [self.rows[i].thumbnail for i in ids], ids
+
+    def thumbnail(self, image_id: int, timeout_s: float | None, collection: str = "") -> bytes:
         self._call("thumbnail", timeout_s)
         return self._row(image_id).thumbnail
 
-    def delete(self, ids: Sequence[int], timeout_s: float | None) -> list[int]:
+    def delete(self, ids: Sequence[int], timeout_s: float | None, collection: str = "") -> list[int]:
         self._call("delete", timeout_s)
         return [i for i in ids if self.rows.pop(i, None) is not None]
 
-    def labels(self, timeout_s: float | None) -> list[tuple[str, int]]:
+    def labels(self, timeout_s: float | None, collection: str = "") -> list[tuple[str, int]]:
         self._call("labels", timeout_s)
         names = sorted({r.label for r in self.rows.values()})
         return [(n, sum(r.label == n for r in self.rows.values())) for n in names]
 
-    def exists(self, shas: Sequence[str], timeout_s: float | None) -> list[str]:
+    def exists(self, shas: Sequence[str], timeout_s: float | None, collection: str = "") -> list[str]:
         self._call("exists", timeout_s)
         stored = {r.sha256 for r in self.rows.values()}
         return [s for s in shas if s in stored]
 
-    def stats(self, timeout_s: float | None) -> dict[str, Any]:
+    def stats(self, timeout_s: float | None, collection: str = "") -> dict[str, Any]:
         self._call("stats", timeout_s)
         return {"count": len(self.rows), "backend": "pgvector", "index_state": "ready", "dim": self.dim,
                 "model_ids": [self.model] if self.model else []}
 
-    def build_index(self, concurrently: bool, timeout_s: float | None) -> tuple[bool, float]:
+    def build_index(self, concurrently: bool, timeout_s: float | None, collection: str = "") -> tuple[bool, float]:
         self._call("build_index", timeout_s)
         return True, 0.25
 
-    def index_state(self, timeout_s: float | None) -> str:
+    def index_state(self, timeout_s: float | None, collection: str = "") -> str:
         self._call("index_state", timeout_s)
         return "ready"
 

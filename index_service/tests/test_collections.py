@@ -9,9 +9,9 @@ import numpy as np
 import psycopg2
 import pytest
 
-from index_service.tests.conftest import Running, item, unit
 from protos.semsearch.v1 import index_pb2
 from semsearch_common import status
+from tests.support.index import Running, item, unit
 
 
 def refused(call: object) -> tuple[grpc.StatusCode, str]:

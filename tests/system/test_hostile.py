@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import http.client
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -447,7 +448,7 @@ def test_hostile_text_queries(api: httpx.Client, query: str, what: str, statuses
 
 @pytest.mark.parametrize("size", [1001, 60_000, 100_000])
 def test_long_queries_are_4xx(gw: Gateway, size: int) -> None:
-    """Over max_query_chars: 413 from the gateway; past the server's request-line limit the server refuses it."""
+    """Over max_query_chars: 413 from the gateway; past its 16 KiB URL limit, a JSON 414 from the connection guard."""
     connection = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
     connection.request("GET", "/api/search?q=" + "a" * size)
     response = connection.getresponse()
@@ -455,8 +456,10 @@ def test_long_queries_are_4xx(gw: Gateway, size: int) -> None:
     connection.close()
     print(f"\nq of {size} characters: {status}")
     assert 400 <= status < 500, (status, body[:300])
-    if size <= 60_000:
+    if size <= 16_000:
         assert status == 413 and b"at most" in body
+    else:
+        assert status == 414 and json.loads(body)["error"] == "uri_too_long"
 
 
 PATHS: list[tuple[str, str, tuple[int, ...]]] = [
