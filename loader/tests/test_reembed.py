@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from loader.__main__ import EXIT_OK, EXIT_STOPPED, main
-from loader.tests.conftest import IndexServer, kill, loader_process
+from loader.tests.conftest import IndexServer, kill
 from loader.tests.fake_embedder import FakeEmbedder, serve, vector_of
 from protos.semsearch.v1 import index_pb2
+from tests.support.loading import loader_process
 
 OLD, NEW = "rand-a@1", "rand-b@1"  # 512 and 384 dimensions
 N = 160
