@@ -147,3 +147,41 @@ def int8_towers(src: Path, dst: Path) -> None:
     for extra in ("tokenizer.json", bundles.VOCAB_FILE):
         if (src / extra).is_file():
             shutil.copyfile(src / extra, dst / extra)
+
+
+def _source_key() -> str:
+    """A hash of the code that makes family exports and of the export's own key (library versions)."""
+    import hashlib
+
+    from embedder_service.models import export
+
+    digest = hashlib.sha256(export._source_key().encode())
+    for module in (families, vocab):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def cached_towers(cache_root: str | Path, name: str, preset: str = "tiny") -> Path:
+    """fp32 and int8 (under int8/) towers of a family's seed-0 model, built once per code version."""
+    import os
+    import tempfile
+
+    root = Path(cache_root)
+    final = root / f"family-{name}-{preset}-{_source_key()}"
+    if (final / "int8" / bundles.TEXT_FILE).is_file():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    # Built beside the final place and renamed: a racing process finds a complete directory or none.
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    try:
+        export_towers(name, preset, staging / "out")
+        int8_towers(staging / "out", staging / "out" / "int8")
+        try:
+            os.rename(staging / "out", final)
+        except OSError:
+            if not (final / "int8" / bundles.TEXT_FILE).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final

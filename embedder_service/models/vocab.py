@@ -65,7 +65,8 @@ def train(kind: str, vocab_size: int = VOCAB_SIZE) -> Any:
     spec = KINDS[kind]
     unk = next(s for s in spec["specials"] if "unk" in s)
     tokenizer = Tokenizer(Unigram())
-    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(r"\s+"), " ")])
+    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(r"\s+"), " "),
+                                                  normalizers.Strip()])
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
     tokenizer.decoder = decoders_.Metaspace(replacement="\u2581", prepend_scheme="always")
     trainer = UnigramTrainer(vocab_size=vocab_size, special_tokens=spec["specials"], unk_token=unk,
