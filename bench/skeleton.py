@@ -25,6 +25,7 @@ import onnx
 from onnx import numpy_helper
 
 from embedder_service.models import bundle as bundles
+from embedder_service.tokenizer import write_tokenizer_json
 
 MANIFEST = "skeleton.json"
 GRAPHS = (bundles.IMAGE_FILE, bundles.TEXT_FILE)
@@ -57,7 +58,7 @@ def strip(src: Path, out: Path) -> Path:
                 tensor.ClearField("raw_data")
                 tensor.ClearField("float_data")
         onnx.save(model, str(out / name))
-    shutil.copyfile(found.vocab, out / found.vocab.name)
+    shutil.copyfile(found.tokenizer, out / found.tokenizer.name)
     manifest = json.loads((src / bundles.MANIFEST).read_text())
     (out / MANIFEST).write_text(json.dumps({"bundle": manifest, "stats": stats}, indent=1) + "\n")
     return out
@@ -82,11 +83,10 @@ def grow(skeleton: Path, out: Path, seed: int = 0) -> bundles.Bundle:
                 values = rng.normal(mean, std, size=tuple(tensor.dims)).astype(np.float32)
                 tensor.raw_data = values.tobytes()
         onnx.save(model, str(out / name))
-    meta = dict(spec["bundle"])
-    meta["mean"], meta["std"] = tuple(meta["mean"]), tuple(meta["std"])
-    vocab = skeleton / bundles.VOCAB_FILE
-    shutil.copyfile(vocab, out / vocab.name)
-    source = bundles.Bundle(**meta, path=out)
+    # model.json as the skeleton recorded it, format 1 or 2; the tokenizer lies beside it.
+    source = bundles.parse(spec["bundle"], str(skeleton / MANIFEST), skeleton)
+    tokenizer = write_tokenizer_json(source, out)
+    source = replace(source, path=out, text=replace(source.text, tokenizer=tokenizer))
     return bundles.save(replace(source, source=f"{source.source}:regrown{seed}", semantic=False,
                                 extra={**source.extra, "regrown_from": source.version}))
 

@@ -19,7 +19,7 @@ from embedder_service.batching import Batcher
 from embedder_service.config import EmbedderConfig
 from embedder_service.model import ClipModel
 from embedder_service.preprocess import Decoded, ImageError, PreprocessSpec, decode
-from embedder_service.tokenizer import ClipTokenizer
+from embedder_service.tokenizer import TextTokenizer
 from semsearch_common import errors
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class Engine:
         b = model.bundle
         self.model = model
         self.config = config
-        self.tokenizer = ClipTokenizer(b.vocab, b.context_length)
+        self.tokenizer = TextTokenizer.of(b)
         self.spec = PreprocessSpec(
             image_size=b.image_size, mean=b.mean, std=b.std, max_pixels=config.max_pixels,
             max_bytes=config.max_image_bytes, draft=config.jpeg_draft,
@@ -161,11 +161,10 @@ class Engine:
         return list(self.model.embed_pixels(np.stack(pixels)))
 
     def _run_texts(self, rows: list[list[int]]) -> list[NDArray[np.float32]]:
-        # Pad only to the longest row of this batch: short queries do not pay for 77 tokens.
-        ids = np.zeros((len(rows), max(len(r) for r in rows)), dtype=np.int64)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = row
-        return list(self.model.embed_tokens(ids))
+        # Padded as the bundle says: to the longest row of this batch where the tower allows it, so short
+        # queries do not pay for 77 tokens.
+        ids, mask = self.tokenizer.pad(rows)
+        return list(self.model.embed_tokens(ids, mask))
 
 
 def _filled(slots: list[Outcome | None]) -> list[Outcome]:

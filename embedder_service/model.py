@@ -143,6 +143,7 @@ class ClipModel:
         check_active(provider, active)
         # Both towers run on what the first one really got, so a fallback is never half-done.
         self._text = _session(bundle.text_onnx, active, threads)
+        check_graphs(bundle, _interface(self._image), _interface(self._text))
         self.providers = list(active)
         if provider == "auto" and CUDA in wanted and active[0] != CUDA:
             log.warning("CUDA provider is listed but did not load; running on the CPU")
@@ -153,10 +154,47 @@ class ClipModel:
         out = self._image.run([bundles.IMAGE_OUTPUT], {bundles.IMAGE_INPUT: pixels})[0]
         return _normalize(out)
 
-    def embed_tokens(self, ids: NDArray[np.int64]) -> NDArray[np.float32]:
-        """[N,L] int64 token ids (L <= context length, 0-padded) -> [N,D] unit vectors."""
-        out = self._text.run([bundles.TEXT_OUTPUT], {bundles.TEXT_INPUT: ids})[0]
+    def embed_tokens(self, ids: NDArray[np.int64], mask: NDArray[np.int64] | None = None) -> NDArray[np.float32]:
+        """[N,L] int64 token ids (L <= context length, padded) -> [N,D] unit vectors.
+
+        mask (1 = token, 0 = padding) is fed to towers that take one; the others ignore it.
+        """
+        feed = {bundles.TEXT_INPUT: ids}
+        if self.bundle.text.attention_mask:
+            feed[bundles.TEXT_MASK] = np.ones_like(ids) if mask is None else mask
+        out = self._text.run([bundles.TEXT_OUTPUT], feed)[0]
         return _normalize(out)
+
+
+Interface = tuple[dict[str, list[int | str | None]], dict[str, list[int | str | None]]]  # inputs, outputs: shape
+
+
+def _interface(session: ort.InferenceSession) -> Interface:
+    """A session's input and output names with their shapes (a str or None for a dynamic axis)."""
+    inputs = {i.name: list(i.shape) for i in session.get_inputs()}
+    return inputs, {o.name: list(o.shape) for o in session.get_outputs()}
+
+
+def check_graphs(bundle: bundles.Bundle, image: Interface, text: Interface) -> None:
+    """Refuse graphs that disagree with model.json: one line naming the file and the field."""
+    text_inputs = {bundles.TEXT_INPUT, bundles.TEXT_MASK} if bundle.text.attention_mask else {bundles.TEXT_INPUT}
+    for name, (inputs, outputs), want_in, out in (
+            (bundles.IMAGE_FILE, image, {bundles.IMAGE_INPUT}, bundles.IMAGE_OUTPUT),
+            (bundles.TEXT_FILE, text, text_inputs, bundles.TEXT_OUTPUT)):
+        if set(inputs) != want_in:
+            field = "text.attention_mask" if name == bundles.TEXT_FILE else "image"
+            raise bundles.BundleError(f"{bundle.path / name}: inputs {sorted(inputs)} do not match {bundles.MANIFEST} "
+                                      f"field {field} (expected {sorted(want_in)})")
+        if out not in outputs:
+            raise bundles.BundleError(f"{bundle.path / name}: no output {out!r} (it has {sorted(outputs)})")
+        width = outputs[out][-1] if outputs[out] else None
+        if isinstance(width, int) and width != bundle.dim:
+            raise bundles.BundleError(f"{bundle.path / name}: output {out} has width {width}, {bundles.MANIFEST} "
+                                      f"field dim says {bundle.dim}")
+    side = image[0][bundles.IMAGE_INPUT][-1:]
+    if side and isinstance(side[0], int) and side[0] != bundle.image.size:
+        raise bundles.BundleError(f"{bundle.path / bundles.IMAGE_FILE}: input {bundles.IMAGE_INPUT} is {side[0]} "
+                                  f"pixels wide, {bundles.MANIFEST} field image.size says {bundle.image.size}")
 
 
 def _session(path: os.PathLike[str], providers: Sequence[str], threads: int) -> ort.InferenceSession:

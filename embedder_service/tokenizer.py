@@ -1,36 +1,37 @@
-"""CLIP's byte-level BPE tokenizer, reproducing the reference token ids exactly.
+"""Text to token ids for any bundle: the bundle's clean-up in Python, then Hugging Face tokenizers.
 
-The algorithm: clean the text (ftfy, HTML entities, whitespace, lower case), split it into words with
-CLIP's regular expression, spell each word's UTF-8 bytes in a 256-character printable alphabet, then
-merge adjacent symbols greedily by merge rank. The last symbol of a word carries the "</w>" suffix.
+A format-2 bundle carries a tokenizer.json. A format-1 (CLIP) bundle carries OpenAI's BPE vocabulary,
+from which clip_tokenizer() builds the same byte-level BPE in memory: CLIP's word-splitting regular
+expression, each word's UTF-8 bytes spelt in a 256-character printable alphabet, merges by rank, "</w>"
+on each word's last symbol. Both give the reference ids on all 309 cases of the shared reference.
 """
 
 from __future__ import annotations
 
 import gzip
 import html
-from collections.abc import Sequence
-from functools import lru_cache
-from itertools import pairwise
+import shutil
+import string
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import ftfy
 import numpy as np
 import regex
+from numpy.typing import NDArray
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+
+from embedder_service.models.bundle import TOKENIZER_FILE, Bundle, BundleError, TextSpec
 
 SOT, EOT = "<|startoftext|>", "<|endoftext|>"
 PAD_ID = 0
 # The vocabulary file is longer than the model's vocabulary: CLIP uses only the first merges.
 _MERGE_COUNT = 49152 - 256 - 2
 _WORD_SUFFIX = "</w>"
-_WORD_CACHE_SIZE = 1 << 16
-_NO_RANK = float("inf")
 # Special tokens come first so that literal "<|endoftext|>" in a query maps to its id, as in the reference.
-_SPLIT = regex.compile(
-    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+",
-    regex.IGNORECASE,
-)
+_CLIP_SPLIT = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"
 _SPACES = regex.compile(r"\s+")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 def _byte_alphabet() -> dict[int, str]:
@@ -45,90 +46,131 @@ def _byte_alphabet() -> dict[int, str]:
     return table
 
 
-def clean(text: str) -> str:
-    """Normalize text the way the reference does before splitting: ftfy, entities, whitespace, lower case."""
-    text = ftfy.fix_text(text)
-    # Twice, because scraped captions are often double-escaped ("&amp;amp;").
-    text = html.unescape(html.unescape(text)).strip()
+def _basic(text: str) -> str:
+    """ftfy, then HTML entities twice (scraped captions are often double-escaped: "&amp;amp;")."""
+    return html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+
+
+def _whitespace(text: str) -> str:
     spaced: str = _SPACES.sub(" ", text)  # typed here: the regex package ships no stubs
-    return spaced.strip().lower()
+    return spaced.strip()
 
 
-class ClipTokenizer:
-    """Text to CLIP token ids; thread-safe, with a cache of the BPE result of each word."""
+def clean(text: str) -> str:
+    """CLIP's clean-up: ftfy, entities, whitespace, lower case (the "whitespace" rule with lower_case)."""
+    return _whitespace(_basic(text)).lower()
 
-    def __init__(self, vocab_path: str | Path, context_length: int = 77) -> None:
-        if context_length < 2:
-            raise ValueError(f"context_length must leave room for start and end tokens, got {context_length}")
-        with gzip.open(vocab_path, "rt", encoding="utf-8") as f:
-            lines = f.read().split("\n")
-        # Line 0 is a version header; each following line is one merge "left right", best first.
-        merges = [tuple(line.split()) for line in lines[1 : 1 + _MERGE_COUNT]]
-        if len(merges) != _MERGE_COUNT or any(len(m) != 2 for m in merges):
-            raise ValueError(f"{vocab_path} is not a CLIP BPE vocabulary")
-        self._byte_chars = _byte_alphabet()
-        # The reference's id order: single symbols by code point, the same with "</w>", merges, specials.
-        symbols = sorted(self._byte_chars.values())
-        tokens = symbols + [s + _WORD_SUFFIX for s in symbols] + ["".join(m) for m in merges] + [SOT, EOT]
-        self._ids = {token: i for i, token in enumerate(tokens)}
-        self._ranks = {pair: rank for rank, pair in enumerate(merges)}
-        self.context_length = context_length
-        self.sot_id, self.eot_id = self._ids[SOT], self._ids[EOT]
-        self.vocab_size = len(tokens)
-        # lru_cache is thread-safe and bounded, so hostile input cannot grow memory without limit.
-        self._word_ids = lru_cache(maxsize=_WORD_CACHE_SIZE)(self._word_ids_uncached)
+
+def _canonicalize(text: str) -> str:
+    """open_clip's canonical text (SigLIP): punctuation removed, "_" as space, lower case, whitespace."""
+    return " ".join(_basic(text).replace("_", " ").translate(_PUNCTUATION).lower().split())
+
+
+CLEANERS: dict[str, Callable[[str], str]] = {
+    "whitespace": lambda text: _whitespace(_basic(text)),
+    "canonicalize": _canonicalize,
+    "none": lambda text: text,
+}
+
+
+def clip_tokenizer(vocab_path: str | Path) -> Tokenizer:
+    """CLIP's byte-level BPE (ids as in OpenAI's tokenizer) built from its bpe_simple_vocab_16e6.txt.gz."""
+    with gzip.open(vocab_path, "rt", encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    # Line 0 is a version header; each following line is one merge "left right", best first.
+    merges = [tuple(line.split()) for line in lines[1 : 1 + _MERGE_COUNT]]
+    if len(merges) != _MERGE_COUNT or any(len(m) != 2 for m in merges):
+        raise BundleError(f"{vocab_path} is not a CLIP BPE vocabulary")
+    pairs = [(left, right) for left, right in merges]
+    # The reference's id order: single symbols by code point, the same with "</w>", merges, specials.
+    symbols = sorted(_byte_alphabet().values())
+    tokens = [*symbols, *(s + _WORD_SUFFIX for s in symbols), *("".join(m) for m in pairs), SOT, EOT]
+    vocab = {token: i for i, token in enumerate(tokens)}
+    tok = Tokenizer(models.BPE(vocab, pairs, end_of_word_suffix=_WORD_SUFFIX, continuing_subword_prefix=""))
+    # Words are what CLIP's expression matches (everything else, whitespace, is dropped); then bytes.
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_CLIP_SPLIT), "removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([SOT, EOT])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{SOT} $A {EOT}", special_tokens=[(SOT, vocab[SOT]), (EOT, vocab[EOT])])
+    return tok
+
+
+def write_clip_tokenizer(vocab_path: str | Path, dst: str | Path) -> None:
+    """Write CLIP's tokenizer.json (for format-2 bundles) from the BPE vocabulary."""
+    clip_tokenizer(vocab_path).save(str(dst), pretty=False)
+
+
+class TextTokenizer:
+    """A bundle's text rules: clean-up, lower case, tokenizer, truncation and padding; thread-safe."""
+
+    def __init__(self, tokenizer: Tokenizer, spec: TextSpec) -> None:
+        if spec.context_length < 2:
+            raise ValueError(f"context_length must leave room for start and end tokens, got {spec.context_length}")
+        self.spec = spec
+        self.context_length = spec.context_length
+        self._clean = CLEANERS[spec.clean]
+        self._tok = tokenizer
+        # Cut here, with the tokenizer's own rule (its end token stays last); padding is per batch, in pad().
+        self._tok.no_padding()
+        self._tok.enable_truncation(spec.context_length)
+
+    @classmethod
+    def of(cls, bundle: Bundle) -> TextTokenizer:
+        """The tokenizer of a bundle: its tokenizer.json, or CLIP's BPE built from a format-1 vocabulary."""
+        path = bundle.tokenizer
+        try:
+            tok = Tokenizer.from_file(str(path)) if path.suffix == ".json" else clip_tokenizer(path)
+        except Exception as exc:  # tokenizers raises plain Exception for every malformed file
+            raise BundleError(f"{path}: tokenizers cannot load it ({' '.join(str(exc).split())[:200]})") from None
+        return cls(tok, bundle.text)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._tok.get_vocab_size())
+
+    def prepare(self, text: str) -> str:
+        """The text as the tokenizer sees it: cleaned up, lower-cased where the model was trained so."""
+        cleaned = self._clean(text)
+        return cleaned.lower() if self.spec.lower_case else cleaned
 
     def encode(self, text: str) -> list[int]:
-        """Raw BPE ids of text, without start and end tokens."""
-        ids: list[int] = []
-        for word in _SPLIT.findall(clean(text)):
-            ids.extend(self._word_ids(word))
+        """Ids of text without special tokens (at most context_length of them)."""
+        ids: list[int] = self._tok.encode(self.prepare(text), add_special_tokens=False).ids
         return ids
 
     def tokenize(self, text: str) -> tuple[list[int], bool]:
-        """[sot, ids..., eot] cut to context_length with eot kept last (not padded), and a truncated flag."""
-        ids = [self.sot_id, *self.encode(text), self.eot_id]
-        if len(ids) <= self.context_length:
-            return ids, False
-        ids = ids[: self.context_length]
-        ids[-1] = self.eot_id
-        return ids, True
+        """Ids with the tokenizer's special tokens, cut to context_length (not padded), and a truncated flag."""
+        found = self._tok.encode(self.prepare(text))
+        return list(found.ids), bool(found.overflowing)
 
-    def batch(self, texts: Sequence[str]) -> tuple[np.ndarray, list[int], list[bool]]:
-        """int64 [N, L] ids padded with 0 to the longest row of this batch, row lengths, truncated flags."""
+    def batch(self, texts: Sequence[str]) -> tuple[NDArray[np.int64], list[int], list[bool]]:
+        """Padded int64 [N, L] ids, row lengths and truncated flags of several texts."""
         rows = [self.tokenize(text) for text in texts]
-        lengths = [len(ids) for ids, _ in rows]
-        out = np.full((len(rows), max(lengths, default=0)), PAD_ID, dtype=np.int64)
-        for row, (ids, _) in zip(out, rows, strict=True):
-            row[: len(ids)] = ids
-        return out, lengths, [truncated for _, truncated in rows]
+        ids, _ = self.pad([row for row, _ in rows])
+        return ids, [len(row) for row, _ in rows], [truncated for _, truncated in rows]
 
-    def _word_ids_uncached(self, word: str) -> tuple[int, ...]:
-        if word in (SOT, EOT):
-            return (self._ids[word],)
-        # ftfy already repairs lone surrogates; "replace" is a backstop so no input can raise here.
-        symbols = [self._byte_chars[b] for b in word.encode("utf-8", "replace")]
-        symbols[-1] += _WORD_SUFFIX
-        return tuple(self._ids[s] for s in self._merge(symbols))
+    def pad(self, rows: Sequence[Sequence[int]]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """int64 ids [N, L] padded with pad_id, and the attention mask (1 = token): L is the longest row,
+        or context_length for towers trained on fixed-length input."""
+        longest = max((len(row) for row in rows), default=0)
+        width = self.context_length if self.spec.padding == "max_length" else longest
+        ids = np.full((len(rows), width), self.spec.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        return ids, mask
 
-    def _merge(self, symbols: list[str]) -> list[str]:
-        """Apply the best-ranked merge everywhere it occurs, repeatedly, until no known pair is left."""
-        ranks = self._ranks
-        while len(symbols) > 1:
-            best = min(pairwise(symbols), key=lambda pair: ranks.get(pair, _NO_RANK))
-            if best not in ranks:
-                break
-            left, right = best
-            merged: list[str] = []
-            i = 0
-            while i < len(symbols):
-                # Left to right, so in "a a a" the first two merge and the third is left alone.
-                if i + 1 < len(symbols) and symbols[i] == left and symbols[i + 1] == right:
-                    merged.append(left + right)
-                    i += 2
-                else:
-                    merged.append(symbols[i])
-                    i += 1
-            symbols = merged
-        return symbols
 
+def write_tokenizer_json(bundle: Bundle, dst_dir: Path) -> str:
+    """Put the bundle's tokenizer into dst_dir as tokenizer.json (built from a format-1 vocabulary)."""
+    dst = Path(dst_dir) / TOKENIZER_FILE
+    if bundle.tokenizer.suffix == ".json":
+        shutil.copyfile(bundle.tokenizer, dst)
+    else:
+        write_clip_tokenizer(bundle.tokenizer, dst)
+    return TOKENIZER_FILE

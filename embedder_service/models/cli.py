@@ -43,17 +43,22 @@ def describe(found: Bundle) -> str:
     from embedder_service.models.quantize import graph_summary
 
     meaning = "yes" if found.semantic else "NO: random weights, embeddings carry no meaning"
+    image, text = found.image, found.text
     lines = [
         f"path        {found.path}",
         f"model id    {found.model_id}",
         f"semantic    {meaning}",
         f"source      {found.source}",
         f"precision   {found.precision}",
+        f"family      {found.family} (format {found.format}), languages {', '.join(found.languages)}",
         f"dim         {found.dim}",
-        f"image       {found.image_size}px, {found.resize}, mean {found.mean}, std {found.std}",
-        f"context     {found.context_length} tokens",
+        f"image       {image.size}px, {image.resize}, {image.interpolation}, mean {image.mean}, std {image.std}",
+        f"text        {text.context_length} tokens, padding {text.padding}, clean-up {text.clean}"
+        f"{', lower case' if text.lower_case else ''}, pad id {text.pad_id}"
+        f"{', attention_mask input' if text.attention_mask else ''}",
     ]
-    for label, path in (("image.onnx", found.image_onnx), ("text.onnx", found.text_onnx), ("vocab", found.vocab)):
+    for label, path in (("image.onnx", found.image_onnx), ("text.onnx", found.text_onnx),
+                        ("tokenizer", found.tokenizer)):
         size = f"{path.stat().st_size / 1e6:7.1f} MB"
         if path.suffix == ".onnx":
             graph = graph_summary(path)

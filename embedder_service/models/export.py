@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embedder_service.models import bundle as bundles
-from embedder_service.models.bundle import CLIP_MEAN, CLIP_STD, VOCAB_FILE, Bundle, Channels
+from embedder_service.models.bundle import CLIP_MEAN, CLIP_STD, VOCAB_FILE, Bundle, Channels, ImageSpec, TextSpec
 from embedder_service.models.verify import EOT, SOT, ExportError, example_inputs, verify_bundle
 
 if TYPE_CHECKING:
@@ -222,9 +222,12 @@ def _fresh_dir(out_dir: str | Path) -> Path:
 
 def write_bundle(towers: tuple[torch.nn.Module, torch.nn.Module], out_dir: str | Path, meta: Bundle,
                  vocab: Path) -> Bundle:
-    """Export both towers into out_dir with the vocabulary, check them against torch, save model.json."""
+    """Export both towers into out_dir with CLIP's tokenizer.json (from the BPE vocabulary), check them
+    against torch, save model.json."""
     import torch
     import transformers
+
+    from embedder_service.tokenizer import write_clip_tokenizer
 
     out = _fresh_dir(out_dir)
     started = time.perf_counter()
@@ -233,7 +236,7 @@ def write_bundle(towers: tuple[torch.nn.Module, torch.nn.Module], out_dir: str |
                  {0: "batch"})
     _onnx_export(towers[1], ids, out / bundles.TEXT_FILE, (bundles.TEXT_INPUT, bundles.TEXT_OUTPUT),
                  {0: "batch", 1: "sequence"})
-    shutil.copyfile(vocab, out / VOCAB_FILE)
+    write_clip_tokenizer(vocab, out / bundles.TOKENIZER_FILE)
     exported = replace(meta, path=out, extra={
         **meta.extra, "exporter": f"torch.onnx TorchScript (dynamo=False), opset {OPSET}",
         "torch": torch.__version__, "transformers": transformers.__version__})
@@ -250,8 +253,8 @@ def build_random_bundle(out_dir: str | Path, preset: str, seed: int = 0, vocab: 
     vocab_path = find_vocab(vocab)
     model = random_clip(preset, seed)
     meta = Bundle(name=f"random-{preset}", source=f"random:{preset}:seed{seed}",
-                  dim=model.config.projection_dim, image_size=model.config.vision_config.image_size,
-                  context_length=model.config.text_config.max_position_embeddings, semantic=False,
+                  dim=model.config.projection_dim, image=ImageSpec(size=model.config.vision_config.image_size),
+                  text=TextSpec(context_length=model.config.text_config.max_position_embeddings), semantic=False,
                   extra={"preset": preset, "seed": seed, "init_scale": INIT_SCALE})
     return write_bundle(hf_towers(model), out_dir, meta, vocab_path)
 
@@ -350,8 +353,8 @@ def export_transformers(checkpoint: str | Path, out_dir: str | Path, vocab: str 
             vocab_path = Path(tmp) / VOCAB_FILE
             hub.vocab_from_merges(merges, vocab_path)
         meta = Bundle(name=Path(str(checkpoint).rstrip("/")).name, source=f"hf:{checkpoint}",
-                      dim=model.config.projection_dim, image_size=image_size, mean=mean, std=std,
-                      context_length=model.config.text_config.max_position_embeddings)
+                      dim=model.config.projection_dim, image=ImageSpec(size=image_size, mean=mean, std=std),
+                      text=TextSpec(context_length=model.config.text_config.max_position_embeddings))
         return write_bundle(hf_towers(model), out, meta, vocab_path)
 
 
@@ -381,7 +384,8 @@ def export_open_clip(model_name: str, pretrained: str, out_dir: str | Path) -> B
     with torch.no_grad():
         dim = int(model.encode_image(torch.zeros(1, 3, image_size, image_size)).shape[-1])
     meta = Bundle(name=f"open_clip-{model_name}-{pretrained}", source=f"open_clip:{model_name}:{pretrained}",
-                  dim=dim, image_size=image_size, mean=mean, std=std, context_length=context_length,
+                  dim=dim, image=ImageSpec(size=image_size, mean=mean, std=std),
+                  text=TextSpec(context_length=context_length),
                   extra={"open_clip": getattr(open_clip, "__version__", "?")})
     return write_bundle(open_clip_towers(model, context_length), out_dir, meta,
                         Path(open_clip.tokenizer.default_bpe()))

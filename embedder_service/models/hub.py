@@ -15,8 +15,9 @@ import onnx
 from onnx import TensorProto, helper
 
 from embedder_service.models import bundle as bundles
-from embedder_service.models.bundle import CLIP_MEAN, CLIP_STD, Bundle, BundleError, Channels
+from embedder_service.models.bundle import CLIP_MEAN, CLIP_STD, Bundle, BundleError, Channels, ImageSpec, TextSpec
 from embedder_service.models.verify import verify_bundle
+from embedder_service.tokenizer import write_clip_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +119,13 @@ def bundle_from_files(repo_dir: str | Path, out_dir: str | Path, name: str, sour
                 model_config.get("projection_dim")} - {None, 0}
         if len(dims) != 1:
             raise BundleError(f"{repo}: cannot tell the embedding width (graphs and config say {sorted(dims)})")
-        vocab_from_merges(repo / MERGES, staging / bundles.VOCAB_FILE)
+        with tempfile.TemporaryDirectory() as tmp:
+            vocab_from_merges(repo / MERGES, Path(tmp) / bundles.VOCAB_FILE)
+            write_clip_tokenizer(Path(tmp) / bundles.VOCAB_FILE, staging / bundles.TOKENIZER_FILE)
         context = model_config.get("text_config", {}).get("max_position_embeddings", 77)
-        found = Bundle(name=name, source=source, dim=dims.pop(), image_size=image_size, context_length=context,
-                       mean=mean, std=std, path=staging, extra={"converted_from": [IMAGE_SRC, TEXT_SRC, MERGES]})
+        found = Bundle(name=name, source=source, dim=dims.pop(), image=ImageSpec(size=image_size, mean=mean, std=std),
+                       text=TextSpec(context_length=context), path=staging,
+                       extra={"converted_from": [IMAGE_SRC, TEXT_SRC, MERGES]})
         verify_bundle(found)  # runs both graphs: shapes, dynamic batch, short vs padded text
         bundles.save(found)
         if out.exists():

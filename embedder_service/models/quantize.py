@@ -109,8 +109,11 @@ def _derive(src_dir: str | Path, dst_dir: str | Path, precision: str,
     try:
         for name in (bundles.IMAGE_FILE, bundles.TEXT_FILE):
             convert(source.path / name, staging / name)
-        shutil.copyfile(source.vocab, staging / bundles.VOCAB_FILE)
+        from embedder_service.tokenizer import write_tokenizer_json  # tokenizers, only when deriving
+
+        tokenizer = write_tokenizer_json(source, staging)
         derived = replace(source, precision=precision, path=staging, version="",
+                          text=replace(source.text, tokenizer=tokenizer),
                           extra={**source.extra, "derived_from": source.model_id, precision: settings})
         bundles.save(derived)
         if dst.exists():

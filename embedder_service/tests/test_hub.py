@@ -46,11 +46,12 @@ def test_vocab_from_merges_reproduces_the_reference_merges(tmp_path: Path) -> No
 
 
 def test_service_tokenizer_reads_a_converted_vocabulary(tmp_path: Path) -> None:
-    from embedder_service.tokenizer import ClipTokenizer
+    from embedder_service.models.bundle import TextSpec
+    from embedder_service.tokenizer import TextTokenizer, clip_tokenizer
 
     made = tmp_path / bundles.VOCAB_FILE
     hub.vocab_from_merges(shared_merges(tmp_path), made)
-    tokenizer = ClipTokenizer(made)
+    tokenizer = TextTokenizer(clip_tokenizer(made), TextSpec())
     cases = json.loads((SHARED_CLIP / "tokenizer_reference.json").read_text())["cases"]
     for case in cases[::10]:
         assert tokenizer.encode(case["text"]) == case["bpe_ids"], case["text"]

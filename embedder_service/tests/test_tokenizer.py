@@ -1,4 +1,5 @@
-"""The CLIP tokenizer against 309 reference cases, plus truncation, batching and hostile text."""
+"""The text tokenizer against 309 reference cases (CLIP built from the vocabulary, and from its
+tokenizer.json), plus truncation, padding rules, clean-up rules and hostile text."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer
 
-from embedder_service.tokenizer import ClipTokenizer
+from embedder_service.models.bundle import TextSpec
+from embedder_service.tokenizer import TextTokenizer, clip_tokenizer, write_clip_tokenizer
 
 CLIP_DIR = Path(__file__).resolve().parents[3] / "shared" / "clip"
 VOCAB = CLIP_DIR / "bpe_simple_vocab_16e6.txt.gz"
@@ -18,9 +21,18 @@ CASES = json.loads((CLIP_DIR / "tokenizer_reference.json").read_text())["cases"]
 SOT, EOT = 49406, 49407
 
 
-@pytest.fixture(scope="module")
-def tok() -> ClipTokenizer:
-    return ClipTokenizer(VOCAB)
+def clip(context_length: int = 77, **rules: object) -> TextTokenizer:
+    return TextTokenizer(clip_tokenizer(VOCAB), TextSpec(context_length=context_length, **rules))  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module", params=["vocabulary", "tokenizer.json"])
+def tok(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> TextTokenizer:
+    """Format 1 builds CLIP's BPE from the vocabulary; format 2 loads the tokenizer.json written from it."""
+    if request.param == "vocabulary":
+        return clip()
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    write_clip_tokenizer(VOCAB, path)
+    return TextTokenizer(Tokenizer.from_file(str(path)), TextSpec())
 
 
 def test_reference_has_all_cases() -> None:
@@ -28,26 +40,27 @@ def test_reference_has_all_cases() -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: repr(c["text"][:40]))
-def test_matches_reference(tok: ClipTokenizer, case: dict) -> None:
-    assert tok.encode(case["text"]) == case["bpe_ids"]
+def test_matches_reference(tok: TextTokenizer, case: dict) -> None:
+    assert tok.encode(case["text"]) == case["bpe_ids"][:77]
     ids, truncated = tok.tokenize(case["text"])
     padded = ids + [0] * (77 - len(ids))
     assert padded == case["ids_77"]
     assert truncated == (len(case["bpe_ids"]) > 75)
 
 
-def test_special_ids_and_vocab_size(tok: ClipTokenizer) -> None:
-    assert (tok.sot_id, tok.eot_id, tok.vocab_size) == (SOT, EOT, 49408)
+def test_special_ids_and_vocab_size(tok: TextTokenizer) -> None:
+    assert tok.vocab_size == 49408
     assert tok.encode("<|endoftext|>") == [EOT]
+    assert tok.encode("<|startoftext|>") == [SOT]
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\t\n\r ", "\u3000\xa0"])
-def test_empty_text_gives_start_and_end(tok: ClipTokenizer, text: str) -> None:
+def test_empty_text_gives_start_and_end(tok: TextTokenizer, text: str) -> None:
     assert tok.encode(text) == []
     assert tok.tokenize(text) == ([SOT, EOT], False)
 
 
-def test_truncation_keeps_end_token_last(tok: ClipTokenizer) -> None:
+def test_truncation_keeps_end_token_last(tok: TextTokenizer) -> None:
     assert len(tok.encode("a " * 75)) == 75
     assert tok.tokenize("a " * 75) == ([SOT, *[320] * 75, EOT], False)
     ids, truncated = tok.tokenize("a " * 76)
@@ -57,14 +70,14 @@ def test_truncation_keeps_end_token_last(tok: ClipTokenizer) -> None:
 
 
 def test_custom_context_length() -> None:
-    short = ClipTokenizer(VOCAB, context_length=5)
+    short = clip(context_length=5)
     assert short.tokenize("a photo of a cat") == ([SOT, 320, 1125, 539, EOT], True)
     assert short.tokenize("a cat") == ([SOT, 320, 2368, EOT], False)
     with pytest.raises(ValueError):
-        ClipTokenizer(VOCAB, context_length=1)
+        clip(context_length=1)
 
 
-def test_batch_pads_to_longest_row(tok: ClipTokenizer) -> None:
+def test_batch_pads_to_longest_row(tok: TextTokenizer) -> None:
     ids, lengths, truncated = tok.batch(["dog", "a photo of a cat", "", "x " * 100])
     assert ids.dtype == np.int64 and ids.shape == (4, 77)
     assert lengths == [3, 7, 2, 77] and truncated == [False, False, False, True]
@@ -76,12 +89,27 @@ def test_batch_pads_to_longest_row(tok: ClipTokenizer) -> None:
     assert short[0].tolist() == [SOT, 1929, EOT, 0, 0, 0, 0]
 
 
-def test_empty_batch(tok: ClipTokenizer) -> None:
+def test_max_length_padding_and_mask() -> None:
+    fixed = clip(context_length=16, padding="max_length", pad_id=7)
+    ids, mask = fixed.pad([[1, 2, 3], [4]])
+    assert ids.shape == mask.shape == (2, 16)
+    assert ids[0].tolist() == [1, 2, 3] + [7] * 13 and mask[1].tolist() == [1] + [0] * 15
+
+
+def test_clean_up_rules() -> None:
+    text = "  A_Photo,  of   a CAT!  &amp;amp; "
+    assert clip(clean="whitespace", lower_case=False).prepare(text) == "A_Photo, of a CAT! &"
+    assert clip(clean="whitespace", lower_case=True).prepare(text) == "a_photo, of a cat! &"
+    assert clip(clean="canonicalize").prepare(text) == "a photo of a cat"
+    assert clip(clean="none", lower_case=False).prepare(text) == text
+
+
+def test_empty_batch(tok: TextTokenizer) -> None:
     ids, lengths, truncated = tok.batch([])
     assert ids.shape == (0, 0) and ids.dtype == np.int64 and lengths == [] and truncated == []
 
 
-def test_hostile_unicode_does_not_crash(tok: ClipTokenizer) -> None:
+def test_hostile_unicode_does_not_crash(tok: TextTokenizer) -> None:
     rng = random.Random(7)
     samples = [
         "\x00\x01\x7f\x1b[31m",
@@ -98,13 +126,13 @@ def test_hostile_unicode_does_not_crash(tok: ClipTokenizer) -> None:
         assert all(0 <= i < tok.vocab_size for i in ids)
 
 
-def test_every_byte_is_encodable(tok: ClipTokenizer) -> None:
+def test_every_byte_is_encodable(tok: TextTokenizer) -> None:
     # The byte-level alphabet means no character is ever unknown: each non-space one yields some ids.
     for ch in ["é", "日", "🐱", "\u0378", "\x85"]:
         assert tok.encode(f"x{ch}y") or ch.isspace()
 
 
-def test_short_query_is_fast(tok: ClipTokenizer) -> None:
+def test_short_query_is_fast(tok: TextTokenizer) -> None:
     query = "a photo of a dog on the beach"
     tok.encode(query)
     start = time.perf_counter()
