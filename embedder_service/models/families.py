@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from embedder_service.models.bundle import ImageSpec, TextSpec
 from embedder_service.models.verify import EOT, SOT, ExportError
 
 if TYPE_CHECKING:
@@ -41,20 +42,22 @@ class Shape:
 
 @dataclass(frozen=True)
 class Family:
-    """What a bundle of this family needs besides its graphs: tokenizer kind, text and image rules."""
+    """What a bundle of this family needs besides its graphs: languages, tokenizer, text and image rules."""
 
     name: str
-    languages: str
+    languages: tuple[str, ...]
     tokenizer: str  # "clip-bpe" or a vocab.KINDS key
-    context_length: int
-    padding: str  # "longest" or "max_length"
-    lower_case: bool
-    attention_mask: bool
-    resize: str  # "shortest_edge_center_crop" or "squash"
-    interpolation: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    text: TextSpec
+    image: ImageSpec  # its size is each preset's
     presets: dict[str, Shape] = field(default_factory=dict)
+
+    @property
+    def attention_mask(self) -> bool:
+        return self.text.attention_mask
+
+    @property
+    def context_length(self) -> int:
+        return self.text.context_length
 
 
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -71,21 +74,29 @@ _SIGLIP_PRESETS = {
     "base-224": Shape(dict(_B, patch_size=16), dict(_B), 768, 224, real=True, text_vocab=32000),
     "base-384": Shape(dict(_B, patch_size=16), dict(_B), 768, 384, real=True, text_vocab=32000),
 }
+_SIGLIP2_PRESETS = {
+    "tiny": _SIGLIP_PRESETS["tiny"],
+    "base-224": Shape(dict(_B, patch_size=16), dict(_B), 768, 224, real=True, text_vocab=256000),
+}
+_CLIP_IMAGE = ImageSpec(resize="shortest_edge_center_crop", interpolation="bicubic", mean=_CLIP_MEAN, std=_CLIP_STD)
+# SiglipImageProcessor: squash to a square, bicubic (resample=3), mean and std 0.5.
+_SIGLIP_IMAGE = ImageSpec(resize="squash", interpolation="bicubic", mean=_HALF, std=_HALF)
 FAMILIES: dict[str, Family] = {
-    "clip": Family("clip", "en", "clip-bpe", 77, "max_length", True, False, "shortest_edge_center_crop",
-                   "bicubic", _CLIP_MEAN, _CLIP_STD, _CLIP_PRESETS),
-    # SiglipImageProcessor: squash to a square, bicubic (resample=3), mean and std 0.5; the text tower
-    # pools the last position, so texts are padded to the full 64 tokens as in training.
-    "siglip": Family("siglip", "en", "siglip", 64, "max_length", True, False, "squash", "bicubic", _HALF, _HALF,
-                     _SIGLIP_PRESETS),
-    "siglip2": Family("siglip2", "multilingual", "siglip2", 64, "max_length", True, False, "squash", "bicubic",
-                      _HALF, _HALF, {
-                          "tiny": _SIGLIP_PRESETS["tiny"],
-                          "base-224": Shape(dict(_B, patch_size=16), dict(_B), 768, 224, real=True,
-                                            text_vocab=256000)}),
-    # M-CLIP: XLM-R, mean-pooled over the attention mask, projected into a CLIP image tower's space.
-    "mclip": Family("mclip", "multilingual", "xlmr", 77, "longest", False, True, "shortest_edge_center_crop",
-                    "bicubic", _CLIP_MEAN, _CLIP_STD, {
+    "clip": Family("clip", ("en",), "clip-bpe", TextSpec(context_length=77, padding="longest", lower_case=True,
+                                                          clean="whitespace", pad_id=0), _CLIP_IMAGE, _CLIP_PRESETS),
+    # The text tower pools the last position, so texts are padded to the full 64 tokens as in training
+    # (with "</s>", id 1); SiglipTokenizer lower-cases and drops punctuation ("canonicalize").
+    "siglip": Family("siglip", ("en",), "siglip", TextSpec(context_length=64, padding="max_length", lower_case=True,
+                                                           clean="canonicalize", pad_id=1),
+                     _SIGLIP_IMAGE, _SIGLIP_PRESETS),
+    # SigLIP 2 (fixed resolution, SiglipModel): Gemma's vocabulary (<pad> 0), trained on lower-cased text.
+    "siglip2": Family("siglip2", ("multilingual",), "siglip2",
+                      TextSpec(context_length=64, padding="max_length", lower_case=True, clean="whitespace",
+                               pad_id=0), _SIGLIP_IMAGE, _SIGLIP2_PRESETS),
+    # M-CLIP: XLM-R (<pad> 1), mean-pooled over the attention mask, projected into a CLIP image tower's space.
+    "mclip": Family("mclip", ("multilingual",), "xlmr",
+                    TextSpec(context_length=77, padding="longest", lower_case=False, clean="none", pad_id=1,
+                             attention_mask=True), _CLIP_IMAGE, {
                         "tiny": Shape(dict(_TINY, patch_size=32), dict(_TINY), 512, 224, real=False),
                         "xlmr-base-vit-b-32": Shape(dict(_B, patch_size=32), dict(_B), 512, 224, real=True,
                                                     text_vocab=250002)}),

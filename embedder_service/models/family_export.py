@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,8 +14,9 @@ from numpy.typing import NDArray
 
 from embedder_service.models import bundle as bundles
 from embedder_service.models import families, vocab
-from embedder_service.models.export import OPSET, find_vocab
-from embedder_service.models.verify import EOT, SOT, ExportError, cosine_rows
+from embedder_service.models.bundle import Bundle
+from embedder_service.models.export import OPSET, _fresh_dir, find_vocab
+from embedder_service.models.verify import ExportError, cosine_rows
 
 if TYPE_CHECKING:
     import torch
@@ -53,32 +55,23 @@ def pixels(n: int, size: int, seed: int = 0) -> NDArray[np.float32]:
 
 
 def write_tokenizer(fam: families.Family, out: Path) -> Path:
-    """The family's tokenizer file in out: tokenizer.json (trained small vocabulary) or CLIP's BPE file."""
+    """The family's tokenizer.json in out: CLIP's from its BPE vocabulary, else a trained small vocabulary."""
+    path = out / bundles.TOKENIZER_FILE
     if fam.tokenizer == "clip-bpe":
-        return Path(shutil.copyfile(find_vocab(), out / bundles.VOCAB_FILE))
-    return vocab.write(fam.tokenizer, out / "tokenizer.json")
+        from embedder_service.tokenizer import write_clip_tokenizer
+
+        write_clip_tokenizer(find_vocab(), path)
+        return path
+    return vocab.write(fam.tokenizer, path)
 
 
-def text_feed(fam: families.Family, tokenizer: Path, texts: tuple[str, ...] = TEXTS) -> Feed:
-    """Token ids (and mask) of texts as the family pads them; CLIP rows are random ids between sot and eot."""
-    length = fam.context_length
-    if fam.tokenizer == "clip-bpe":
-        rng = np.random.default_rng(0)
-        ids = np.zeros((len(texts), length), dtype=np.int64)
-        for row, text in enumerate(texts):
-            n = min(len(text.split()) * 2, length - 2)
-            ids[row, 0], ids[row, 1 : n + 1], ids[row, n + 1] = SOT, rng.integers(1, SOT, n), EOT
-        return {"input_ids": ids}
-    from tokenizers import Tokenizer
+def text_feed(found: Bundle, texts: tuple[str, ...] = TEXTS) -> Feed:
+    """Token ids (and the attention mask where the tower takes it) of texts, as the service makes them."""
+    from embedder_service.tokenizer import TextTokenizer
 
-    tok = Tokenizer.from_file(str(tokenizer))
-    encoded = [tok.encode(t.lower() if fam.lower_case else t).ids[:length] for t in texts]
-    width = length if fam.padding == "max_length" else max(map(len, encoded))
-    ids = np.full((len(texts), width), vocab.pad_id(fam.tokenizer, tok), dtype=np.int64)
-    mask = np.zeros_like(ids)
-    for row, seq in enumerate(encoded):
-        ids[row, : len(seq)], mask[row, : len(seq)] = seq, 1
-    return {"input_ids": ids, "attention_mask": mask} if fam.attention_mask else {"input_ids": ids}
+    tok = TextTokenizer.of(found)
+    ids, mask = tok.pad([tok.tokenize(t)[0] for t in texts])
+    return {"input_ids": ids, "attention_mask": mask} if found.text.attention_mask else {"input_ids": ids}
 
 
 def _torch_run(module: torch.nn.Module, feed: Feed) -> NDArray[np.float32]:
@@ -106,47 +99,45 @@ def compare(path: Path, reference: Callable[[Feed], NDArray[np.float32]], feed: 
     return cosine_rows(_onnx_run(path, feed), reference(feed))
 
 
-def export_towers(name: str, preset: str, out_dir: str | Path, seed: int = 0,
-                  model: Any = None) -> dict[str, Any]:
-    """Write image.onnx, text.onnx and the tokenizer of a random family model; check both towers in fp32."""
+def family_bundle(name: str, preset: str, seed: int, path: Path) -> Bundle:
+    """model.json's description of a random family bundle (not yet saved)."""
     fam = families.family(name)
     s = families.shape(fam, preset)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer = write_tokenizer(fam, out)
+    full = families.preset_name(fam, preset)
+    return Bundle(name=f"random-{name}-{full}", source=f"random:{name}:{full}:seed{seed}", dim=s.dim,
+                  family=name, languages=fam.languages, image=replace(fam.image, size=s.image_size), text=fam.text,
+                  semantic=False, path=path, extra={"preset": full, "seed": seed, "text_vocab": s.text_vocab})
+
+
+def build_family_bundle(out_dir: str | Path, name: str, preset: str, seed: int = 0, model: Any = None) -> Bundle:
+    """A format-2 bundle of a random family model; both towers checked per row against torch."""
+    import torch
+    import transformers
+
+    out = _fresh_dir(out_dir)
+    fam = families.family(name)
+    write_tokenizer(fam, out)
+    meta = family_bundle(name, preset, seed, out)
     model = model if model is not None else families.random_model(name, preset, seed)
     image, text = families.towers(name, model)
-    pix, ids = {"pixel_values": pixels(2, s.image_size)}, text_feed(fam, tokenizer, TEXTS[:2])
-    _export(image, pix, out / bundles.IMAGE_FILE, bundles.IMAGE_OUTPUT)
-    _export(text, ids, out / bundles.TEXT_FILE, bundles.TEXT_OUTPUT)
-    worst = check(out, fam, s.image_size, image, text, FP32_FLOOR)
-    return {"family": name, "preset": families.preset_name(fam, preset), "seed": seed, "dim": s.dim,
-            "fp32_min_cosine": worst}
+    _export(image, {"pixel_values": pixels(2, meta.image_size)}, out / bundles.IMAGE_FILE, bundles.IMAGE_OUTPUT)
+    _export(text, text_feed(meta, TEXTS[:2]), out / bundles.TEXT_FILE, bundles.TEXT_OUTPUT)
+    worst = check(meta, image, text, FP32_FLOOR)
+    return bundles.save(replace(meta, extra={
+        **meta.extra, "fp32_min_cosine": worst, "exporter": f"torch.onnx TorchScript (dynamo=False), opset {OPSET}",
+        "torch": torch.__version__, "transformers": transformers.__version__}))
 
 
-def check(out: Path, fam: families.Family, image_size: int, image: torch.nn.Module, text: torch.nn.Module,
-          floor: float) -> dict[str, float]:
-    """Worst per-row cosine of both graphs in out against the towers; ExportError below floor."""
+def check(found: Bundle, image: torch.nn.Module, text: torch.nn.Module, floor: float) -> dict[str, float]:
+    """Worst per-row cosine of a bundle's graphs against the towers; ExportError below floor."""
     worst = {}
     for what, path, module, feed in (
-            ("image", out / bundles.IMAGE_FILE, image, {"pixel_values": pixels(6, image_size, seed=1)}),
-            ("text", out / bundles.TEXT_FILE, text, text_feed(fam, out / "tokenizer.json"))):
+            ("image", found.image_onnx, image, {"pixel_values": pixels(6, found.image_size, seed=1)}),
+            ("text", found.text_onnx, text, text_feed(found))):
         worst[what] = float(compare(path, _reference(module), feed).min())
         if not worst[what] >= floor:
-            raise ExportError(f"{fam.name} {what} tower: cosine {worst[what]:.6f} < {floor} against torch")
+            raise ExportError(f"{found.family} {what} tower: cosine {worst[what]:.6f} < {floor} against torch")
     return worst
-
-
-def int8_towers(src: Path, dst: Path) -> None:
-    """Quantize both graphs of src into dst as quantize.make_int8 does, and copy the tokenizer."""
-    from embedder_service.models import quantize
-
-    dst.mkdir(parents=True, exist_ok=True)
-    for graph in (bundles.IMAGE_FILE, bundles.TEXT_FILE):
-        quantize._int8_graph(src / graph, dst / graph)
-    for extra in ("tokenizer.json", bundles.VOCAB_FILE):
-        if (src / extra).is_file():
-            shutil.copyfile(src / extra, dst / extra)
 
 
 def _source_key() -> str:
@@ -162,25 +153,29 @@ def _source_key() -> str:
     return digest.hexdigest()[:12]
 
 
-def cached_towers(cache_root: str | Path, name: str, preset: str = "tiny") -> Path:
-    """fp32 and int8 (under int8/) towers of a family's seed-0 model, built once per code version."""
+def cached_family_bundle(cache_root: str | Path, name: str, preset: str = "tiny", precision: str = "fp32") -> Path:
+    """A seed-0 family bundle (fp32 or int8) under cache_root, built once per code version; safe in races."""
     import os
     import tempfile
 
+    from embedder_service.models import quantize
+
     root = Path(cache_root)
-    final = root / f"family-{name}-{preset}-{_source_key()}"
-    if (final / "int8" / bundles.TEXT_FILE).is_file():
+    final = root / f"family-{name}-{preset}-{precision}-{_source_key()}"
+    if (final / bundles.MANIFEST).is_file():
         return final
     root.mkdir(parents=True, exist_ok=True)
-    # Built beside the final place and renamed: a racing process finds a complete directory or none.
+    # Built beside the final place and renamed: a racing process finds a complete bundle or none.
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
-        export_towers(name, preset, staging / "out")
-        int8_towers(staging / "out", staging / "out" / "int8")
+        if precision == "fp32":
+            build_family_bundle(staging / "out", name, preset)
+        else:
+            quantize.make_int8(cached_family_bundle(root, name, preset), staging / "out")
         try:
             os.rename(staging / "out", final)
         except OSError:
-            if not (final / "int8" / bundles.TEXT_FILE).is_file():
+            if not (final / bundles.MANIFEST).is_file():
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

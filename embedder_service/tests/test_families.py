@@ -5,7 +5,9 @@ Tiny shapes run here (cached per code version); the real shapes are the slow tes
 
 from __future__ import annotations
 
+import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,61 +18,71 @@ import pytest
 pytest.importorskip("torch", reason="family exports need the torch extra")
 pytest.importorskip("transformers", reason="family exports need the torch extra")
 
-from embedder_service.models import bundle as bundles  # noqa: E402
-from embedder_service.models import families, vocab  # noqa: E402
-from embedder_service.models import family_export as fe  # noqa: E402
+from embedder_service.models import bundle as bundles
+from embedder_service.models import families, vocab
+from embedder_service.models import family_export as fe
+from embedder_service.models.bundle import Bundle
 
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "test-bundles"
 NAMES = list(families.FAMILIES)
 
 
 @pytest.fixture(scope="module", params=NAMES)
-def built(request: pytest.FixtureRequest) -> tuple[str, Path, Any]:
-    """A family's cached tiny export and a freshly built PyTorch model with the same seed."""
+def built(request: pytest.FixtureRequest) -> tuple[Bundle, Bundle, Any]:
+    """A family's cached tiny bundles (fp32, int8) and a freshly built PyTorch model with the same seed."""
     name: str = request.param
-    return name, fe.cached_towers(CACHE, name), families.random_model(name, "tiny", seed=0)
+    fp32 = bundles.load(fe.cached_family_bundle(CACHE, name))
+    int8 = bundles.load(fe.cached_family_bundle(CACHE, name, precision="int8"))
+    return fp32, int8, families.random_model(name, "tiny", seed=0)
 
 
-def inputs(name: str, out: Path) -> tuple[fe.Feed, fe.Feed]:
-    """Six images and six texts as the family feeds them."""
-    fam = families.family(name)
-    return {"pixel_values": fe.pixels(6, 224, seed=1)}, fe.text_feed(fam, out / "tokenizer.json")
+def inputs(found: Bundle) -> tuple[fe.Feed, fe.Feed]:
+    """Six images and six texts as the service feeds them to this bundle."""
+    return {"pixel_values": fe.pixels(6, found.image_size, seed=1)}, fe.text_feed(found)
 
 
-def test_fp32_towers_match_torch_per_row(built: tuple[str, Path, Any]) -> None:
-    name, out, model = built
-    image, text = families.towers(name, model)
-    pix, ids = inputs(name, out)
-    assert fe.compare(out / bundles.IMAGE_FILE, fe._reference(image), pix).min() >= fe.FP32_FLOOR
-    assert fe.compare(out / bundles.TEXT_FILE, fe._reference(text), ids).min() >= fe.FP32_FLOOR
+def test_bundle_is_format_2_with_the_family_rules(built: tuple[Bundle, Bundle, Any]) -> None:
+    fp32, int8, _ = built
+    fam = families.family(fp32.family)
+    assert (fp32.format, int8.format, int8.precision) == (2, 2, "int8")
+    assert fp32.text == fam.text and int8.text == fam.text
+    assert fp32.image == replace(fam.image, size=224) and not fp32.semantic
+    assert fp32.languages == fam.languages
 
 
-def test_int8_towers_stay_close_per_row(built: tuple[str, Path, Any]) -> None:
-    name, out, model = built
-    image, text = families.towers(name, model)
-    pix, ids = inputs(name, out)
+def test_fp32_towers_match_torch_per_row(built: tuple[Bundle, Bundle, Any]) -> None:
+    fp32, _, model = built
+    image, text = families.towers(fp32.family, model)
+    pix, ids = inputs(fp32)
+    assert fe.compare(fp32.image_onnx, fe._reference(image), pix).min() >= fe.FP32_FLOOR
+    assert fe.compare(fp32.text_onnx, fe._reference(text), ids).min() >= fe.FP32_FLOOR
+
+
+def test_int8_towers_stay_close_per_row(built: tuple[Bundle, Bundle, Any]) -> None:
+    fp32, int8, model = built
+    image, text = families.towers(fp32.family, model)
+    pix, ids = inputs(int8)
     # Photo-like (smooth, blocky) images: white noise is no photo, and on the tiny M-CLIP vision tower
     # one noise image falls to 0.9899 (two thin layers, factor-4 init); every photo-like row is >= 0.996.
     photos = {"pixel_values": pix["pixel_values"][3:]}
-    assert fe.compare(out / "int8" / bundles.IMAGE_FILE, fe._reference(image), photos).min() >= fe.INT8_FLOOR
-    assert fe.compare(out / "int8" / bundles.TEXT_FILE, fe._reference(text), ids).min() >= fe.INT8_FLOOR
+    assert fe.compare(int8.image_onnx, fe._reference(image), photos).min() >= fe.INT8_FLOOR
+    assert fe.compare(int8.text_onnx, fe._reference(text), ids).min() >= fe.INT8_FLOOR
 
 
-def test_embeddings_depend_on_the_input(built: tuple[str, Path, Any]) -> None:
+def test_embeddings_depend_on_the_input(built: tuple[Bundle, Bundle, Any]) -> None:
     """Random weights that gave one vector for every input would make the fidelity checks vacuous."""
-    name, out, _ = built
-    pix, ids = inputs(name, out)
-    for path, feed in ((out / bundles.IMAGE_FILE, pix), (out / bundles.TEXT_FILE, ids)):
+    fp32, _, _ = built
+    pix, ids = inputs(fp32)
+    for path, feed in ((fp32.image_onnx, pix), (fp32.text_onnx, ids)):
         embeds = fe._onnx_run(path, feed)
         assert np.allclose(np.linalg.norm(embeds, axis=1), 1, atol=1e-5), "graphs return unit rows"
         cosines = embeds @ embeds.T
         assert cosines[~np.eye(len(embeds), dtype=bool)].mean() < 0.99
 
 
-def test_graph_interface(built: tuple[str, Path, Any]) -> None:
-    name, out, _ = built
-    fam = families.family(name)
-    dim = families.shape(fam, "tiny").dim
+def test_graph_interface(built: tuple[Bundle, Bundle, Any]) -> None:
+    fp32, _, _ = built
+    out, fam, dim = fp32.path, families.family(fp32.family), fp32.dim
     for graph, wanted in ((bundles.IMAGE_FILE, ["pixel_values"]),
                           (bundles.TEXT_FILE, ["input_ids", "attention_mask"] if fam.attention_mask
                            else ["input_ids"])):
@@ -79,7 +91,7 @@ def test_graph_interface(built: tuple[str, Path, Any]) -> None:
         output = model.graph.output[0]
         assert output.name in (bundles.IMAGE_OUTPUT, bundles.TEXT_OUTPUT)
         assert output.type.tensor_type.shape.dim[0].dim_param == "batch"
-    pix, ids = inputs(name, out)
+    pix, ids = inputs(fp32)
     assert fe._onnx_run(out / bundles.IMAGE_FILE, pix).shape == (6, dim)
     assert fe._onnx_run(out / bundles.TEXT_FILE, ids).shape == (6, dim)
     one = fe._onnx_run(out / bundles.TEXT_FILE, {k: v[:1] for k, v in ids.items()})
@@ -111,8 +123,9 @@ def test_siglip_image_rule_is_transformers_processor() -> None:
     processor = SiglipImageProcessor()
     fam = families.family("siglip")
     assert (processor.size["height"], processor.size["width"]) == (224, 224)
-    assert int(processor.resample) == int(Image.Resampling.BICUBIC) and fam.interpolation == "bicubic"
-    assert tuple(processor.image_mean) == fam.mean and tuple(processor.image_std) == fam.std
+    assert int(processor.resample) == int(Image.Resampling.BICUBIC) and fam.image.interpolation == "bicubic"
+    assert fam.image.resize == "squash"
+    assert tuple(processor.image_mean) == fam.image.mean and tuple(processor.image_std) == fam.image.std
     # A squash, numerically: PIL bicubic to 224x224, scaled to [0,1], normalized, against the processor.
     rng = np.random.default_rng(0)
     photo = Image.fromarray(rng.integers(0, 256, (300, 500, 3), dtype=np.uint8))
@@ -123,15 +136,17 @@ def test_siglip_image_rule_is_transformers_processor() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("SEMSEARCH_REAL_SHAPES"),
+                    reason="real shapes take minutes and gigabytes each: SEMSEARCH_REAL_SHAPES=1 (or bench.families)")
 @pytest.mark.parametrize(("name", "preset"), [(n, p) for n, f in families.FAMILIES.items()
                                               for p, s in f.presets.items() if s.real])
 def test_real_shape_exports_match_torch(name: str, preset: str, tmp_path: Path) -> None:
     """Real shapes (B/32, B/16, L/14, SigLIP base 224/384, SigLIP 2 base, XLM-R base): fp32 and int8."""
-    fam = families.family(name)
+    from embedder_service.models import quantize
+
     model = families.random_model(name, preset)
-    report = fe.export_towers(name, preset, tmp_path, model=model)  # raises below the fp32 floor
-    assert min(report["fp32_min_cosine"].values()) >= fe.FP32_FLOOR
-    fe.int8_towers(tmp_path, tmp_path / "int8")
+    fp32 = fe.build_family_bundle(tmp_path / "fp32", name, preset, model=model)  # raises below the fp32 floor
+    assert min(fp32.extra["fp32_min_cosine"].values()) >= fe.FP32_FLOOR
+    int8 = quantize.make_int8(fp32.path, tmp_path / "int8")
     image, text = families.towers(name, model)
-    worst = fe.check(tmp_path / "int8", fam, families.shape(fam, preset).image_size, image, text, 0.0)
-    assert min(worst.values()) >= fe.INT8_FLOOR
+    assert min(fe.check(int8, image, text, 0.0).values()) >= fe.INT8_FLOOR
