@@ -1,10 +1,11 @@
 """Per family, real shapes with random weights: images/s and short-text p50, fp32 and int8, in one run.
 
-`python -m bench.families [--quick] [--family NAME ...]`: builds (once, cached under .cache/bench-bundles)
-each family's real-shape bundle in fp32 and int8, checks both against PyTorch per row (fp32 >= 0.9999,
-int8 >= 0.99), then measures the model alone as the service runs it (ONNX Runtime CPU): images/s at
-batch 8 on preprocessed pixels, and p50/p99 of one short query through the bundle's tokenizer and text
-tower. int8/fp32 ratios are the comparison made in the same run. Writes bench/results/families.json.
+`python -m bench.families [--quick] [--family NAME ...] [--preset NAME ...]`: builds (once, cached
+under .cache/bench-bundles) each family's real-shape bundle in fp32 and int8, checks both against
+PyTorch per row (fp32 >= 0.9999, int8 >= 0.99), then measures the model alone as the service runs it
+(ONNX Runtime CPU): images/s at batch 8 on preprocessed pixels, and p50/p99 of one short query through
+the bundle's tokenizer and text tower. int8/fp32 ratios are the comparison made in the same run.
+Writes bench/results/families.json.
 """
 
 from __future__ import annotations
@@ -64,11 +65,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter timing windows")
     parser.add_argument("--family", action="append", choices=list(families.FAMILIES),
                         help="only these families (repeatable; default all)")
+    parser.add_argument("--preset", action="append", help="only these real presets (repeatable; default all)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     min_s = 2.0 if args.quick else 6.0
     rows, results = [], []
     for name, preset in real_presets(args.family or list(families.FAMILIES)):
+        if args.preset and preset not in args.preset:
+            continue
         started = time.perf_counter()
         fp32 = bundles.load(fe.cached_family_bundle(CACHE, name, preset))
         int8 = bundles.load(fe.cached_family_bundle(CACHE, name, preset, "int8"))

@@ -179,4 +179,7 @@ def cached_family_bundle(cache_root: str | Path, name: str, preset: str = "tiny"
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    for old in root.glob(f"family-{name}-{preset}-{precision}-*"):
+        if old != final:  # built by older code; real shapes take gigabytes
+            shutil.rmtree(old, ignore_errors=True)
     return final

@@ -135,6 +135,16 @@ def test_siglip_image_rule_is_transformers_processor() -> None:
     assert np.abs(ours - theirs).max() < 1e-5
 
 
+def test_cli_builds_a_family_bundle(tmp_path: Path) -> None:
+    from embedder_service.models import cli
+
+    assert cli.main(["random", "--family", "siglip", "--preset", "tiny", "--out", str(tmp_path / "b")]) == 0
+    found = bundles.load(tmp_path / "b")
+    assert (found.family, found.text.padding, found.image.resize, found.semantic) == ("siglip", "max_length",
+                                                                                       "squash", False)
+    assert cli.main(["random", "--preset", "base-224", "--out", str(tmp_path / "c")]) == 1, "needs --family"
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("SEMSEARCH_REAL_SHAPES"),
                     reason="real shapes take minutes and gigabytes each: SEMSEARCH_REAL_SHAPES=1 (or bench.families)")
