@@ -46,8 +46,10 @@ CORPUS = (
 KINDS: dict[str, dict[str, Any]] = {
     # T5's SentencePiece layout, as SiglipTokenizer uses it: pad and eos are both "</s>" at the model.
     "siglip": {"specials": ["<pad>", "</s>", "<unk>"], "template": "$A </s>", "pad": "</s>"},
-    # Gemma's layout: <pad> 0, <eos> 1, <bos> 2, <unk> 3; SigLIP 2 appends eos and pads with <pad>.
-    "siglip2": {"specials": ["<pad>", "<eos>", "<bos>", "<unk>"], "template": "$A <eos>", "pad": "<pad>"},
+    # Gemma's byte-fallback BPE: <pad> 0, <eos> 1, <bos> 2, <unk> 3, <mask> 4, then the 256 byte tokens;
+    # SigLIP 2 appends eos (no bos) and pads with <pad>.
+    "siglip2": {"specials": ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", *(f"<0x{b:02X}>" for b in range(256))],
+                "template": "$A <eos>", "pad": "<pad>", "bpe": True},
     # XLM-RoBERTa's fairseq layout: <s> 0, <pad> 1, </s> 2, <unk> 3, and <mask> last.
     "xlmr": {"specials": ["<s>", "<pad>", "</s>", "<unk>"], "template": "<s> $A </s>", "pad": "<pad>",
              "mask": "<mask>"},
@@ -55,14 +57,44 @@ KINDS: dict[str, dict[str, Any]] = {
 VOCAB_SIZE = 400
 
 
+def _gemma_bpe(specials: list[str]) -> Any:
+    """A byte-fallback BPE trained on CORPUS with the pipeline transformers' GemmaTokenizer builds."""
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers
+    from tokenizers.models import BPE
+    from tokenizers.trainers import BpeTrainer
+
+    tokenizer = Tokenizer(BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    tokenizer.normalizer = normalizers.Replace(" ", "\u2581")
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(pattern=" ", behavior="merged_with_previous", invert=False)
+    tokenizer.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    # The byte tokens take 256 ids: a larger vocabulary leaves room for merges.
+    tokenizer.train_from_iterator(CORPUS, trainer=BpeTrainer(vocab_size=len(specials) + 600, special_tokens=specials))
+    return tokenizer
+
+
 def train(kind: str, vocab_size: int = VOCAB_SIZE) -> Any:
-    """A `tokenizers.Tokenizer` of the given kind, with a Unigram model trained on CORPUS."""
-    from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, processors
+    """A `tokenizers.Tokenizer` of the given kind: Unigram (SentencePiece) or Gemma's BPE, trained on CORPUS."""
+    from tokenizers import processors
+
+    spec = KINDS[kind]
+    if spec.get("bpe"):
+        tokenizer = _gemma_bpe(spec["specials"])
+    else:
+        tokenizer = _unigram(spec, vocab_size)
+    if "mask" in spec:
+        tokenizer.add_special_tokens([spec["mask"]])
+    specials = [(t, tokenizer.token_to_id(t)) for t in spec["specials"] if t in spec["template"]]
+    tokenizer.post_processor = processors.TemplateProcessing(single=spec["template"], special_tokens=specials)
+    return tokenizer
+
+
+def _unigram(spec: dict[str, Any], vocab_size: int) -> Any:
+    """A SentencePiece-style Unigram trained on CORPUS (NFKC, whitespace collapsed, "▁" word marks)."""
+    from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
     from tokenizers import decoders as decoders_
     from tokenizers.models import Unigram
     from tokenizers.trainers import UnigramTrainer
 
-    spec = KINDS[kind]
     unk = next(s for s in spec["specials"] if "unk" in s)
     tokenizer = Tokenizer(Unigram())
     tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(r"\s+"), " "),
@@ -72,10 +104,6 @@ def train(kind: str, vocab_size: int = VOCAB_SIZE) -> Any:
     trainer = UnigramTrainer(vocab_size=vocab_size, special_tokens=spec["specials"], unk_token=unk,
                              shrinking_factor=0.75)
     tokenizer.train_from_iterator(CORPUS, trainer=trainer)
-    if "mask" in spec:
-        tokenizer.add_special_tokens([spec["mask"]])
-    specials = [(t, tokenizer.token_to_id(t)) for t in spec["specials"] if t in spec["template"]]
-    tokenizer.post_processor = processors.TemplateProcessing(single=spec["template"], special_tokens=specials)
     return tokenizer
 
 

@@ -98,7 +98,8 @@ def test_graph_interface(built: tuple[Bundle, Bundle, Any]) -> None:
     assert fe.cosine_rows(one, fe._onnx_run(out / bundles.TEXT_FILE, ids)[:1]).min() > 0.99999
 
 
-@pytest.mark.parametrize(("kind", "cls"), [("siglip", "T5Tokenizer"), ("xlmr", "XLMRobertaTokenizer")])
+@pytest.mark.parametrize(("kind", "cls"), [("siglip", "T5Tokenizer"), ("siglip2", "GemmaTokenizer"),
+                                           ("xlmr", "XLMRobertaTokenizer")])
 def test_trained_vocabulary_gives_transformers_ids(kind: str, cls: str) -> None:
     """The tokenizer.json a bundle carries, run by tokenizers, against transformers' class loading it."""
     import transformers
@@ -106,9 +107,11 @@ def test_trained_vocabulary_gives_transformers_ids(kind: str, cls: str) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = vocab.write(kind, Path(tmp) / "tokenizer.json")
-        theirs = getattr(transformers, cls).from_pretrained(tmp)
+        # SigLIP 2's tokenizer config: eos appended, no bos (GemmaTokenizer's defaults are the reverse).
+        options = {"add_bos_token": False, "add_eos_token": True} if kind == "siglip2" else {}
+        theirs = getattr(transformers, cls).from_pretrained(tmp, **options)
         ours = Tokenizer.from_file(str(path))
-        texts = [*fe.TEXTS, "words never seen: zebra quokka", "  spaced   out  "]
+        texts = [*fe.TEXTS, "words never seen: zebra quokka \u2713", "  spaced   out  "]
         assert [ours.encode(t).ids for t in texts] == [theirs(t)["input_ids"] for t in texts]
         # SiglipTokenizer (sentencepiece only, not installed) pads with "</s>" where T5Tokenizer uses "<pad>".
         pad = theirs.eos_token_id if kind == "siglip" else theirs.pad_token_id
