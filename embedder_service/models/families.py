@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import torch
 
 CLIP_VOCAB = 49408
+TINY_VOCAB = 1024  # tiny shapes: room for every trained stand-in vocabulary (vocab.py; Gemma's BPE has 861)
 _TINY = {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2}
 _B = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12}
 _L = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16}
@@ -169,7 +170,7 @@ def random_model(name: str, preset: str, seed: int = 0, text_vocab: int | None =
 
     fam = family(name)
     s = shape(fam, preset)
-    vocab = text_vocab or s.text_vocab or 512
+    vocab = text_vocab or s.text_vocab or TINY_VOCAB
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _build(fam, s, vocab)
