@@ -127,7 +127,7 @@ def spec_for(bundle_dir: Path | None) -> tuple[PreprocessSpec, str]:
 
     b = bundle.load(bundle_dir)
     note = "" if b.semantic else f"{b.model_id} has random weights: its cosines say nothing about meaning"
-    return PreprocessSpec(b.image_size, b.mean, b.std), note
+    return PreprocessSpec(b.image_size, b.mean, b.std, resize=b.image.resize, interpolation=b.image.interpolation), note
 
 
 def summarize(rows: list[dict[str, Any]], with_cosine: bool, note: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from embedder_service.models import bundle, export
 from embedder_service.preprocess import PreprocessSpec, decode
 from embedder_service.server import create_server
 from embedder_service.tests import images
-from embedder_service.tokenizer import ClipTokenizer
+from embedder_service.tokenizer import TextTokenizer
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "bench-bundles"
@@ -165,8 +165,9 @@ def _text_latency(stub: embedder_pb2_grpc.EmbedderStub, min_s: float) -> dict[st
             "text_samples_ms": [round(x * 1000, 3) for x in samples]}
 
 
-def measure_torch(caltech: list[bytes], threads: int, min_s: float, vocab: Path) -> dict[str, Any]:
-    """The same random weights in PyTorch/transformers, with transformers' own image processor."""
+def measure_torch(caltech: list[bytes], threads: int, min_s: float, bundle_dir: Path) -> dict[str, Any]:
+    """The same random weights in PyTorch/transformers, with transformers' own image processor (bundle_dir: the
+    bundle whose tokenizer feeds it)."""
     import torch
     from transformers import CLIPImageProcessor
 
@@ -188,7 +189,7 @@ def measure_torch(caltech: list[bytes], threads: int, min_s: float, vocab: Path)
     one = caltech[:64]
     out["jpeg_clients"] = {str(c): _threads_rate(c, min_s, lambda i: images_fn([one[i % len(one)]]))
                            for c in CONCURRENCY}
-    tokenizer = ClipTokenizer(vocab)
+    tokenizer = TextTokenizer.of(bundle.load(bundle_dir))
     samples = []
     for i in range(40):
         ids, _ = tokenizer.tokenize(QUERIES[i % len(QUERIES)])
@@ -218,8 +219,7 @@ def main() -> None:
     for precision in args.precisions.split(","):
         bundle_dir = export.cached_random_bundle(CACHE, "vit-b-32", precision)
         result["ours"][precision] = measure_ours(bundle_dir, caltech, large, threads, min_s)
-        vocab = bundle.load(bundle_dir).vocab
-    result["torch_fp32"] = measure_torch(caltech, threads, min_s, vocab)
+    result["torch_fp32"] = measure_torch(caltech, threads, min_s, bundle_dir)
     report(result)
     print(f"\nwrote {write('embedder', result)}")
 

@@ -40,7 +40,7 @@ from embedder_service.models import bundle
 from embedder_service.models.verify import cosine_rows
 from embedder_service.preprocess import PreprocessSpec, decode
 from embedder_service.server import create_server
-from embedder_service.tokenizer import ClipTokenizer
+from embedder_service.tokenizer import TextTokenizer
 from protos.semsearch.v1 import embedder_pb2_grpc
 
 BATCHES = (1, 32, 256)
@@ -102,15 +102,13 @@ def obtain_bundles(work: Path, preset: str, given: Path | None, timeout_s: float
 
 def agreement(fp32: ClipModel, fp16: ClipModel, jpegs: list[bytes]) -> float:
     """The lowest per-row cosine between the two models' vectors for the same pixels and texts."""
-    spec = PreprocessSpec(image_size=fp32.bundle.image_size, mean=fp32.bundle.mean, std=fp32.bundle.std)
+    spec = PreprocessSpec(image_size=fp32.bundle.image_size, mean=fp32.bundle.mean, std=fp32.bundle.std,
+                          resize=fp32.bundle.image.resize, interpolation=fp32.bundle.image.interpolation)
     pixels = np.stack([decode(d, spec).pixels for d in jpegs[:32]])
-    tokenizer = ClipTokenizer(fp32.bundle.vocab, fp32.bundle.context_length)
-    rows = [tokenizer.tokenize(t)[0] for t in TEXTS[:8]]
-    ids = np.zeros((len(rows), max(len(r) for r in rows)), dtype=np.int64)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
+    tokenizer = TextTokenizer.of(fp32.bundle)
+    ids, mask = tokenizer.pad([tokenizer.tokenize(t)[0] for t in TEXTS[:8]])
     images = cosine_rows(fp32.embed_pixels(pixels), fp16.embed_pixels(pixels))
-    texts = cosine_rows(fp32.embed_tokens(ids), fp16.embed_tokens(ids))
+    texts = cosine_rows(fp32.embed_tokens(ids, mask), fp16.embed_tokens(ids, mask))
     return float(min(images.min(), texts.min()))
 
 

@@ -41,10 +41,11 @@ def main() -> int:
     log.info("listening on %s:%d (NOT_SERVING until the model is loaded)", config.host, server.port)
     try:
         model = ClipModel(bundle.load(config.model_dir), config.provider, config.threads)
+        engine = Engine(model, config)  # loads the tokenizer, which may still refuse the bundle
     except (bundle.BundleError, ProviderError) as exc:
         server.stop(0)
         return process.startup_error(NAME, f"cannot load the model: {exc}")
-    server.attach(Engine(model, config))
+    server.attach(engine)
     log.info("serving %s", model.bundle.model_id)
     if not model.bundle.semantic:
         log.warning("this bundle has random weights (%s): its vectors carry no meaning", model.bundle.source)

@@ -18,7 +18,7 @@ from embedder_service import metrics
 from embedder_service.batching import Batcher
 from embedder_service.config import EmbedderConfig
 from embedder_service.model import ClipModel
-from embedder_service.preprocess import Decoded, ImageError, PreprocessSpec, decode
+from embedder_service.preprocess import Decoded, ImageError, decode, spec_of
 from embedder_service.tokenizer import TextTokenizer
 from semsearch_common import errors
 
@@ -63,10 +63,8 @@ class Engine:
         self.model = model
         self.config = config
         self.tokenizer = TextTokenizer.of(b)
-        self.spec = PreprocessSpec(
-            image_size=b.image_size, mean=b.mean, std=b.std, max_pixels=config.max_pixels,
-            max_bytes=config.max_image_bytes, draft=config.jpeg_draft,
-        )
+        self.spec = spec_of(b.image, max_pixels=config.max_pixels, max_bytes=config.max_image_bytes,
+                            draft=config.jpeg_draft)
         workers = config.decode_workers or os.cpu_count() or 1
         self._decoders = ThreadPoolExecutor(workers, thread_name_prefix="decode")
         max_wait_s = config.max_wait_ms / 1000

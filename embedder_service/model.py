@@ -151,8 +151,7 @@ class ClipModel:
 
     def embed_pixels(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
         """[N,3,S,S] float32 preprocessed images -> [N,D] unit vectors."""
-        out = self._image.run([bundles.IMAGE_OUTPUT], {bundles.IMAGE_INPUT: pixels})[0]
-        return _normalize(out)
+        return _normalize(run_graph(self._image, bundles.IMAGE_OUTPUT, {bundles.IMAGE_INPUT: pixels}))
 
     def embed_tokens(self, ids: NDArray[np.int64], mask: NDArray[np.int64] | None = None) -> NDArray[np.float32]:
         """[N,L] int64 token ids (L <= context length, padded) -> [N,D] unit vectors.
@@ -162,8 +161,16 @@ class ClipModel:
         feed = {bundles.TEXT_INPUT: ids}
         if self.bundle.text.attention_mask:
             feed[bundles.TEXT_MASK] = np.ones_like(ids) if mask is None else mask
-        out = self._text.run([bundles.TEXT_OUTPUT], feed)[0]
-        return _normalize(out)
+        return _normalize(run_graph(self._text, bundles.TEXT_OUTPUT, feed))
+
+
+def run_graph(session: ort.InferenceSession, output: str, feed: dict[str, np.ndarray]) -> np.ndarray:
+    """One output of a session; a graph exported for batch 1 only (immich's) is run row by row."""
+    rows = len(next(iter(feed.values())))
+    if session.get_inputs()[0].shape[0] != 1 or rows <= 1:
+        result: np.ndarray = session.run([output], feed)[0]
+        return result
+    return np.concatenate([session.run([output], {k: v[i : i + 1] for k, v in feed.items()})[0] for i in range(rows)])
 
 
 Interface = tuple[dict[str, list[int | str | None]], dict[str, list[int | str | None]]]  # inputs, outputs: shape

@@ -1,9 +1,10 @@
-"""Image bytes to CLIP's input tensor, plus size, content type and a thumbnail, all from one decode.
+"""Image bytes to the image tower's input tensor, plus size, content type and a thumbnail, from one decode.
 
-The tensor equals transformers' CLIPImageProcessor (its PIL backend, the one used without torchvision):
-composite transparency onto white, PIL bicubic resize of the shortest side, centre crop, x/255, then
-(x - mean) / std in float32. Deliberate differences from the reference: EXIF orientation is applied
-first, and 16-bit/float images are scaled to 8 bits (the reference clips them, mostly to white).
+With the CLIP rule (shortest_edge_center_crop, bicubic) the tensor equals transformers' CLIPImageProcessor
+(its PIL backend, the one used without torchvision): composite transparency onto white, PIL bicubic resize
+of the shortest side, centre crop, x/255, then (x - mean) / std in float32. The squash rule (SigLIP)
+resizes both sides to the size instead, with no crop. Deliberate differences from the reference: EXIF
+orientation is applied first, and 16-bit/float images are scaled to 8 bits (the reference clips them, mostly to white).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from embedder_service.models.bundle import CLIP_MEAN, CLIP_STD
+from embedder_service.models.bundle import CLIP_MEAN, CLIP_STD, ImageSpec
 from semsearch_common import sniff
 from semsearch_common.errors import InvalidArgument
 
@@ -44,6 +45,8 @@ class PreprocessSpec:
     image_size: int = 224
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
+    resize: str = "shortest_edge_center_crop"  # or "squash": both sides to image_size, no crop
+    interpolation: str = "bicubic"
     # Width*height cap, checked on the header before any pixel is decoded. Pillow itself refuses
     # anything over 2 * Image.MAX_IMAGE_PIXELS (about 179 MP) whatever this says.
     max_pixels: int = 40_000_000
@@ -51,6 +54,14 @@ class PreprocessSpec:
     draft: bool = False  # decode large JPEGs at 1/2, 1/4 or 1/8 scale (DCT scaling); faster, not exact
 
 
+def spec_of(image: ImageSpec, max_pixels: int, max_bytes: int, draft: bool) -> PreprocessSpec:
+    """The preprocessing a bundle's image section names, with the service's limits."""
+    return PreprocessSpec(image_size=image.size, mean=image.mean, std=image.std, resize=image.resize,
+                          interpolation=image.interpolation, max_pixels=max_pixels, max_bytes=max_bytes, draft=draft)
+
+
+INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+                  "lanczos": Image.Resampling.LANCZOS, "nearest": Image.Resampling.NEAREST}
 # Pillow's format name -> MIME type. Phone cameras' multi-picture JPEGs (MPO) are opened by the JPEG plugin,
 # and their first picture is a plain JPEG.
 CONTENT_TYPES = {fmt: mime for mime, fmt in sniff.PIL_FORMATS.items()} | {"MPO": "image/jpeg"}
@@ -213,10 +224,11 @@ def _clip_pixels(
 ) -> NDArray[np.float32]:
     """Resize, centre crop and normalize the width x height picture at `region` of img into [3, S, S]."""
     size = spec.image_size
-    new_w, new_h = _resized_size(width, height, size)
+    new_w, new_h = (size, size) if spec.resize == "squash" else _resized_size(width, height, size)
     left, top = (new_w - size) // 2, (new_h - size) // 2
+    resample = INTERPOLATIONS[spec.interpolation]
     if region == (0, 0, *img.size) and new_w * new_h <= _MAX_RESIZED_PIXELS:
-        resized = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+        resized = img.resize((new_w, new_h), resample)
         crop = resized.crop((left, top, left + size, top + size))
     else:
         # Resample only the crop's source region: for draft decodes, and for extreme aspect ratios where
@@ -224,7 +236,7 @@ def _clip_pixels(
         x0, y0, x1, y1 = region
         sx, sy = (x1 - x0) / new_w, (y1 - y0) / new_h
         box = (x0 + left * sx, y0 + top * sy, x0 + (left + size) * sx, y0 + (top + size) * sy)
-        crop = img.resize((size, size), Image.Resampling.BICUBIC, box=box)
+        crop = img.resize((size, size), resample, box=box)
     levels = np.asarray(crop)
     table = _normalize_table(spec.mean, spec.std)
     out = np.empty((3, size, size), dtype=np.float32)

@@ -2,8 +2,8 @@
 
     python -m embedder_service.models --help
 
-Download, int8, fp16, info and obtain (for hub bundles or paths) run without torch; random and export-*
-need the export extra (torch, transformers).
+Download, list, int8, fp16, info and obtain (for hub bundles or paths) run without torch; random and
+export-* need the export extra (torch, transformers).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from embedder_service.models import bundle as bundles
-from embedder_service.models import hub
+from embedder_service.models import catalog, hub
 from embedder_service.models.bundle import Bundle, BundleError
 
 log = logging.getLogger("embedder_service.models")
@@ -78,8 +78,18 @@ def _report(found: Bundle) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    """download: fetch a ready ONNX CLIP from the hub."""
-    return _report(hub.download(args.out, repo_id=args.repo, revision=args.revision, timeout=args.timeout))
+    """download: fetch ready ONNX towers from the hub."""
+    repo = catalog.repo_of(args.repo)
+    return _report(hub.download(args.out, repo_id=repo, revision=args.revision, timeout=args.timeout))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """list: the known ready-made models."""
+    if args.json:
+        print(json.dumps([asdict(k) for k in catalog.KNOWN], indent=2))
+    else:
+        print(catalog.table())
+    return 0
 
 
 def cmd_export_hf(args: argparse.Namespace) -> int:
@@ -138,6 +148,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def obtain(what: str, cache: Path, repo: str = hub.DEFAULT_REPO, revision: str | None = None) -> Bundle:
     """Resolve `what` (hub, random, random-int8 or a bundle path) to a ready bundle, using cache."""
     if what == "hub":
+        repo = catalog.repo_of(repo)
         target = cache / "hub" / (repo.replace("/", "--") + (f"@{revision}" if revision else ""))
         if (target / bundles.MANIFEST).is_file():
             log.info("using the cached download in %s", target)
@@ -170,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with help for every command and option."""
     parser = argparse.ArgumentParser(
         prog="python -m embedder_service.models",
-        description="Obtain, build, convert and describe CLIP model bundles (model.json, image.onnx, text.onnx, "
-                    "BPE vocabulary). Exit status: 0 ok, 1 failure (one-line message on stderr), 2 usage error.")
+        description="Obtain, build, convert and describe model bundles (model.json, image.onnx, text.onnx, "
+                    "tokenizer.json). Exit status: 0 ok, 1 failure (one-line message on stderr), 2 usage error.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (debug level) to stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -183,10 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     def out_option(p: argparse.ArgumentParser) -> None:
         p.add_argument("--out", required=True, metavar="DIR", help="new bundle directory (must be absent or empty)")
 
-    p = command("download", cmd_download, "download a ready ONNX CLIP ViT-B/32 from the Hugging Face hub")
+    p = command("download", cmd_download, "download ready ONNX towers from the Hugging Face hub (no torch)")
     p.add_argument("--repo", default=hub.DEFAULT_REPO, metavar="ID",
-                   help=f"hub repository with onnx/vision_model.onnx, onnx/text_model.onnx, merges.txt "
-                        f"(default {hub.DEFAULT_REPO})")
+                   help="a name from `list`, or a hub repository laid out like Xenova/clip-vit-base-patch32 "
+                        "(onnx/vision_model.onnx, onnx/text_model.onnx, merges.txt) or like immich's models "
+                        f"(visual/model.onnx, textual/model.onnx, textual/tokenizer.json; default {hub.DEFAULT_REPO})")
     p.add_argument("--revision", metavar="R", help="branch, tag or commit of the repository (default: main)")
     p.add_argument("--timeout", type=float, default=hub.TIMEOUT_S, metavar="S",
                    help=f"network timeout in seconds for reaching the hub (default {hub.TIMEOUT_S:g})")
@@ -228,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("src", metavar="SRC", help="fp32 bundle directory")
         out_option(p)
 
+    p = command("list", cmd_list, "print the known ready-made models: name, family, dim, image size, languages, "
+                                  "download size, source")
+    p.add_argument("--json", action="store_true", help="print them as JSON")
+
     p = command("info", cmd_info, "describe a bundle: model.json, graph inputs and outputs, file sizes")
     p.add_argument("dir", metavar="DIR", help="bundle directory")
     p.add_argument("--json", action="store_true", help="print model.json (plus the resolved path) as JSON")
@@ -241,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", required=True, metavar="DIR", help="directory for downloaded and built bundles")
     p.add_argument("--print-path", action="store_true",
                    help="print only the bundle's path on stdout (everything else goes to stderr)")
-    p.add_argument("--repo", default=hub.DEFAULT_REPO, metavar="ID", help="hub repository for `hub`")
+    p.add_argument("--repo", default=hub.DEFAULT_REPO, metavar="ID",
+                   help="hub repository, or a name from `list`, for `hub`")
     p.add_argument("--revision", metavar="R", help="revision for `hub` (default: main)")
     return parser
 

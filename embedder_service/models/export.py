@@ -222,8 +222,8 @@ def _fresh_dir(out_dir: str | Path) -> Path:
 
 def write_bundle(towers: tuple[torch.nn.Module, torch.nn.Module], out_dir: str | Path, meta: Bundle,
                  vocab: Path) -> Bundle:
-    """Export both towers into out_dir with CLIP's tokenizer.json (from the BPE vocabulary), check them
-    against torch, save model.json."""
+    """Export both towers into out_dir with the tokenizer (vocab: a tokenizer.json, copied, or CLIP's BPE
+    vocabulary, turned into one), check them against torch, save model.json."""
     import torch
     import transformers
 
@@ -236,7 +236,10 @@ def write_bundle(towers: tuple[torch.nn.Module, torch.nn.Module], out_dir: str |
                  {0: "batch"})
     _onnx_export(towers[1], ids, out / bundles.TEXT_FILE, (bundles.TEXT_INPUT, bundles.TEXT_OUTPUT),
                  {0: "batch", 1: "sequence"})
-    write_clip_tokenizer(vocab, out / bundles.TOKENIZER_FILE)
+    if vocab.suffix == ".json":
+        shutil.copyfile(vocab, out / bundles.TOKENIZER_FILE)
+    else:
+        write_clip_tokenizer(vocab, out / bundles.TOKENIZER_FILE)
     exported = replace(meta, path=out, extra={
         **meta.extra, "exporter": f"torch.onnx TorchScript (dynamo=False), opset {OPSET}",
         "torch": torch.__version__, "transformers": transformers.__version__})

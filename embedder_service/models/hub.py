@@ -15,6 +15,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from embedder_service.models import bundle as bundles
+from embedder_service.models import immich
 from embedder_service.models.bundle import CLIP_MEAN, CLIP_STD, Bundle, BundleError, Channels, ImageSpec, TextSpec
 from embedder_service.models.verify import verify_bundle
 from embedder_service.tokenizer import write_clip_tokenizer
@@ -37,7 +38,8 @@ TIMEOUT_S = 5.0
 # CLIP's tokenizer uses the first 49152 - 256 - 2 merges of the file; the rest are never read.
 N_MERGES = 48894
 VOCAB_HEADER = '"bpe_simple_vocab_16e6.txt#version: 0.2'
-WAY_OUT = ("Either point EMBEDDER_MODEL_DIR (or --bundle, or `make run MODEL=/path`) at an existing bundle "
+WAY_OUT = ("Either point EMBEDDER_MODEL_DIR (or `python -m deploy --model DIR`, or `make run MODEL=/path`) at an "
+           "existing bundle "
            "directory, or build an explicitly random, NOT semantic demo bundle with "
            "`python -m embedder_service.models random --preset vit-b-32 --out DIR` (`make run MODEL=random`).")
 
@@ -74,19 +76,25 @@ def _resolve(repo_id: str, revision: str | None, timeout: float) -> tuple[str, s
 
 def download(out_dir: str | Path, repo_id: str = DEFAULT_REPO, revision: str | None = None,
              timeout: float = TIMEOUT_S) -> Bundle:
-    """Download repo_id's ONNX CLIP towers and write them as a bundle in out_dir."""
+    """Download repo_id's ONNX towers (transformers.js or immich layout) and write them as a bundle in out_dir."""
     from huggingface_hub import hf_hub_download
 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise BundleError(f"{out} already exists and is not empty; choose a new directory")
     sha, files = _resolve(repo_id, revision, timeout)
-    missing = [name for name in (IMAGE_SRC, TEXT_SRC, MERGES) if name not in files]
+    layout = "immich" if immich.is_layout(files) else "transformers.js"
+    if layout == "immich":
+        wanted = immich.wanted(files)
+        missing = [name for name in immich.REQUIRED if name not in files]
+    else:
+        # External weight files (optimum names them like onnx/text_model.onnx_data) come along if present.
+        wanted = sorted(name for name in files if name in (IMAGE_SRC, TEXT_SRC, MERGES, *CONFIGS)
+                        or name.startswith((f"{IMAGE_SRC}_data", f"{TEXT_SRC}_data")))
+        missing = [name for name in (IMAGE_SRC, TEXT_SRC, MERGES) if name not in files]
     if missing:
-        raise HubError(f"{repo_id} has no {', '.join(missing)}: it is not laid out like {DEFAULT_REPO}")
-    # External weight files (optimum names them like onnx/text_model.onnx_data) come along if present.
-    wanted = sorted(name for name in files if name in (IMAGE_SRC, TEXT_SRC, MERGES, *CONFIGS)
-                    or name.startswith((f"{IMAGE_SRC}_data", f"{TEXT_SRC}_data")))
+        raise HubError(f"{repo_id} has no {', '.join(missing)}: it is laid out neither like {DEFAULT_REPO} "
+                       f"nor like immich's models (immich-app/ViT-B-32__openai)")
     # Download next to the bundle (not into the hub cache), so there is one copy after the conversion,
     # and a rerun after an interruption resumes.
     staging = out.parent / f".{out.name}.download"
@@ -96,7 +104,8 @@ def download(out_dir: str | Path, repo_id: str = DEFAULT_REPO, revision: str | N
             hf_hub_download(repo_id, name, revision=sha, local_dir=staging, etag_timeout=timeout)
         except Exception as exc:  # as in _resolve
             raise HubUnavailable(f"downloading {name} from {repo_id} failed ({_reason(exc)}). {WAY_OUT}") from exc
-    found = bundle_from_files(staging, out, name=repo_id.split("/")[-1], source=f"hf:{repo_id}@{sha}")
+    convert = immich.bundle_from_immich if layout == "immich" else bundle_from_files
+    found = convert(staging, out, name=repo_id.split("/")[-1], source=f"hf:{repo_id}@{sha}")
     shutil.rmtree(staging, ignore_errors=True)
     return found
 
@@ -221,6 +230,20 @@ def _keep_only(graph: onnx.GraphProto, output: str) -> int:
     return dims[-1].dim_value if len(dims) == 2 else 0
 
 
+def _rename_output(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Give a graph output our interface name, wherever it is produced or read."""
+    if old == new:
+        return
+    if any(new in node.output for node in graph.node):
+        raise BundleError(f"graph already has a value named {new!r}")
+    for node in graph.node:
+        node.output[:] = [new if name == old else name for name in node.output]
+    _rename_uses(graph, old, new)
+    for value in graph.output:
+        if value.name == old:
+            value.name = new
+
+
 def _rename_input(graph: onnx.GraphProto, value: onnx.ValueInfoProto, new: str) -> None:
     """Give a graph input our interface name."""
     if value.name != new:
@@ -228,45 +251,59 @@ def _rename_input(graph: onnx.GraphProto, value: onnx.ValueInfoProto, new: str) 
         value.name = new
 
 
-def normalize_image_graph(src: Path, dst: Path) -> int:
-    """Rewrite a vision graph to pixel_values -> image_embeds only; returns the embedding width."""
+def normalize_image_graph(src: Path, dst: Path, output: str = bundles.IMAGE_OUTPUT) -> int:
+    """Rewrite a vision graph to pixel_values -> image_embeds only (from its `output`); returns the width."""
     model = onnx.load(str(src))
     inputs = _graph_inputs(model.graph)
     if len(inputs) != 1 or inputs[0].type.tensor_type.elem_type != TensorProto.FLOAT:
         raise BundleError(f"{src}: expected one float32 image input, found {[v.name for v in inputs]}")
     _rename_input(model.graph, inputs[0], bundles.IMAGE_INPUT)
-    dim = _keep_only(model.graph, bundles.IMAGE_OUTPUT)
+    dim = _keep_only(model.graph, output)
+    _rename_output(model.graph, output, bundles.IMAGE_OUTPUT)
     _save(model, dst)
     return dim
 
 
-def normalize_text_graph(src: Path, dst: Path) -> int:
-    """Rewrite a text graph to int64 input_ids -> text_embeds only; returns the embedding width."""
+def _int64_input(graph: onnx.GraphProto, value: onnx.ValueInfoProto, name: str) -> list[onnx.NodeProto]:
+    """Name an integer input `name` and declare it int64 (our interface), with a cast to what the graph read."""
+    _rename_input(graph, value, name)
+    old_type = value.type.tensor_type.elem_type
+    if old_type == TensorProto.INT64:
+        return []
+    _rename_uses(graph, name, f"{name}_cast")
+    value.type.tensor_type.elem_type = TensorProto.INT64
+    return [helper.make_node("Cast", [name], [f"{name}_cast"], to=old_type, name=f"{name}_cast")]
+
+
+def normalize_text_graph(src: Path, dst: Path, ids_name: str = "input_ids", output: str = bundles.TEXT_OUTPUT,
+                         keep_mask: bool = False) -> int:
+    """Rewrite a text graph to int64 input_ids [and attention_mask] -> text_embeds only; returns the width.
+
+    Without keep_mask an attention_mask input is replaced by ones (right for CLIP's causal tower only).
+    """
     model = onnx.load(str(src))
     graph = model.graph
     inputs = {value.name: value for value in _graph_inputs(graph)}
-    ids, mask = inputs.pop("input_ids", None), inputs.pop("attention_mask", None)
+    ids, mask = inputs.pop(ids_name, None), inputs.pop("attention_mask", None)
     if ids is None or inputs:
-        raise BundleError(f"{src}: expected inputs input_ids [and attention_mask], found "
+        raise BundleError(f"{src}: expected inputs {ids_name} [and attention_mask], found "
                           f"{[v.name for v in _graph_inputs(graph)]}")
-    front: list[onnx.NodeProto] = []
-    ids_type = ids.type.tensor_type.elem_type
-    if ids_type != TensorProto.INT64:
-        # Our interface feeds int64; a graph exported with int32 ids gets a cast in front.
-        _rename_uses(graph, "input_ids", "input_ids_cast")
-        front.append(helper.make_node("Cast", ["input_ids"], ["input_ids_cast"], to=ids_type, name="input_ids_cast"))
-        ids.type.tensor_type.elem_type = TensorProto.INT64
-    if mask is not None:
+    # Our interface feeds int64; a graph exported with int32 ids gets a cast in front.
+    front = _int64_input(graph, ids, bundles.TEXT_INPUT)
+    if mask is not None and keep_mask:
+        front += _int64_input(graph, mask, bundles.TEXT_MASK)
+    elif mask is not None:
         # All ones is the right mask: CLIP's text attention is causal and pools at the eot token, so
         # whatever follows eot (padding) never reaches the output. The mask input thus disappears.
         mask_type = mask.type.tensor_type.elem_type
-        front += [helper.make_node("Shape", ["input_ids"], ["input_ids_shape"], name="attention_mask_shape"),
+        front += [helper.make_node("Shape", [bundles.TEXT_INPUT], ["input_ids_shape"], name="attention_mask_shape"),
                   helper.make_node("ConstantOfShape", ["input_ids_shape"], [mask.name], name="attention_mask_ones",
                                    value=helper.make_tensor("value", mask_type, [1], [1]))]
         graph.input.remove(mask)
     for i, node in enumerate(front):
         graph.node.insert(i, node)
-    dim = _keep_only(graph, bundles.TEXT_OUTPUT)
+    dim = _keep_only(graph, output)
+    _rename_output(graph, output, bundles.TEXT_OUTPUT)
     _save(model, dst)
     return dim
 

@@ -112,6 +112,23 @@ def test_offline_hub_is_a_quick_clear_failure(tmp_path: Path) -> None:
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert "cannot reach the Hugging Face hub" in lines[0]
     assert "EMBEDDER_MODEL_DIR" in lines[0] and "python -m embedder_service.models random" in lines[0]
+    # The advice names options that exist: `python -m deploy` has --model, not --bundle.
+    assert "python -m deploy --model DIR" in lines[0] and "--bundle" not in lines[0]
+
+
+def test_list_prints_the_known_models(capsys: Any) -> None:
+    from embedder_service.models import catalog
+
+    assert models.main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "family", "dim", "image", "languages", "download", "source"]
+    assert len(lines) == 1 + len(catalog.KNOWN)
+    assert any(line.split()[:3] == ["ViT-B-32__openai", "clip", "512"] for line in lines)
+    assert models.main(["list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {k["family"] for k in listed} >= {"clip", "siglip", "xlm-roberta-clip"}
+    assert catalog.repo_of("vit-b-32__openai") == "immich-app/ViT-B-32__openai"
+    assert catalog.repo_of("someone/their-model") == "someone/their-model"
 
 
 def test_help_explains_every_option() -> None:

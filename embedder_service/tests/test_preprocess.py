@@ -18,7 +18,7 @@ import pytest
 from PIL import Image, ImageFile, ImageOps
 from transformers import CLIPImageProcessorPil
 
-from embedder_service.models.bundle import CLIP_STD
+from embedder_service.models.bundle import CLIP_MEAN, CLIP_STD
 from embedder_service.preprocess import Decoded, ImageError, PreprocessSpec, _request_draft, decode
 
 SPEC = PreprocessSpec()
@@ -337,3 +337,27 @@ def test_draft_geometry_holds_for_every_orientation() -> None:
         differences.append(float(np.abs(draft.pixels - exact.pixels).mean()) / LEVEL)
     assert max(differences) < 2.0 and max(differences) < 1.05 * min(differences), differences
 
+
+
+@pytest.mark.parametrize(("width", "height"), [(640, 480), (301, 251), (5, 300), (224, 224)])
+def test_squash_matches_siglip_reference_exactly(width: int, height: int) -> None:
+    # SigLIP's rule: both sides to the size (no crop), bicubic, mean = std = 0.5.
+    from transformers import SiglipImageProcessorPil
+
+    siglip = SiglipImageProcessorPil()
+    data = encode(Image.fromarray(photo(width, height, seed=3)))
+    spec = PreprocessSpec(image_size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize="squash")
+    want = siglip(images=Image.open(io.BytesIO(data)), return_tensors="np")["pixel_values"][0]
+    # SigLIP rescales and normalizes in float32 where CLIP's processor rescales in float64: one ulp apart.
+    np.testing.assert_allclose(decode(data, spec).pixels, want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "lanczos", "nearest"])
+def test_interpolation_by_name(interpolation: str) -> None:
+    im = Image.fromarray(photo(300, 200, seed=5))
+    spec = PreprocessSpec(image_size=64, resize="squash", interpolation=interpolation)
+    resample = {"bilinear": Image.Resampling.BILINEAR, "lanczos": Image.Resampling.LANCZOS,
+                "nearest": Image.Resampling.NEAREST}[interpolation]
+    levels = np.asarray(im.resize((64, 64), resample)).astype(np.float32) / 255
+    want = ((levels - np.float32(CLIP_MEAN)) / np.float32(CLIP_STD)).transpose(2, 0, 1)
+    np.testing.assert_allclose(decode(encode(im), spec).pixels, want, atol=1e-5)

@@ -105,3 +105,19 @@ def test_explicit_cuda_fails_at_start_where_cuda_cannot_run(tiny_bundle_dir: Pat
                                "EMBEDDER_PROVIDER": "cuda", "EMBEDDER_PORT": str(free_port())}, timeout=120)
     assert proc.returncode == 1
     assert "CUDA" in proc.stderr and "cannot load the model" in proc.stderr
+
+
+def test_an_inconsistent_bundle_stops_start_up_with_one_line(tiny_bundle_dir: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    bundle = Path(shutil.copytree(tiny_bundle_dir, tmp_path / "b"))
+    manifest = json.loads((bundle / "model.json").read_text())
+    manifest["dim"] = 768  # the graphs give 512
+    (bundle / "model.json").write_text(json.dumps(manifest))
+    proc = subprocess.run([sys.executable, "-m", "embedder_service"], capture_output=True, text=True,
+                          env={**os.environ, "EMBEDDER_MODEL_DIR": str(bundle), "EMBEDDER_PROVIDER": "cpu",
+                               "EMBEDDER_PORT": str(free_port()), "EMBEDDER_METRICS_PORT": "0"}, timeout=120)
+    errors = [line for line in proc.stderr.strip().splitlines() if "cannot load the model" in line]
+    assert proc.returncode == 1 and len(errors) == 1, proc.stderr
+    assert "image.onnx: output image_embeds has width 512, model.json field dim says 768" in errors[0]

@@ -140,3 +140,22 @@ def test_short_query_is_fast(tok: TextTokenizer) -> None:
         tok.encode(query)
     per_call = (time.perf_counter() - start) / 200
     assert per_call < 1e-3, f"{per_call * 1e6:.0f} µs per short query"
+
+
+def test_a_sentencepiece_unigram_tokenizer_pads_to_a_fixed_length() -> None:
+    """SigLIP's kind of tokenizer: Unigram pieces, an end token appended, fixed-length padding, canonical text."""
+    from tokenizers import models, pre_tokenizers, processors
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁a", -1.0), ("▁photo", -2.0), ("▁of", -2.0),
+              ("▁cat", -2.0), ("▁", -3.0), *((c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz")]
+    unigram = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
+    unigram.pre_tokenizer = pre_tokenizers.Metaspace()
+    unigram.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tok = TextTokenizer(unigram, TextSpec(context_length=6, padding="max_length", clean="canonicalize",
+                                          lower_case=False, pad_id=0))
+    ids, truncated = tok.tokenize("A photo, of a CAT!")
+    assert ids == [3, 4, 5, 3, 6, 1] and not truncated
+    ids, truncated = tok.tokenize("a photo of a cat a cat")
+    assert truncated and len(ids) == 6 and ids[-1] == 1, "the end token stays last when cut"
+    padded, mask = tok.pad([[3, 1]])
+    assert padded.tolist() == [[3, 1, 0, 0, 0, 0]] and mask.tolist() == [[1, 1, 0, 0, 0, 0]]
