@@ -118,24 +118,30 @@ def test_trained_vocabulary_gives_transformers_ids(kind: str, cls: str) -> None:
         assert ours.token_to_id(vocab.KINDS[kind]["pad"]) == pad
 
 
-def test_siglip_image_rule_is_transformers_processor() -> None:
-    """SiglipImageProcessor squashes to a square, bicubic, mean and std 0.5: what the family says."""
-    from PIL import Image
-    from transformers import SiglipImageProcessor
+@pytest.mark.parametrize(("name", "processor_class"), [("siglip", "SiglipImageProcessor"),
+                                                     ("siglip2", "SiglipImageProcessor"),
+                                                     ("mclip", "CLIPImageProcessor")])
+def test_family_image_rule_is_transformers_processor(name: str, processor_class: str) -> None:
+    """The service's preprocessing under a family's image rule against transformers' own processor."""
+    import io
 
-    processor = SiglipImageProcessor()
-    fam = families.family("siglip")
-    assert (processor.size["height"], processor.size["width"]) == (224, 224)
-    assert int(processor.resample) == int(Image.Resampling.BICUBIC) and fam.image.interpolation == "bicubic"
-    assert fam.image.resize == "squash"
-    assert tuple(processor.image_mean) == fam.image.mean and tuple(processor.image_std) == fam.image.std
-    # A squash, numerically: PIL bicubic to 224x224, scaled to [0,1], normalized, against the processor.
+    import transformers
+    from PIL import Image
+
+    from embedder_service import preprocess
+
+    processor = getattr(transformers, processor_class)()
+    image = replace(families.family(name).image, size=224)
     rng = np.random.default_rng(0)
     photo = Image.fromarray(rng.integers(0, 256, (300, 500, 3), dtype=np.uint8))
+    png = io.BytesIO()
+    photo.save(png, format="PNG")  # lossless, so both sides see the same pixels
+    spec = preprocess.spec_of(image, max_pixels=10**8, max_bytes=10**8, draft=False)
+    ours = preprocess.decode(png.getvalue(), spec).pixels
     theirs = processor(images=photo, return_tensors="np")["pixel_values"][0]
-    squashed = np.asarray(photo.resize((224, 224), Image.Resampling.BICUBIC), dtype=np.float32) / 255
-    ours = ((squashed - 0.5) / 0.5).transpose(2, 0, 1)
-    assert np.abs(ours - theirs).max() < 1e-5
+    assert ours.shape == theirs.shape == (3, 224, 224)
+    # SiglipImageProcessor squashes (bicubic, mean/std 0.5); CLIP's crops the shortest side's square.
+    assert np.abs(ours - theirs).max() < 1e-4
 
 
 def test_cli_builds_a_family_bundle(tmp_path: Path) -> None:
