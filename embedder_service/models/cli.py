@@ -109,7 +109,15 @@ def cmd_export_open_clip(args: argparse.Namespace) -> int:
 def cmd_random(args: argparse.Namespace) -> int:
     """random: build a random-weight bundle."""
     from embedder_service.models import export
+    from embedder_service.models.verify import ExportError
 
+    if args.family is not None:
+        from embedder_service.models import family_export
+
+        return _report(family_export.build_family_bundle(args.out, args.family, args.preset, seed=args.seed))
+    if args.preset not in export.PRESETS:
+        raise ExportError(f"preset {args.preset!r} needs --family (CLIP presets without it: "
+                          f"{', '.join(export.PRESETS)})")
     return _report(export.build_random_bundle(args.out, args.preset, seed=args.seed, vocab=args.vocab))
 
 
@@ -209,11 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
     out_option(p)
 
     from embedder_service.models.export import PRESETS  # plain data; torch is imported only when building
+    from embedder_service.models.families import FAMILIES
 
+    presets = {"real", *PRESETS, *(p for f in FAMILIES.values() for p in f.presets)}
     p = command("random", cmd_random, "build a bundle with random weights: NOT semantic; for tests, benchmarks, "
                                       "demos of the plumbing (needs torch)")
-    p.add_argument("--preset", required=True, choices=sorted(PRESETS),
-                   help="vit-b-32: the exact ViT-B/32 shape (600 MB); tiny: two thin layers per tower (15 MB)")
+    p.add_argument("--family", choices=list(FAMILIES),
+                   help="a model family's format-2 bundle, towers L2-normalised (default: the CLIP bundle of "
+                        "--preset, as before)")
+    p.add_argument("--preset", required=True, choices=sorted(presets),
+                   help="vit-b-32: the exact ViT-B/32 shape (600 MB); tiny: two thin layers per tower (15 MB); "
+                        "with --family: tiny, real (the family's first real shape) or a named real shape "
+                        "(clip: vit-b-32, vit-b-16, vit-l-14; siglip: base-224, base-384; siglip2: base-224; "
+                        "mclip: xlmr-base-vit-b-32)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the random weights (default 0)")
     p.add_argument("--vocab", metavar="FILE", help="BPE vocabulary .txt.gz (default: the shared or open_clip copy)")
     out_option(p)
