@@ -12,10 +12,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from embedder_service.server import SERVICE
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc
+from semsearch_common import channels
 from tests.support.net import free_port
 
 
@@ -25,18 +25,7 @@ def start(env: dict[str, str]) -> subprocess.Popen:
 
 
 def wait_serving(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                reply = health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise TimeoutError("embedder did not become SERVING")
+    channels.wait_serving(f"127.0.0.1:{port}", timeout, service=SERVICE)
 
 
 def test_serves_exposes_metrics_and_stops_cleanly_on_sigterm(tiny_bundle_dir: Path) -> None:

@@ -5,23 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.deploy.engine import Docker
 from tests.deploy.images import TAG
+from tests.support.net import free_port
 
 PREFIX = "semsearch-test-"
 HEALTH_INTERVAL = "2s"
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
