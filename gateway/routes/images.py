@@ -10,7 +10,7 @@ from gateway import images, schemas, upload
 from gateway.clients import Api, Deadline
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
-from gateway.routes.common import ERRORS, Backend, ImageId, Responses, check_text, token_checker
+from gateway.routes.common import ERRORS, Backend, CollectionForm, ImageId, Responses, check_text, token_checker
 
 IMAGE_CACHE = "public, max-age=31536000, immutable"  # an id's bytes never change; a new upload gets a new id
 
@@ -28,7 +28,8 @@ def router(config: GatewayConfig) -> APIRouter:
                             for code in (400, 409, 413, 415, 507)}})
     async def add_images(b: Backend, files: Annotated[list[UploadFile], File(description="one or more images")],
                          label: Annotated[str, Form(description="label for all the files")] = "",
-                         source: Annotated[str, Form(description="where they come from")] = "upload") -> Response:
+                         source: Annotated[str, Form(description="where they come from")] = "upload",
+                         collection: CollectionForm = "") -> Response:
         """Add pictures; each file gets its own outcome (created, already present, or its error)."""
         if len(files) > config.max_files:
             raise ApiError(413, f"{len(files)} files; at most {config.max_files} per request")
@@ -37,7 +38,8 @@ def router(config: GatewayConfig) -> APIRouter:
         check_text("source", source, 200)
         received = [upload.Upload(f.filename or f"file {i + 1}", await f.read(config.max_file_bytes + 1))
                     for i, f in enumerate(files)]
-        outcomes = await upload.add(received, label, source, b, config, Deadline(config.upload_deadline_s))
+        outcomes = await upload.add(received, label, source, b, config, Deadline(config.upload_deadline_s),
+                                    collection)
         body = schemas.UploadResult(results=outcomes, created=sum(o.outcome == "created" for o in outcomes),
                                     existing=sum(o.outcome == "exists" for o in outcomes),
                                     failed=sum(o.outcome == "error" for o in outcomes)).model_dump()
