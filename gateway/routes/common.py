@@ -25,6 +25,12 @@ CollectionForm = Annotated[str, Form(pattern=COLLECTION_PATTERN, max_length=40, 
 bearer = HTTPBearer(auto_error=False, description="GATEWAY_TOKEN, when the gateway has one")
 
 
+def image_urls(image_id: int, collection: str) -> dict[str, str]:
+    """Where the page fetches an image's thumbnail and original (in the collection it was found in)."""
+    query = f"?collection={collection}" if collection else ""  # the name rule keeps it URL-safe as is
+    return {"thumbnail_url": f"/images/{image_id}/thumb{query}", "image_url": f"/images/{image_id}{query}"}
+
+
 def backends(request: Request) -> Api:
     """The gRPC clients the lifespan opened."""
     api: Api = request.app.state.backends  # Starlette's State holds anything

@@ -12,7 +12,7 @@ from gateway import images, schemas, upload
 from gateway.clients import Api, Deadline
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
-from gateway.routes.common import ERRORS, Backend, Collection, ImageId, check_text
+from gateway.routes.common import ERRORS, Backend, Collection, ImageId, check_text, image_urls
 from protos.semsearch.v1 import index_pb2
 
 MAX_LABELS = 50
@@ -83,7 +83,7 @@ def router(config: GatewayConfig) -> APIRouter:
         # schemas.SearchResult, still documents it, and the schema-conformance fuzz test checks it).
         total_ms = (time.perf_counter() - started) * 1000
         return JSONResponse({
-            "hits": [_hit(h) for h in reply.hits[offset:]], "offset": offset, "k": k,
+            "hits": [_hit(h, p.collection) for h in reply.hits[offset:]], "offset": offset, "k": k,
             "has_more": len(reply.hits) == depth and depth < config.max_depth, "truncated": truncated,
             "timings": {"embed_ms": embed_ms, "search_ms": search_ms, "database_ms": reply.search_ms,
                         "total_ms": total_ms},
@@ -145,6 +145,6 @@ async def _mismatch(b: Api, err: ApiError, collection: str, model_id: str, deadl
     return err
 
 
-def _hit(h: index_pb2.Hit) -> dict[str, object]:
+def _hit(h: index_pb2.Hit, collection: str) -> dict[str, object]:
     return {"id": h.id, "score": round(h.score, 5), "label": h.label, "source": h.source, "width": h.width,
-            "height": h.height, "thumbnail_url": f"/images/{h.id}/thumb", "image_url": f"/images/{h.id}"}
+            "height": h.height, **image_urls(h.id, collection)}

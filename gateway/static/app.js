@@ -312,7 +312,7 @@ function openViewer(index) {
   const rows = [["Score", hit.score.toFixed(4)], ["Size", `${hit.width} × ${hit.height}`], ["Label", label],
     ["Source", hit.source || "—"], ["Id", String(hit.id)]];
   $("viewer-meta").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, [k]), el("dd", {}, [v])]));
-  api(`/api/images/${hit.id}`).then((meta) => {
+  api(`/api/images/${hit.id}?${inCollection()}`).then((meta) => {
     if (state.current !== index || !meta.file_name) return;
     $("viewer-meta").append(el("dt", {}, ["File"]), el("dd", {}, [meta.file_name]),
       el("dt", {}, ["Bytes"]), el("dd", {}, [meta.size_bytes.toLocaleString()]));
@@ -339,7 +339,7 @@ async function deleteCurrent() {
   const hit = state.hits[state.current];
   if (!hit || !confirm(`Delete picture #${hit.id}? This cannot be undone.`)) return;
   try {
-    await api(`/api/images/${hit.id}`, { method: "DELETE", headers: authHeaders() });
+    await api(`/api/images/${hit.id}?${inCollection()}`, { method: "DELETE", headers: authHeaders() });
   } catch (err) {
     if (err.status === 401) { $("token-field").hidden = false; openUploader(); }
     showAlert(err.message);
@@ -513,7 +513,7 @@ async function uploadFiles(files) {
         link.addEventListener("click", (e) => {
           e.preventDefault();
           $("uploader").close();
-          searchSimilar({ id: result.item.id, label, thumbnail_url: `/images/${result.item.id}/thumb` });
+          searchSimilar({ id: result.item.id, label, thumbnail_url: `/images/${result.item.id}/thumb?${inCollection()}` });
         });
         job.ui.info.append(link);
       } else {
@@ -602,7 +602,7 @@ function start() {
     $("q").value = params.get("q");
     startTextSearch();
   } else if (Number.isInteger(similar) && similar > 0) {
-    searchSimilar({ id: similar, label: "", thumbnail_url: `/images/${similar}/thumb` });
+    searchSimilar({ id: similar, label: "", thumbnail_url: `/images/${similar}/thumb?${inCollection()}` });
   } else {
     showIdle();
   }

@@ -93,12 +93,14 @@ class FakeBackends:
         results = [index_pb2.UpsertResult(id=n + 1, sha256=item.sha256, created=True) for n, item in enumerate(items)]
         return await self._answer("index", "Upsert", index_pb2.UpsertResponse(results=results))
 
-    async def get(self, image_id: int, deadline: Deadline) -> index_pb2.ImageMeta:
+    async def get(self, image_id: int, deadline: Deadline, collection: str = "") -> index_pb2.ImageMeta:
         """Metadata of any id."""
+        self.asked.append(("Get", collection))
         return await self._answer("index", "Get", index_pb2.ImageMeta(id=image_id, model_id=MODEL_ID))
 
-    async def delete(self, image_id: int, deadline: Deadline) -> bool:
+    async def delete(self, image_id: int, deadline: Deadline, collection: str = "") -> bool:
         """Every id existed."""
+        self.asked.append(("Delete", collection))
         return await self._answer("index", "Delete", True)
 
     async def labels(self, deadline: Deadline, collection: str = "") -> list[index_pb2.LabelCount]:
@@ -115,9 +117,10 @@ class FakeBackends:
         """The collections set on the fake (one by default)."""
         return await self._answer("index", "ListCollections", list(self.catalog))
 
-    async def open_image(self, image_id: int, thumbnail: bool,
-                         deadline: Deadline) -> tuple[index_pb2.ImageChunk, AsyncIterator[bytes]]:
+    async def open_image(self, image_id: int, thumbnail: bool, deadline: Deadline,
+                         collection: str = "") -> tuple[index_pb2.ImageChunk, AsyncIterator[bytes]]:
         """A three-byte file."""
+        self.asked.append(("GetImage", collection))
         first = await self._answer("index", "GetImage", index_pb2.ImageChunk(
             data=b"abc", content_type="image/png", total_size=3, sha256="00"))
 

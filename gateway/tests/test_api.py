@@ -269,6 +269,11 @@ def test_two_collections_answer_apart(api: httpx.Client, stack: Stack) -> None:
 
     hits = api.get("/api/search", params={"q": "a photo", "k": 50, "collection": "api_second"}).json()["hits"]
     assert [h["id"] for h in hits] == [second_id]
+    # The image lives in api_second only: its bytes and metadata are found there, through the hit's own URLs.
+    assert api.get(hits[0]["thumbnail_url"]).status_code == 200
+    assert api.get(hits[0]["image_url"]).content == in_second
+    assert api.get(f"/api/images/{second_id}", params={"collection": "api_second"}).json()["label"] == "only-second"
+    assert api.get(f"/api/images/{second_id}").status_code == 404
     default_hits = api.get("/api/search", params={"q": "a photo", "k": 50}).json()["hits"]
     assert second_id not in [h["id"] for h in default_hits]
     assert "only-second" not in [h["label"] for h in default_hits]

@@ -273,10 +273,12 @@ def test_pick_a_collection(page: object, api: httpx.Client, stack: Stack) -> Non
     search(page, "a small picture")
     labels = page.eval_on_selector_all(".card .label", "ls => ls.map(l => l.textContent)")  # type: ignore[attr-defined]
     assert labels == ["second-only", "second-only"]
+    page.wait_for_function(VISIBLE_IMAGES_LOADED)  # type: ignore[attr-defined]
+    assert page.locator(".card img.broken").count() == 0  # type: ignore[attr-defined]  # thumbnails of this collection
     assert "collection=page_second" in page.url  # type: ignore[attr-defined]
     page.wait_for_function("() => [...document.querySelectorAll('#label-filter option')].map(o => o.value)"  # type: ignore[attr-defined]
                            ".join() === ',second-only'")
-    shot(page, "09-collection")
+    shot(page, "11-collection")
     page.reload()  # type: ignore[attr-defined]  # the choice lives in the URL
     page.wait_for_function("() => document.querySelectorAll('.card').length === 2")  # type: ignore[attr-defined]
     assert page.input_value("#collection-select") == "page_second"  # type: ignore[attr-defined]

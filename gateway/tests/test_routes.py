@@ -176,8 +176,12 @@ def test_the_collection_reaches_every_index_call(fake: FakeBackends, client: Tes
     assert client.get("/api/labels", params=params).status_code == 200
     stats = client.get("/api/stats", params=params)
     assert stats.status_code == 200 and stats.json()["collection"] == "second"
+    info = client.get("/api/images/3", params=params)
+    assert info.status_code == 200 and info.json()["thumbnail_url"] == "/images/3/thumb?collection=second"
+    assert client.get("/images/3/thumb", params=params).status_code == 200
+    assert client.delete("/api/images/3", params=params).status_code == 200
     assert fake.asked == [(m, "second") for m in ("Search", "SearchSimilar", "Search", "Upsert", "ListLabels",
-                                                    "Stats")]
+                                                    "Stats", "Get", "GetImage", "Delete")]
     assert client.get("/api/search", params={"q": "a dog"}).status_code == 200
     assert fake.asked[-1] == ("Search", "")  # no parameter: the index's alias "default"
 
