@@ -282,3 +282,15 @@ def test_pick_a_collection(page: object, api: httpx.Client, stack: Stack) -> Non
     page.reload()  # type: ignore[attr-defined]  # the choice lives in the URL
     page.wait_for_function("() => document.querySelectorAll('.card').length === 2")  # type: ignore[attr-defined]
     assert page.input_value("#collection-select") == "page_second"  # type: ignore[attr-defined]
+
+
+def test_a_collection_of_another_model_says_so(page: object, api: httpx.Client, stack: Stack) -> None:
+    stats = api.get("/api/stats").json()
+    stack.index.stub.CreateCollection(index_pb2.CreateCollectionRequest(
+        name="page_other", model_id="another-model@2", dim=stats["dim"]), timeout=10)
+    page.goto(f"{page.base}/?collection=page_other&q=a+dog")  # type: ignore[attr-defined]
+    page.wait_for_selector("#alert", state="visible")  # type: ignore[attr-defined]
+    alert = page.text_content("#alert-text")  # type: ignore[attr-defined]
+    assert "was made with model another-model@2" in alert and f"the embedder serves {stats['model_id']}" in alert
+    page.wait_for_selector("#collection-select", state="visible")  # type: ignore[attr-defined]
+    assert page.input_value("#collection-select") == "page_other"  # type: ignore[attr-defined]
