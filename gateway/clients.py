@@ -65,13 +65,15 @@ class Api(Protocol):
     async def search(self, request: index_pb2.SearchRequest, deadline: Deadline) -> index_pb2.SearchResponse: ...
     async def similar(self, request: index_pb2.SearchSimilarRequest,
                       deadline: Deadline) -> index_pb2.SearchResponse: ...
-    async def upsert(self, items: list[index_pb2.UpsertItem], deadline: Deadline) -> index_pb2.UpsertResponse: ...
-    async def get(self, image_id: int, deadline: Deadline) -> index_pb2.ImageMeta: ...
-    async def delete(self, image_id: int, deadline: Deadline) -> bool: ...
-    async def labels(self, deadline: Deadline) -> list[index_pb2.LabelCount]: ...
-    async def stats(self, deadline: Deadline) -> index_pb2.StatsResponse: ...
-    async def open_image(self, image_id: int, thumbnail: bool,
-                         deadline: Deadline) -> tuple[index_pb2.ImageChunk, AsyncGenerator[bytes, None]]: ...
+    async def upsert(self, items: list[index_pb2.UpsertItem], deadline: Deadline,
+                     collection: str = "") -> index_pb2.UpsertResponse: ...
+    async def get(self, image_id: int, deadline: Deadline, collection: str = "") -> index_pb2.ImageMeta: ...
+    async def delete(self, image_id: int, deadline: Deadline, collection: str = "") -> bool: ...
+    async def labels(self, deadline: Deadline, collection: str = "") -> list[index_pb2.LabelCount]: ...
+    async def stats(self, deadline: Deadline, collection: str = "") -> index_pb2.StatsResponse: ...
+    async def collections(self, deadline: Deadline) -> list[index_pb2.Collection]: ...
+    async def open_image(self, image_id: int, thumbnail: bool, deadline: Deadline,
+                         collection: str = "") -> tuple[index_pb2.ImageChunk, AsyncGenerator[bytes, None]]: ...
     async def serving(self, deadline: Deadline) -> dict[str, bool]: ...
 
 
@@ -150,43 +152,53 @@ class Backends:
         reply: index_pb2.SearchResponse = await self._call("index", "SearchSimilar", request, deadline)
         return reply
 
-    async def upsert(self, items: list[index_pb2.UpsertItem], deadline: Deadline) -> index_pb2.UpsertResponse:
-        """Store a batch; per-item errors stay inside the response."""
-        reply: index_pb2.UpsertResponse = await self._call("index", "Upsert", index_pb2.UpsertRequest(items=items),
-                                                           deadline)
+    async def upsert(self, items: list[index_pb2.UpsertItem], deadline: Deadline,
+                     collection: str = "") -> index_pb2.UpsertResponse:
+        """Store a batch in a collection ("" = the default alias); per-item errors stay inside the response."""
+        request = index_pb2.UpsertRequest(items=items, collection=collection)
+        reply: index_pb2.UpsertResponse = await self._call("index", "Upsert", request, deadline)
         return reply
 
-    async def get(self, image_id: int, deadline: Deadline) -> index_pb2.ImageMeta:
+    async def get(self, image_id: int, deadline: Deadline, collection: str = "") -> index_pb2.ImageMeta:
         """Metadata of one image; 404 when unknown."""
-        response = await self._call("index", "Get", index_pb2.GetRequest(ids=[image_id]), deadline)
+        request = index_pb2.GetRequest(ids=[image_id], collection=collection)
+        response = await self._call("index", "Get", request, deadline)
         if not response.images:
             raise ApiError(404, f"no image with id {image_id}")
         meta: index_pb2.ImageMeta = response.images[0]
         return meta
 
-    async def delete(self, image_id: int, deadline: Deadline) -> bool:
-        """Remove one image; False when it did not exist."""
-        response = await self._call("index", "Delete", index_pb2.DeleteRequest(ids=[image_id]), deadline)
+    async def delete(self, image_id: int, deadline: Deadline, collection: str = "") -> bool:
+        """Remove one image from a collection; False when it did not exist."""
+        request = index_pb2.DeleteRequest(ids=[image_id], collection=collection)
+        response = await self._call("index", "Delete", request, deadline)
         return image_id in response.deleted
 
-    async def labels(self, deadline: Deadline) -> list[index_pb2.LabelCount]:
-        """Every label and its count."""
-        response = await self._call("index", "ListLabels", index_pb2.ListLabelsRequest(), deadline)
+    async def labels(self, deadline: Deadline, collection: str = "") -> list[index_pb2.LabelCount]:
+        """Every label of a collection and its count."""
+        request = index_pb2.ListLabelsRequest(collection=collection)
+        response = await self._call("index", "ListLabels", request, deadline)
         return list(response.labels)
 
-    async def stats(self, deadline: Deadline) -> index_pb2.StatsResponse:
+    async def stats(self, deadline: Deadline, collection: str = "") -> index_pb2.StatsResponse:
         """Collection size, backend and model ids."""
-        reply: index_pb2.StatsResponse = await self._call("index", "Stats", index_pb2.StatsRequest(), deadline)
+        request = index_pb2.StatsRequest(collection=collection)
+        reply: index_pb2.StatsResponse = await self._call("index", "Stats", request, deadline)
         return reply
 
-    async def open_image(self, image_id: int, thumbnail: bool,
-                         deadline: Deadline) -> tuple[index_pb2.ImageChunk, AsyncGenerator[bytes, None]]:
+    async def collections(self, deadline: Deadline) -> list[index_pb2.Collection]:
+        """Every collection with its model, dimension, size and aliases."""
+        response = await self._call("index", "ListCollections", index_pb2.ListCollectionsRequest(), deadline)
+        return list(response.collections)
+
+    async def open_image(self, image_id: int, thumbnail: bool, deadline: Deadline,
+                         collection: str = "") -> tuple[index_pb2.ImageChunk, AsyncGenerator[bytes, None]]:
         """The first chunk (content type, size, hash) and an iterator over all the bytes.
 
         Reading the first chunk before answering turns NOT_FOUND into a 404 instead of a broken stream.
         """
         variant = index_pb2.IMAGE_VARIANT_THUMBNAIL if thumbnail else index_pb2.IMAGE_VARIANT_ORIGINAL
-        call = self.index.GetImage(index_pb2.GetImageRequest(id=image_id, variant=variant),
+        call = self.index.GetImage(index_pb2.GetImageRequest(id=image_id, variant=variant, collection=collection),
                                    timeout=deadline.remaining())
         try:
             first = await self._await("index", "GetImage", call.read())

@@ -122,6 +122,7 @@ class Limits(BaseModel):
 class Stats(BaseModel):
     """The collection and the model behind it."""
 
+    collection: str = Field("", description="the collection described (an alias resolved to its name)")
     count: int
     backend: str
     index_state: str
@@ -134,6 +135,16 @@ class Stats(BaseModel):
     dim: int
     write_token_required: bool
     limits: Limits
+
+
+class CollectionInfo(BaseModel):
+    """A collection of the index."""
+
+    name: str
+    model_id: str = Field(description="'name@version' of the model of its vectors; empty until the first upsert")
+    dim: int
+    count: int
+    aliases: list[str] = Field(description="the aliases that point at it ('default' is the one used by default)")
 
 
 class Ready(BaseModel):

@@ -32,7 +32,7 @@ class Upload:
 
 
 async def add(uploads: list[Upload], label: str, source: str, backends: Api, config: GatewayConfig,
-              deadline: Deadline) -> list[UploadOutcome]:
+              deadline: Deadline, collection: str = "") -> list[UploadOutcome]:
     """Store the files; every file gets an outcome, in order, and one bad file fails alone."""
     outcomes: list[UploadOutcome | None] = [None] * len(uploads)
     pending: list[int] = []
@@ -45,13 +45,13 @@ async def add(uploads: list[Upload], label: str, source: str, backends: Api, con
     if pending:
         limits = await backends.limits(deadline)
         for batch in _batches(pending, uploads, limits):
-            await _embed_and_store(batch, uploads, outcomes, label, source, backends, config, deadline)
+            await _embed_and_store(batch, uploads, outcomes, label, source, backends, config, deadline, collection)
     return [o for o in outcomes if o is not None]
 
 
 async def _embed_and_store(batch: list[int], uploads: list[Upload], outcomes: list[UploadOutcome | None],
                            label: str, source: str, backends: Api, config: GatewayConfig,
-                           deadline: Deadline) -> None:
+                           deadline: Deadline, collection: str) -> None:
     embedded = await backends.embed_images([(str(i), uploads[i].data) for i in batch], config.thumbnail_size,
                                            deadline)
     items: list[tuple[int, index_pb2.UpsertItem]] = []
@@ -66,7 +66,7 @@ async def _embed_and_store(batch: list[int], uploads: list[Upload], outcomes: li
             width=result.width, height=result.height, label=label, source=source,
             file_name=_safe_name(up.name), embedding=result.embedding, model_id=embedded.model_id)))
     if items:
-        await _store(items, uploads, outcomes, backends, deadline)
+        await _store(items, uploads, outcomes, backends, deadline, collection)
 
 
 def _batches(pending: list[int], uploads: list[Upload], limits: Limits) -> list[list[int]]:
@@ -85,9 +85,9 @@ def _batches(pending: list[int], uploads: list[Upload], limits: Limits) -> list[
 
 
 async def _store(items: list[tuple[int, index_pb2.UpsertItem]], uploads: list[Upload],
-                 outcomes: list[UploadOutcome | None], backends: Api, deadline: Deadline) -> None:
+                 outcomes: list[UploadOutcome | None], backends: Api, deadline: Deadline, collection: str) -> None:
     try:
-        stored = await backends.upsert([item for _, item in items], deadline)
+        stored = await backends.upsert([item for _, item in items], deadline, collection)
     except ApiError as err:
         if err.status not in (409, 507):
             raise

@@ -4,7 +4,7 @@ import hmac
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Form, Query, Request
 from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -17,7 +17,18 @@ from gateway.errors import ApiError
 Responses = dict[int | str, dict[str, Any]]
 ERRORS: Responses = {code: {"model": schemas.ErrorBody} for code in (400, 404, 409, 413, 415, 429, 503, 504)}
 ImageId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="image id")]
+# The index's collection name rule (a lower-case letter, then up to 39 of [a-z0-9_]); empty = alias "default".
+COLLECTION_PATTERN = r"^([a-z][a-z0-9_]{0,39})?$"
+COLLECTION_HELP = "collection or alias to use; empty = the alias 'default'"
+Collection = Annotated[str, Query(pattern=COLLECTION_PATTERN, max_length=40, description=COLLECTION_HELP)]
+CollectionForm = Annotated[str, Form(pattern=COLLECTION_PATTERN, max_length=40, description=COLLECTION_HELP)]
 bearer = HTTPBearer(auto_error=False, description="GATEWAY_TOKEN, when the gateway has one")
+
+
+def image_urls(image_id: int, collection: str) -> dict[str, str]:
+    """Where the page fetches an image's thumbnail and original (in the collection it was found in)."""
+    query = f"?collection={collection}" if collection else ""  # the name rule keeps it URL-safe as is
+    return {"thumbnail_url": f"/images/{image_id}/thumb{query}", "image_url": f"/images/{image_id}{query}"}
 
 
 def backends(request: Request) -> Api:

@@ -10,7 +10,17 @@ from gateway import images, schemas, upload
 from gateway.clients import Api, Deadline
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
-from gateway.routes.common import ERRORS, Backend, ImageId, Responses, check_text, token_checker
+from gateway.routes.common import (
+    ERRORS,
+    Backend,
+    Collection,
+    CollectionForm,
+    ImageId,
+    Responses,
+    check_text,
+    image_urls,
+    token_checker,
+)
 
 IMAGE_CACHE = "public, max-age=31536000, immutable"  # an id's bytes never change; a new upload gets a new id
 
@@ -28,7 +38,8 @@ def router(config: GatewayConfig) -> APIRouter:
                             for code in (400, 409, 413, 415, 507)}})
     async def add_images(b: Backend, files: Annotated[list[UploadFile], File(description="one or more images")],
                          label: Annotated[str, Form(description="label for all the files")] = "",
-                         source: Annotated[str, Form(description="where they come from")] = "upload") -> Response:
+                         source: Annotated[str, Form(description="where they come from")] = "upload",
+                         collection: CollectionForm = "") -> Response:
         """Add pictures; each file gets its own outcome (created, already present, or its error)."""
         if len(files) > config.max_files:
             raise ApiError(413, f"{len(files)} files; at most {config.max_files} per request")
@@ -37,7 +48,8 @@ def router(config: GatewayConfig) -> APIRouter:
         check_text("source", source, 200)
         received = [upload.Upload(f.filename or f"file {i + 1}", await f.read(config.max_file_bytes + 1))
                     for i, f in enumerate(files)]
-        outcomes = await upload.add(received, label, source, b, config, Deadline(config.upload_deadline_s))
+        outcomes = await upload.add(received, label, source, b, config, Deadline(config.upload_deadline_s),
+                                    collection)
         body = schemas.UploadResult(results=outcomes, created=sum(o.outcome == "created" for o in outcomes),
                                     existing=sum(o.outcome == "exists" for o in outcomes),
                                     failed=sum(o.outcome == "error" for o in outcomes)).model_dump()
@@ -47,28 +59,29 @@ def router(config: GatewayConfig) -> APIRouter:
         return JSONResponse(body, status_code=status)
 
     @routes.get("/api/images/{image_id}", response_model=schemas.ImageInfo, responses=ERRORS)
-    async def image_info(b: Backend, image_id: ImageId) -> schemas.ImageInfo:
+    async def image_info(b: Backend, image_id: ImageId, collection: Collection = "") -> schemas.ImageInfo:
         """Metadata of one image."""
-        m = await b.get(image_id, Deadline(config.search_deadline_s))
+        m = await b.get(image_id, Deadline(config.search_deadline_s), collection)
         return schemas.ImageInfo(
             id=m.id, sha256=m.sha256, label=m.label, source=m.source, file_name=m.file_name, width=m.width,
             height=m.height, content_type=m.content_type, size_bytes=m.size_bytes, model_id=m.model_id,
-            created_at=m.created_at, thumbnail_url=f"/images/{m.id}/thumb", image_url=f"/images/{m.id}")
+            created_at=m.created_at, **image_urls(m.id, collection))
 
     @routes.delete("/api/images/{image_id}", response_model=schemas.Deleted,
                 dependencies=[Depends(require_token)], responses={401: {"model": schemas.ErrorBody}, **ERRORS})
-    async def delete_image(b: Backend, image_id: ImageId) -> schemas.Deleted:
+    async def delete_image(b: Backend, image_id: ImageId, collection: Collection = "") -> schemas.Deleted:
         """Remove an image, its vector and its files."""
-        if not await b.delete(image_id, Deadline(config.search_deadline_s)):
+        if not await b.delete(image_id, Deadline(config.search_deadline_s), collection):
             raise ApiError(404, f"no image with id {image_id}")
         return schemas.Deleted(deleted=image_id)
 
-    async def serve_image(b: Api, request: Request, image_id: int, thumbnail: bool) -> Response:
+    async def serve_image(b: Api, request: Request, image_id: int, thumbnail: bool, collection: str) -> Response:
         # The index must start within the download deadline (a hung index is a quick 504); the bytes then
         # have the upload's budget, so a big original still reaches a slow client whole.
         try:
             first, body = await asyncio.wait_for(
-                b.open_image(image_id, thumbnail, Deadline(config.upload_deadline_s)), config.download_deadline_s)
+                b.open_image(image_id, thumbnail, Deadline(config.upload_deadline_s), collection),
+                config.download_deadline_s)
         except TimeoutError:
             raise ApiError(504, "the index service did not answer in time") from None
         etag = f'"{first.sha256}{"-thumb" if thumbnail else ""}"'
@@ -88,13 +101,13 @@ def router(config: GatewayConfig) -> APIRouter:
                                   **ERRORS}
 
     @routes.get("/images/{image_id}", response_class=Response, responses=image_responses)
-    async def original(b: Backend, request: Request, image_id: ImageId) -> Response:
+    async def original(b: Backend, request: Request, image_id: ImageId, collection: Collection = "") -> Response:
         """The original file, as uploaded."""
-        return await serve_image(b, request, image_id, False)
+        return await serve_image(b, request, image_id, False, collection)
 
     @routes.get("/images/{image_id}/thumb", response_class=Response, responses=image_responses)
-    async def thumbnail(b: Backend, request: Request, image_id: ImageId) -> Response:
+    async def thumbnail(b: Backend, request: Request, image_id: ImageId, collection: Collection = "") -> Response:
         """A small JPEG of the image."""
-        return await serve_image(b, request, image_id, True)
+        return await serve_image(b, request, image_id, True, collection)
 
     return routes

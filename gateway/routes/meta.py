@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import schemas
 from gateway.clients import Deadline
 from gateway.config import GatewayConfig
-from gateway.routes.common import ERRORS, Backend
+from gateway.routes.common import ERRORS, Backend, Collection
 from protos.semsearch.v1 import embedder_pb2, index_pb2
 from semsearch_common.enums import enum_word
 
@@ -19,23 +19,23 @@ def router(config: GatewayConfig) -> APIRouter:
     routes = APIRouter()
 
     @routes.get("/api/labels", response_model=list[schemas.Label], responses=ERRORS, tags=["collection"])
-    async def labels(b: Backend) -> list[schemas.Label]:
-        """Every label with its number of images."""
-        rows = await b.labels(Deadline(config.search_deadline_s))
+    async def labels(b: Backend, collection: Collection = "") -> list[schemas.Label]:
+        """Every label of a collection with its number of images."""
+        rows = await b.labels(Deadline(config.search_deadline_s), collection)
         return [schemas.Label(label=r.label, count=r.count) for r in rows if r.label]
 
     @routes.get("/api/stats", response_model=schemas.Stats, responses=ERRORS, tags=["collection"])
-    async def stats(b: Backend) -> schemas.Stats:
+    async def stats(b: Backend, collection: Collection = "") -> schemas.Stats:
         """Collection size, model, precision, provider and database backend."""
         deadline = Deadline(config.search_deadline_s)
-        s, m = await asyncio.gather(b.stats(deadline), b.model_info(deadline), return_exceptions=True)
+        s, m = await asyncio.gather(b.stats(deadline, collection), b.model_info(deadline), return_exceptions=True)
         if isinstance(s, BaseException):
             raise s
         if isinstance(m, BaseException):
             raise m
         return schemas.Stats(
             # The HTTP API keeps the contract's enums as the words it always had ("pgvector", "ready", "fp32").
-            count=s.count, backend=enum_word(index_pb2.Backend, s.backend),
+            collection=s.collection, count=s.count, backend=enum_word(index_pb2.Backend, s.backend),
             index_state=enum_word(index_pb2.IndexState, s.index_state), collection_models=list(s.model_ids),
             model_id=m.model_id, model_name=m.name, precision=enum_word(embedder_pb2.Precision, m.precision),
             providers=list(m.providers),
@@ -43,6 +43,14 @@ def router(config: GatewayConfig) -> APIRouter:
             limits=schemas.Limits(max_file_bytes=config.max_file_bytes, max_request_bytes=config.max_request_bytes,
                                   max_files=config.max_files, max_query_chars=config.max_query_chars,
                                   max_k=config.max_k, max_depth=config.max_depth))
+
+    @routes.get("/api/collections", response_model=list[schemas.CollectionInfo], responses=ERRORS,
+                tags=["collection"])
+    async def collections(b: Backend) -> list[schemas.CollectionInfo]:
+        """Every collection with its model, dimension, size and the aliases that name it."""
+        rows = await b.collections(Deadline(config.search_deadline_s))
+        return [schemas.CollectionInfo(name=c.name, model_id=c.model_id, dim=c.dim, count=c.count,
+                                       aliases=list(c.aliases)) for c in rows]
 
     @routes.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

@@ -12,7 +12,7 @@ from gateway import images, schemas, upload
 from gateway.clients import Api, Deadline
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
-from gateway.routes.common import ERRORS, Backend, ImageId, check_text
+from gateway.routes.common import ERRORS, Backend, Collection, ImageId, check_text, image_urls
 from protos.semsearch.v1 import index_pb2
 
 MAX_LABELS = 50
@@ -26,6 +26,7 @@ class SearchParams:
     offset: int
     labels: list[str]
     min_score: float | None
+    collection: str = ""
 
     @property
     def depth(self) -> int:
@@ -46,8 +47,8 @@ def router(config: GatewayConfig) -> APIRouter:
     MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0, description="drop hits below this similarity")]
 
     def search_params(k: K = config.default_k, offset: Offset = 0, label: Labels = [],  # noqa: B006
-                      min_score: MinScore = None) -> SearchParams:
-        return SearchParams(k, offset, [lb for lb in label if lb], min_score)
+                      min_score: MinScore = None, collection: Collection = "") -> SearchParams:
+        return SearchParams(k, offset, [lb for lb in label if lb], min_score, collection)
 
     Params = Annotated[SearchParams, Depends(search_params)]
 
@@ -69,17 +70,20 @@ def router(config: GatewayConfig) -> APIRouter:
         depth, filt, floor, k, offset = p.depth, p.filter(), p.min_score, p.k, p.offset
         t0 = time.perf_counter()
         if image_id is None:
-            reply = await b.search(index_pb2.SearchRequest(vector=vector, k=depth, filter=filt, min_score=floor,
-                                                           model_id=model_id), deadline)
+            try:
+                reply = await b.search(index_pb2.SearchRequest(vector=vector, k=depth, filter=filt, min_score=floor,
+                                                               model_id=model_id, collection=p.collection), deadline)
+            except ApiError as err:
+                raise await _mismatch(b, err, p.collection, model_id, deadline) from None
         else:
             reply = await b.similar(index_pb2.SearchSimilarRequest(id=image_id, k=depth, filter=filt,
-                                                                   min_score=floor), deadline)
+                                                                   min_score=floor, collection=p.collection), deadline)
         search_ms = (time.perf_counter() - t0) * 1000
         # Built as plain dicts: the hot path skips pydantic's validation of our own output (the model,
         # schemas.SearchResult, still documents it, and the schema-conformance fuzz test checks it).
         total_ms = (time.perf_counter() - started) * 1000
         return JSONResponse({
-            "hits": [_hit(h) for h in reply.hits[offset:]], "offset": offset, "k": k,
+            "hits": [_hit(h, p.collection) for h in reply.hits[offset:]], "offset": offset, "k": k,
             "has_more": len(reply.hits) == depth and depth < config.max_depth, "truncated": truncated,
             "timings": {"embed_ms": embed_ms, "search_ms": search_ms, "database_ms": reply.search_ms,
                         "total_ms": total_ms},
@@ -125,6 +129,22 @@ def router(config: GatewayConfig) -> APIRouter:
     return routes
 
 
-def _hit(h: index_pb2.Hit) -> dict[str, object]:
+async def _mismatch(b: Api, err: ApiError, collection: str, model_id: str, deadline: Deadline) -> ApiError:
+    """A 409 of the index said plainly: which model made the collection and which one the embedder serves."""
+    if err.status != 409:
+        return err
+    wanted = collection or "default"
+    try:
+        known = await b.collections(deadline)
+    except ApiError:
+        return err  # the index's own words are still right, only less plain
+    for c in known:
+        if (wanted == c.name or wanted in c.aliases) and c.model_id != model_id:
+            return ApiError(409, f"this collection ({c.name}) was made with model {c.model_id or 'none yet'} "
+                                 f"({c.dim} dimensions); the embedder serves {model_id}")
+    return err
+
+
+def _hit(h: index_pb2.Hit, collection: str) -> dict[str, object]:
     return {"id": h.id, "score": round(h.score, 5), "label": h.label, "source": h.source, "width": h.width,
-            "height": h.height, "thumbnail_url": f"/images/{h.id}/thumb", "image_url": f"/images/{h.id}"}
+            "height": h.height, **image_urls(h.id, collection)}

@@ -16,6 +16,7 @@ const state = {
   hasMore: false,
   current: -1,           // index of the hit shown in the viewer
   stats: null,
+  collection: "",        // the collection (or alias) every call names; "" = the index's alias "default"
   seq: 0,                // only the newest search may paint
   controller: null,
 };
@@ -62,7 +63,14 @@ function authHeaders() {
 
 // ---- searching -------------------------------------------------------------------------------------
 
+// Adds the chosen collection to a query string; every call that reads or writes a collection goes through it.
+function inCollection(params = new URLSearchParams()) {
+  if (state.collection) params.set("collection", state.collection);
+  return params;
+}
+
 function filterParams(params) {
+  inCollection(params);
   const label = $("label-filter").value;
   if (label) params.append("label", label);
   return params;
@@ -173,7 +181,7 @@ function clearExample() {
 }
 
 function syncUrl() {
-  const params = new URLSearchParams();
+  const params = inCollection();
   if (state.mode === "text") params.set("q", state.q);
   if (state.mode === "similar") params.set("similar", String(state.similarTo.id));
   const label = $("label-filter").value;
@@ -304,7 +312,7 @@ function openViewer(index) {
   const rows = [["Score", hit.score.toFixed(4)], ["Size", `${hit.width} × ${hit.height}`], ["Label", label],
     ["Source", hit.source || "—"], ["Id", String(hit.id)]];
   $("viewer-meta").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, [k]), el("dd", {}, [v])]));
-  api(`/api/images/${hit.id}`).then((meta) => {
+  api(`/api/images/${hit.id}?${inCollection()}`).then((meta) => {
     if (state.current !== index || !meta.file_name) return;
     $("viewer-meta").append(el("dt", {}, ["File"]), el("dd", {}, [meta.file_name]),
       el("dt", {}, ["Bytes"]), el("dd", {}, [meta.size_bytes.toLocaleString()]));
@@ -331,7 +339,7 @@ async function deleteCurrent() {
   const hit = state.hits[state.current];
   if (!hit || !confirm(`Delete picture #${hit.id}? This cannot be undone.`)) return;
   try {
-    await api(`/api/images/${hit.id}`, { method: "DELETE", headers: authHeaders() });
+    await api(`/api/images/${hit.id}?${inCollection()}`, { method: "DELETE", headers: authHeaders() });
   } catch (err) {
     if (err.status === 401) { $("token-field").hidden = false; openUploader(); }
     showAlert(err.message);
@@ -374,13 +382,15 @@ function onViewerKey(event) {
 
 async function refreshStats() {
   try {
-    const stats = await api("/api/stats");
+    const stats = await api(`/api/stats?${inCollection()}`);
     state.stats = stats;
     const provider = (stats.providers[0] || "?").replace("ExecutionProvider", "");
-    const text = `${stats.count.toLocaleString()} picture${stats.count === 1 ? "" : "s"} · ${stats.model_name} ` +
-      `(${stats.precision}) · ${provider} · ${stats.backend}`;
-    const children = [text];
-    if (!stats.semantic) children.push(" · ", el("span", { className: "warn" }, ["random-weight model: results carry no meaning"]));
+    const where = stats.collection ? ` in ${stats.collection}` : "";
+    const text = `${stats.count.toLocaleString()} picture${stats.count === 1 ? "" : "s"}${where} · model ` +
+      `${stats.model_name} (${stats.dim}-d, ${stats.precision}) · ${provider} · ${stats.backend}`;
+    const children = [text, " · "];
+    children.push(stats.semantic ? el("span", { className: "ok" }, ["semantic"])
+      : el("span", { className: "warn" }, ["random-weight model: results carry no meaning"]));
     $("footer-text").replaceChildren(...children);
     $("demo-banner").hidden = stats.semantic;
     $("token-field").hidden = !stats.write_token_required;
@@ -397,9 +407,37 @@ async function refreshStats() {
   refreshLabels();
 }
 
+// The collection select appears only when the index holds more than one collection.
+async function refreshCollections() {
+  let collections;
+  try {
+    collections = await api("/api/collections");
+  } catch { return; /* the footer already tells the story */ }
+  const select = $("collection-select");
+  select.hidden = collections.length < 2;
+  if (select.hidden) return;
+  const option = (c) => el("option", { value: c.name, title: c.model_id || "no model yet" },
+    [`${c.name}${c.aliases.length ? ` (${c.aliases.join(", ")})` : ""} · ${c.count.toLocaleString()}`]);
+  select.replaceChildren(...collections.map(option));
+  const chosen = collections.find((c) => c.name === state.collection || c.aliases.includes(state.collection || "default"));
+  if (chosen) select.value = chosen.name;
+  else if (state.collection) {  // an unknown name from the URL: keep it visible so the error makes sense
+    select.append(el("option", { value: state.collection }, [state.collection]));
+    select.value = state.collection;
+  }
+}
+
+function chooseCollection() {
+  state.collection = $("collection-select").value;
+  $("label-filter").value = "";  // labels belong to a collection
+  syncUrl();
+  refreshStats();
+  runSearch();
+}
+
 async function refreshLabels() {
   try {
-    const labels = await api("/api/labels");
+    const labels = await api(`/api/labels?${inCollection()}`);
     const select = $("label-filter");
     const chosen = select.value;
     select.replaceChildren(el("option", { value: "" }, ["All labels"]),
@@ -434,6 +472,7 @@ function sendOne(file, label, ui) {
     const form = new FormData();
     form.append("files", file, file.name);
     if (label) form.append("label", label);
+    if (state.collection) form.append("collection", state.collection);
     const xhr = new XMLHttpRequest();
     xhr.open("POST", "/api/images");
     for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
@@ -474,7 +513,7 @@ async function uploadFiles(files) {
         link.addEventListener("click", (e) => {
           e.preventDefault();
           $("uploader").close();
-          searchSimilar({ id: result.item.id, label, thumbnail_url: `/images/${result.item.id}/thumb` });
+          searchSimilar({ id: result.item.id, label, thumbnail_url: `/images/${result.item.id}/thumb?${inCollection()}` });
         });
         job.ui.info.append(link);
       } else {
@@ -520,6 +559,7 @@ function start() {
   $("query-file").addEventListener("change", (e) => { searchByImage(e.target.files[0]); e.target.value = ""; });
   $("query-chip-clear").addEventListener("click", clearExample);
   $("label-filter").addEventListener("change", () => { syncUrl(); runSearch(); });
+  $("collection-select").addEventListener("change", chooseCollection);
   $("load-more").addEventListener("click", () => runSearch(true));
   $("alert-retry").addEventListener("click", () => { hideAlert(); if (retryAction) retryAction(); });
   $("results").addEventListener("keydown", onGridKey);
@@ -553,6 +593,7 @@ function start() {
 
   const params = new URLSearchParams(location.search);
   const similar = Number(params.get("similar"));
+  state.collection = params.get("collection") || "";
   if (params.get("label")) {
     $("label-filter").append(el("option", { value: params.get("label") }, [params.get("label")]));
     $("label-filter").value = params.get("label");
@@ -561,11 +602,12 @@ function start() {
     $("q").value = params.get("q");
     startTextSearch();
   } else if (Number.isInteger(similar) && similar > 0) {
-    searchSimilar({ id: similar, label: "", thumbnail_url: `/images/${similar}/thumb` });
+    searchSimilar({ id: similar, label: "", thumbnail_url: `/images/${similar}/thumb?${inCollection()}` });
   } else {
     showIdle();
   }
   refreshStats();
+  refreshCollections();
 }
 
 start();

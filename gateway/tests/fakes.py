@@ -39,6 +39,8 @@ class FakeBackends:
         self.failures: dict[str, grpc.aio.AioRpcError] = {}
         self.embedded: list[int] = []  # images per EmbedImages call
         self.stored: list[int] = []  # items per Upsert call
+        self.asked: list[tuple[str, str]] = []  # (method, collection) of each index call that names one
+        self.catalog = [index_pb2.Collection(name="main", model_id=MODEL_ID, dim=2, aliases=["default"])]
 
     async def _answer(self, backend: str, method: str, reply: T) -> T:
         async def call() -> T:
@@ -74,38 +76,51 @@ class FakeBackends:
 
     async def search(self, request: index_pb2.SearchRequest, deadline: Deadline) -> index_pb2.SearchResponse:
         """One hit."""
+        self.asked.append(("Search", request.collection))
         return await self._answer("index", "Search", index_pb2.SearchResponse(hits=[index_pb2.Hit(id=1, score=1.0)]))
 
     async def similar(self, request: index_pb2.SearchSimilarRequest,
                       deadline: Deadline) -> index_pb2.SearchResponse:
         """No hits."""
+        self.asked.append(("SearchSimilar", request.collection))
         return await self._answer("index", "SearchSimilar", index_pb2.SearchResponse())
 
-    async def upsert(self, items: list[index_pb2.UpsertItem], deadline: Deadline) -> index_pb2.UpsertResponse:
+    async def upsert(self, items: list[index_pb2.UpsertItem], deadline: Deadline,
+                     collection: str = "") -> index_pb2.UpsertResponse:
         """Every item created, with ids from 1."""
         self.stored.append(len(items))
+        self.asked.append(("Upsert", collection))
         results = [index_pb2.UpsertResult(id=n + 1, sha256=item.sha256, created=True) for n, item in enumerate(items)]
         return await self._answer("index", "Upsert", index_pb2.UpsertResponse(results=results))
 
-    async def get(self, image_id: int, deadline: Deadline) -> index_pb2.ImageMeta:
+    async def get(self, image_id: int, deadline: Deadline, collection: str = "") -> index_pb2.ImageMeta:
         """Metadata of any id."""
+        self.asked.append(("Get", collection))
         return await self._answer("index", "Get", index_pb2.ImageMeta(id=image_id, model_id=MODEL_ID))
 
-    async def delete(self, image_id: int, deadline: Deadline) -> bool:
+    async def delete(self, image_id: int, deadline: Deadline, collection: str = "") -> bool:
         """Every id existed."""
+        self.asked.append(("Delete", collection))
         return await self._answer("index", "Delete", True)
 
-    async def labels(self, deadline: Deadline) -> list[index_pb2.LabelCount]:
+    async def labels(self, deadline: Deadline, collection: str = "") -> list[index_pb2.LabelCount]:
         """No labels."""
+        self.asked.append(("ListLabels", collection))
         return await self._answer("index", "ListLabels", [])
 
-    async def stats(self, deadline: Deadline) -> index_pb2.StatsResponse:
+    async def stats(self, deadline: Deadline, collection: str = "") -> index_pb2.StatsResponse:
         """An empty collection."""
-        return await self._answer("index", "Stats", index_pb2.StatsResponse())
+        self.asked.append(("Stats", collection))
+        return await self._answer("index", "Stats", index_pb2.StatsResponse(collection=collection or "main"))
 
-    async def open_image(self, image_id: int, thumbnail: bool,
-                         deadline: Deadline) -> tuple[index_pb2.ImageChunk, AsyncIterator[bytes]]:
+    async def collections(self, deadline: Deadline) -> list[index_pb2.Collection]:
+        """The collections set on the fake (one by default)."""
+        return await self._answer("index", "ListCollections", list(self.catalog))
+
+    async def open_image(self, image_id: int, thumbnail: bool, deadline: Deadline,
+                         collection: str = "") -> tuple[index_pb2.ImageChunk, AsyncIterator[bytes]]:
         """A three-byte file."""
+        self.asked.append(("GetImage", collection))
         first = await self._answer("index", "GetImage", index_pb2.ImageChunk(
             data=b"abc", content_type="image/png", total_size=3, sha256="00"))
 

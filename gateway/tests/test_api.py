@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from embedder_service.tests import images
+from protos.semsearch.v1 import index_pb2
 from tests.support.stack import Stack
 
 
@@ -243,3 +244,55 @@ def test_security_headers_everywhere(api: httpx.Client) -> None:
         assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "DENY"
     page = api.get("/").text
     assert "<script>" not in page and "onclick" not in page and "style=" not in page
+
+
+def create_collection(stack: Stack, name: str, model_id: str, dim: int) -> None:
+    """A new empty collection, made through the index's own API (the gateway only reads the catalog)."""
+    stack.index.stub.CreateCollection(index_pb2.CreateCollectionRequest(name=name, model_id=model_id, dim=dim),
+                                      timeout=10)
+
+
+def test_two_collections_answer_apart(api: httpx.Client, stack: Stack) -> None:
+    stats = api.get("/api/stats").json()
+    create_collection(stack, "api_second", stats["model_id"], stats["dim"])
+    listed = {c["name"]: c for c in api.get("/api/collections").json()}
+    assert listed["api_second"] == {"name": "api_second", "model_id": stats["model_id"], "dim": stats["dim"],
+                                    "count": 0, "aliases": []}
+    assert "default" in listed[stats["collection"]]["aliases"]
+
+    in_default, in_second = images.jpeg(seed=1301), images.jpeg(seed=1302)
+    assert upload(api, in_default, label="only-default").status_code == 201
+    r = api.post("/api/images", files=[("files", ("s.jpg", in_second, "image/jpeg"))],
+                 data={"label": "only-second", "collection": "api_second"})
+    assert r.status_code == 201, r.text
+    second_id = r.json()["results"][0]["id"]
+
+    hits = api.get("/api/search", params={"q": "a photo", "k": 50, "collection": "api_second"}).json()["hits"]
+    assert [h["id"] for h in hits] == [second_id]
+    # The image lives in api_second only: its bytes and metadata are found there, through the hit's own URLs.
+    assert api.get(hits[0]["thumbnail_url"]).status_code == 200
+    assert api.get(hits[0]["image_url"]).content == in_second
+    assert api.get(f"/api/images/{second_id}", params={"collection": "api_second"}).json()["label"] == "only-second"
+    assert api.get(f"/api/images/{second_id}").status_code == 404
+    default_hits = api.get("/api/search", params={"q": "a photo", "k": 50}).json()["hits"]
+    assert second_id not in [h["id"] for h in default_hits]
+    assert "only-second" not in [h["label"] for h in default_hits]
+    by_image = image_search(api, in_second, k=5, collection="api_second").json()["hits"]
+    assert by_image[0]["id"] == second_id
+    assert [lb["label"] for lb in api.get("/api/labels", params={"collection": "api_second"}).json()] == [
+        "only-second"]
+    assert "only-second" not in [lb["label"] for lb in api.get("/api/labels").json()]
+    second = api.get("/api/stats", params={"collection": "api_second"}).json()
+    assert (second["collection"], second["count"]) == ("api_second", 1)
+    assert api.get(f"/api/images/{second_id}/similar", params={"collection": "api_second"}).json()["hits"] == []
+
+
+def test_a_collection_of_another_model_is_409_naming_both(api: httpx.Client, stack: Stack) -> None:
+    stats = api.get("/api/stats").json()
+    create_collection(stack, "api_other", "someone-else@7", stats["dim"])
+    r = api.get("/api/search", params={"q": "a dog", "collection": "api_other"})
+    assert r.status_code == 409, r.text
+    assert r.json()["message"] == (f"this collection (api_other) was made with model someone-else@7 "
+                                   f"({stats['dim']} dimensions); the embedder serves {stats['model_id']}")
+    assert api.get("/api/search", params={"q": "a dog", "collection": "nowhere"}).status_code == 404
+    assert api.get("/api/search", params={"q": "a dog", "collection": "Bad-Name"}).status_code == 400

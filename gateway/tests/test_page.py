@@ -11,6 +11,7 @@ import pytest
 
 from embedder_service.tests import images
 from gateway.tests.test_api import upload
+from protos.semsearch.v1 import index_pb2
 from tests.support.stack import Gateway, Stack
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -254,3 +255,42 @@ def test_backend_down_shows_a_message_and_recovers(browser: object, private_stac
     pg.wait_for_selector(".card", timeout=5_000)
     assert pg.is_hidden("#alert")
     context.close()
+
+
+def test_pick_a_collection(page: object, api: httpx.Client, stack: Stack) -> None:
+    stats = api.get("/api/stats").json()
+    stack.index.stub.CreateCollection(index_pb2.CreateCollectionRequest(
+        name="page_second", model_id=stats["model_id"], dim=stats["dim"]), timeout=10)
+    for seed in (1401, 1402):
+        r = api.post("/api/images", files=[("files", (f"s{seed}.jpg", images.jpeg(seed=seed), "image/jpeg"))],
+                     data={"label": "second-only", "collection": "page_second"})
+        assert r.status_code == 201, r.text
+    page.goto(page.base)  # type: ignore[attr-defined]
+    page.wait_for_selector("#collection-select", state="visible")  # type: ignore[attr-defined]
+    assert f"{stats['dim']}-d" in page.text_content("#footer-text")  # type: ignore[attr-defined]
+    page.select_option("#collection-select", "page_second")  # type: ignore[attr-defined]
+    page.wait_for_function("() => document.getElementById('footer-text').textContent.includes('in page_second')")  # type: ignore[attr-defined]
+    search(page, "a small picture")
+    labels = page.eval_on_selector_all(".card .label", "ls => ls.map(l => l.textContent)")  # type: ignore[attr-defined]
+    assert labels == ["second-only", "second-only"]
+    page.wait_for_function(VISIBLE_IMAGES_LOADED)  # type: ignore[attr-defined]
+    assert page.locator(".card img.broken").count() == 0  # type: ignore[attr-defined]  # thumbnails of this collection
+    assert "collection=page_second" in page.url  # type: ignore[attr-defined]
+    page.wait_for_function("() => [...document.querySelectorAll('#label-filter option')].map(o => o.value)"  # type: ignore[attr-defined]
+                           ".join() === ',second-only'")
+    shot(page, "11-collection")
+    page.reload()  # type: ignore[attr-defined]  # the choice lives in the URL
+    page.wait_for_function("() => document.querySelectorAll('.card').length === 2")  # type: ignore[attr-defined]
+    assert page.input_value("#collection-select") == "page_second"  # type: ignore[attr-defined]
+
+
+def test_a_collection_of_another_model_says_so(page: object, api: httpx.Client, stack: Stack) -> None:
+    stats = api.get("/api/stats").json()
+    stack.index.stub.CreateCollection(index_pb2.CreateCollectionRequest(
+        name="page_other", model_id="another-model@2", dim=stats["dim"]), timeout=10)
+    page.goto(f"{page.base}/?collection=page_other&q=a+dog")  # type: ignore[attr-defined]
+    page.wait_for_selector("#alert", state="visible")  # type: ignore[attr-defined]
+    alert = page.text_content("#alert-text")  # type: ignore[attr-defined]
+    assert "was made with model another-model@2" in alert and f"the embedder serves {stats['model_id']}" in alert
+    page.wait_for_selector("#collection-select", state="visible")  # type: ignore[attr-defined]
+    assert page.input_value("#collection-select") == "page_other"  # type: ignore[attr-defined]

@@ -157,3 +157,54 @@ def test_limits_are_cached_and_a_failed_fetch_falls_back() -> None:
         return [await cache.get(fetch) for _ in range(3)]
 
     assert asyncio.run(run()) == [FALLBACK, Limits(5, 1000), Limits(5, 1000)] and calls == 2
+
+
+def test_collections_are_listed(client: TestClient) -> None:
+    r = client.get("/api/collections")
+    assert r.status_code == 200
+    assert r.json() == [{"name": "main", "model_id": "fake-model@1", "dim": 2, "count": 0, "aliases": ["default"]}]
+
+
+def test_the_collection_reaches_every_index_call(fake: FakeBackends, client: TestClient) -> None:
+    params = {"collection": "second"}
+    assert client.get("/api/search", params={"q": "a dog", **params}).status_code == 200
+    assert client.get("/api/images/3/similar", params=params).status_code == 200
+    jpeg = images.jpeg(seed=1)
+    assert client.post("/api/search/image", params=params,
+                       files={"file": ("q.jpg", jpeg, "image/jpeg")}).status_code == 200
+    assert client.post("/api/images", data=params, files={"files": ("p.jpg", jpeg, "image/jpeg")}).status_code == 201
+    assert client.get("/api/labels", params=params).status_code == 200
+    stats = client.get("/api/stats", params=params)
+    assert stats.status_code == 200 and stats.json()["collection"] == "second"
+    info = client.get("/api/images/3", params=params)
+    assert info.status_code == 200 and info.json()["thumbnail_url"] == "/images/3/thumb?collection=second"
+    assert client.get("/images/3/thumb", params=params).status_code == 200
+    assert client.delete("/api/images/3", params=params).status_code == 200
+    assert fake.asked == [(m, "second") for m in ("Search", "SearchSimilar", "Search", "Upsert", "ListLabels",
+                                                    "Stats", "Get", "GetImage", "Delete")]
+    assert client.get("/api/search", params={"q": "a dog"}).status_code == 200
+    assert fake.asked[-1] == ("Search", "")  # no parameter: the index's alias "default"
+
+
+@pytest.mark.parametrize("name", ["Second", "1st", "a-b", "x" * 41, "a b"])
+def test_a_bad_collection_name_is_400(fake: FakeBackends, client: TestClient, name: str) -> None:
+    for r in (client.get("/api/search", params={"q": "a dog", "collection": name}),
+              client.get("/api/labels", params={"collection": name}),
+              client.post("/api/images", data={"collection": name},
+                          files={"files": ("p.jpg", images.jpeg(seed=1), "image/jpeg")})):
+        assert r.status_code == 400, r.text
+    assert fake.asked == []
+
+
+def test_a_model_mismatch_names_both_models(fake: FakeBackends, client: TestClient) -> None:
+    fake.catalog.append(index_pb2.Collection(name="multi", model_id="mclip@1", dim=512))
+    fake.failures["Search"] = rpc_error(FailedPrecondition("collection 'multi' holds model 'mclip@1'"))
+    r = client.get("/api/search", params={"q": "a dog", "collection": "multi"})
+    assert r.status_code == 409
+    assert "made with model mclip@1" in r.json()["message"] and "embedder serves fake-model@1" in r.json()["message"]
+
+
+def test_an_unknown_collection_is_404(fake: FakeBackends, client: TestClient) -> None:
+    fake.failures["ListLabels"] = rpc_error(NotFound("no collection or alias 'nope'"))
+    r = client.get("/api/labels", params={"collection": "nope"})
+    assert r.status_code == 404 and "nope" in r.json()["message"]
