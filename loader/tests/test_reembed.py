@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from PIL import Image
 
 from loader.__main__ import EXIT_OK, EXIT_STOPPED, main
 from loader.tests.conftest import IndexServer, kill
@@ -170,3 +171,45 @@ def test_adopted_rows_are_reembedded_from_their_files(index: IndexServer, new_mo
     images = all_images(index, "c2")
     assert sorted(m.file_name for m in images) == sorted(files)
     assert {m.sha256 for m in images} == {hashlib.sha256(d).hexdigest() for d in files.values()}
+
+
+@pytest.fixture(scope="module")
+def siglip_embedder() -> Iterator[str]:
+    """An in-process embedder serving a tiny random SigLIP bundle (64 dimensions, squash preprocessing)."""
+    pytest.importorskip("torch", reason="building a family bundle needs the torch extra")
+    from embedder_service.config import EmbedderConfig
+    from embedder_service.engine import Engine
+    from embedder_service.model import ClipModel
+    from embedder_service.models import bundle, family_export
+    from embedder_service.server import create_server
+
+    cache = Path(__file__).resolve().parents[2] / ".cache" / "test-bundles"
+    config = EmbedderConfig(port=0, max_wait_ms=2)
+    model = ClipModel(bundle.load(family_export.cached_family_bundle(cache, "siglip")), "cpu")
+    server = create_server(config, Engine(model, config))
+    yield f"127.0.0.1:{server.port}"
+    server.stop(0.5)
+
+
+def test_reembed_between_two_real_random_models(index: IndexServer, embedder: str, siglip_embedder: str,
+                                                tmp_path: Path) -> None:
+    """Real embedders on both sides: the tiny CLIP (512-d) loads a folder, the tiny SigLIP (64-d) re-embeds it."""
+    photos = tmp_path / "photos" / "beach"
+    photos.mkdir(parents=True)
+    rng = np.random.default_rng(11)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (40 + i, 60, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    assert main(["dir", str(photos.parent), "--embedder", embedder, "--index", index.addr]) == EXIT_OK
+    before = collections(index)["c1"]
+    ids = [m.id for m in all_images(index, "c1")]
+    assert before.dim == 512 and before.count == len(ids) > 5
+    with Searcher(index, ids) as searcher:
+        assert main(["reembed", "--to", "siglip", "--embedder", siglip_embedder, "--index", index.addr]) == EXIT_OK
+        time.sleep(0.3)  # a few searches after the swap
+    assert searcher.failures == [] and searcher.seen == ["c1", "siglip"]
+    after = collections(index)
+    assert after["siglip"].dim == 64 and after["siglip"].count == before.count
+    assert list(after["siglip"].aliases) == ["default"] and list(after["c1"].aliases) == []
+    images = all_images(index, "siglip")
+    assert sorted(m.id for m in images) == sorted(ids) and len({m.model_id for m in images}) == 1
+    assert images[0].model_id != all_images(index, "c1")[0].model_id
