@@ -119,10 +119,7 @@ def bundle_from_files(repo_dir: str | Path, out_dir: str | Path, name: str, sour
     model_config = configs["config.json"]
     image_size, mean, std = preprocess_from_config(
         configs["preprocessor_config.json"], model_config.get("vision_config", {}).get("image_size", 224))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    staging.chmod(0o755)
-    try:
+    with bundles.staged(out) as staging:
         dims = {normalize_image_graph(repo / IMAGE_SRC, staging / bundles.IMAGE_FILE),
                 normalize_text_graph(repo / TEXT_SRC, staging / bundles.TEXT_FILE),
                 model_config.get("projection_dim")} - {None, 0}
@@ -137,11 +134,6 @@ def bundle_from_files(repo_dir: str | Path, out_dir: str | Path, name: str, sour
                        extra={"converted_from": [IMAGE_SRC, TEXT_SRC, MERGES]})
         verify_bundle(found)  # runs both graphs: shapes, dynamic batch, short vs padded text
         bundles.save(found)
-        if out.exists():
-            out.rmdir()
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return bundles.load(out)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -126,10 +125,7 @@ def bundle_from_immich(repo_dir: str | Path, out_dir: str | Path, name: str, sou
         raise BundleError(f"{repo / CONFIG}: field text_cfg.context_length is {context}, but {TEXTUAL} takes "
                           f"{fixed_length} tokens")
     ids_name = "text" if "text" in text_inputs else "input_ids"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    staging.chmod(0o755)
-    try:
+    with bundles.staged(out) as staging:
         # Their graphs have one output each (the normalized embedding), whatever it is called.
         said = config.get("embed_dim")
         dims = {normalize_image_graph(repo / VISUAL, staging / bundles.IMAGE_FILE, output=image_outputs[0]),
@@ -149,11 +145,6 @@ def bundle_from_immich(repo_dir: str | Path, out_dir: str | Path, name: str, sou
         TextTokenizer.of(found)  # the tokenizer loads
         verify_bundle(found)  # both graphs run on our inputs: shapes, batch of 1 vs 3, padding
         bundles.save(found)
-        if out.exists():
-            out.rmdir()
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return bundles.load(out)
 
 

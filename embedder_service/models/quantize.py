@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -102,11 +100,7 @@ def _derive(src_dir: str | Path, dst_dir: str | Path, precision: str,
     dst = Path(dst_dir)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise QuantizeError(f"{dst} already exists and is not empty; choose a new directory")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    # Convert into a sibling temp dir and rename at the end, so a failure leaves no half bundle.
-    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; a bundle is read by the service's own user
-    try:
+    with bundles.staged(dst) as staging:
         for name in (bundles.IMAGE_FILE, bundles.TEXT_FILE):
             convert(source.path / name, staging / name)
         from embedder_service.tokenizer import write_tokenizer_json  # tokenizers, only when deriving
@@ -116,11 +110,6 @@ def _derive(src_dir: str | Path, dst_dir: str | Path, precision: str,
                           text=replace(source.text, tokenizer=tokenizer),
                           extra={**source.extra, "derived_from": source.model_id, precision: settings})
         bundles.save(derived)
-        if dst.exists():
-            dst.rmdir()
-        staging.rename(dst)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     result = bundles.load(dst)
     log.info("wrote %s bundle %s to %s", precision, result.model_id, dst)
     return result
