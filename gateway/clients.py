@@ -75,6 +75,9 @@ class Api(Protocol):
     async def open_image(self, image_id: int, thumbnail: bool, deadline: Deadline,
                          collection: str = "") -> tuple[index_pb2.ImageChunk, AsyncGenerator[bytes, None]]: ...
     async def serving(self, deadline: Deadline) -> dict[str, bool]: ...
+    async def update_tags(self, request: index_pb2.UpdateTagsRequest,
+                          deadline: Deadline) -> index_pb2.UpdateTagsResponse: ...
+    async def tags(self, deadline: Deadline, collection: str = "") -> list[index_pb2.TagCount]: ...
 
 
 class Backends:
@@ -229,3 +232,16 @@ class Backends:
         embedder, index = await asyncio.gather(channels.aio_is_serving(self.embedder_channel, deadline.remaining()),
                                                channels.aio_is_serving(self.index_channel, deadline.remaining()))
         return {"embedder": embedder, "index": index}
+
+    # -- tags -------------------------------------------------------------------------------------
+
+    async def update_tags(self, request: index_pb2.UpdateTagsRequest,
+                          deadline: Deadline) -> index_pb2.UpdateTagsResponse:
+        """Add and remove tags of several images; the reply lists the ids that exist."""
+        reply: index_pb2.UpdateTagsResponse = await self._call("index", "UpdateTags", request, deadline)
+        return reply
+
+    async def tags(self, deadline: Deadline, collection: str = "") -> list[index_pb2.TagCount]:
+        """Every tag of a collection and its count."""
+        response = await self._call("index", "ListTags", index_pb2.ListTagsRequest(collection=collection), deadline)
+        return list(response.tags)

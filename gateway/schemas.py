@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -26,6 +26,12 @@ class Hit(BaseModel):
     height: int
     thumbnail_url: str
     image_url: str
+    tags: list[str] = Field([], description="the image's tags, sorted")
+    taken_at: str | None = Field(None, description=(
+        "capture time, ISO 8601 in UTC, as the index orders it: the true instant when the file states its offset, "
+        "else the camera's clock read as UTC; null when the file says nothing"))
+    below_cutoff: bool = Field(False, description=(
+        "beyond the query's relevance cutoff (returned only when a cutoff was asked for with sort=relevance)"))
 
 
 class Timings(BaseModel):
@@ -48,6 +54,20 @@ class SearchResult(BaseModel):
     truncated: bool = Field(False, description="the text was longer than the model's context and was cut")
 
 
+class Facts(BaseModel):
+    """What a photo's own metadata (EXIF) says; a field the file lacks, or that failed a sanity check, is empty."""
+
+    taken_at: str | None = Field(None, description=(
+        "capture time as the camera's clock showed it, ISO 8601: with its offset when the file states one "
+        "(2021-07-04T15:30:00+02:00), without a zone when it does not (2021-07-04T15:30:00)"))
+    taken_offset_minutes: int | None = Field(None, description="the capture time's offset from UTC, when stated")
+    camera_make: str = ""
+    camera_model: str = ""
+    latitude: float | None = Field(None, description="GPS latitude, degrees (WGS84)")
+    longitude: float | None = Field(None, description="GPS longitude, degrees (WGS84)")
+    notes: list[str] = Field([], description="one line per field of the file that was ignored, and why")
+
+
 class ImageInfo(BaseModel):
     """Metadata of a stored image."""
 
@@ -64,6 +84,11 @@ class ImageInfo(BaseModel):
     created_at: int = Field(description="seconds since the epoch, UTC")
     thumbnail_url: str
     image_url: str
+    tags: list[str] = Field([], description="the image's tags, sorted")
+    facts: Facts = Field(description="what the file itself says")
+    file_modified_at: str | None = Field(None, description=(
+        "the file's modification time on the disk it was loaded from (ISO 8601, UTC): when the file was last "
+        "written, not when the picture was taken; null when unknown (e.g. uploads)"))
 
 
 class UploadOutcome(BaseModel):
@@ -153,3 +178,27 @@ class Ready(BaseModel):
     ready: bool
     embedder: bool
     index: bool
+
+
+class TagCount(BaseModel):
+    """A tag and how many images carry it."""
+
+    tag: str
+    count: int
+
+
+class TagEdit(BaseModel):
+    """Tags to add to and remove from several images at once."""
+
+    ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(description="image ids, 1 to 1000 of them")
+    add: list[str] = Field([], description="tags to add: each trimmed, 1..100 characters, no control characters; "
+                                           "at most 64")
+    remove: list[str] = Field([], description="tags to remove (an image without one is not an error); at most 64")
+    collection: str = Field("", description="collection or alias; empty = the alias 'default'")
+
+
+class TagEditResult(BaseModel):
+    """Which images were changed."""
+
+    updated: list[int] = Field(description="the ids that exist (and were updated), sorted")
+    missing: list[int] = Field(description="the ids asked for that do not exist")

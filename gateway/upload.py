@@ -32,7 +32,7 @@ class Upload:
 
 
 async def add(uploads: list[Upload], label: str, source: str, backends: Api, config: GatewayConfig,
-              deadline: Deadline, collection: str = "") -> list[UploadOutcome]:
+              deadline: Deadline, collection: str = "", tags: list[str] | None = None) -> list[UploadOutcome]:
     """Store the files; every file gets an outcome, in order, and one bad file fails alone."""
     outcomes: list[UploadOutcome | None] = [None] * len(uploads)
     pending: list[int] = []
@@ -45,13 +45,14 @@ async def add(uploads: list[Upload], label: str, source: str, backends: Api, con
     if pending:
         limits = await backends.limits(deadline)
         for batch in _batches(pending, uploads, limits):
-            await _embed_and_store(batch, uploads, outcomes, label, source, backends, config, deadline, collection)
+            await _embed_and_store(batch, uploads, outcomes, label, source, backends, config, deadline, collection,
+                                   tags or [])
     return [o for o in outcomes if o is not None]
 
 
 async def _embed_and_store(batch: list[int], uploads: list[Upload], outcomes: list[UploadOutcome | None],
                            label: str, source: str, backends: Api, config: GatewayConfig,
-                           deadline: Deadline, collection: str) -> None:
+                           deadline: Deadline, collection: str, tags: list[str]) -> None:
     embedded = await backends.embed_images([(str(i), uploads[i].data) for i in batch], config.thumbnail_size,
                                            deadline)
     items: list[tuple[int, index_pb2.UpsertItem]] = []
@@ -64,7 +65,8 @@ async def _embed_and_store(batch: list[int], uploads: list[Upload], outcomes: li
             sha256=hashlib.sha256(up.data).hexdigest(), original=up.data,
             content_type=result.content_type or up.content_type, thumbnail=result.thumbnail,
             width=result.width, height=result.height, label=label, source=source,
-            file_name=_safe_name(up.name), embedding=result.embedding, model_id=embedded.model_id)))
+            file_name=_safe_name(up.name), embedding=result.embedding, model_id=embedded.model_id,
+            tags=tags, facts=result.facts)))
     if items:
         await _store(items, uploads, outcomes, backends, deadline, collection)
 

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from gateway import images, schemas, upload
+from gateway import facts, images, schemas, tagrules, upload
 from gateway.clients import Api, Deadline
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
@@ -37,7 +37,10 @@ def router(config: GatewayConfig) -> APIRouter:
                          **{code: {"model": schemas.UploadFailure, "description": "no file was stored"}
                             for code in (400, 409, 413, 415, 507)}})
     async def add_images(b: Backend, files: Annotated[list[UploadFile], File(description="one or more images")],
-                         label: Annotated[str, Form(description="label for all the files")] = "",
+                         label: Annotated[str, Form(description="label for all the files (kept as a tag too)")] = "",
+                         tags: Annotated[list[str], Form(description=(
+                             "tags for all the files (repeatable, one tag each; blank ones are skipped); a file "
+                             "that is stored already gets the new ones added"))] = [],  # noqa: B006
                          source: Annotated[str, Form(description="where they come from")] = "upload",
                          collection: CollectionForm = "") -> Response:
         """Add pictures; each file gets its own outcome (created, already present, or its error)."""
@@ -46,10 +49,11 @@ def router(config: GatewayConfig) -> APIRouter:
         label, source = label.strip(), source.strip() or "upload"
         check_text("label", label, 200)
         check_text("source", source, 200)
+        chosen = tagrules.clean("tags", tags, allow_empty=True)
         received = [upload.Upload(f.filename or f"file {i + 1}", await f.read(config.max_file_bytes + 1))
                     for i, f in enumerate(files)]
         outcomes = await upload.add(received, label, source, b, config, Deadline(config.upload_deadline_s),
-                                    collection)
+                                    collection, chosen)
         body = schemas.UploadResult(results=outcomes, created=sum(o.outcome == "created" for o in outcomes),
                                     existing=sum(o.outcome == "exists" for o in outcomes),
                                     failed=sum(o.outcome == "error" for o in outcomes)).model_dump()
@@ -65,7 +69,8 @@ def router(config: GatewayConfig) -> APIRouter:
         return schemas.ImageInfo(
             id=m.id, sha256=m.sha256, label=m.label, source=m.source, file_name=m.file_name, width=m.width,
             height=m.height, content_type=m.content_type, size_bytes=m.size_bytes, model_id=m.model_id,
-            created_at=m.created_at, **image_urls(m.id, collection))
+            created_at=m.created_at, **image_urls(m.id, collection), tags=list(m.tags), facts=facts.of_meta(m.facts),
+            file_modified_at=facts.mtime_iso(m.file_mtime_ns))
 
     @routes.delete("/api/images/{image_id}", response_model=schemas.Deleted,
                 dependencies=[Depends(require_token)], responses={401: {"model": schemas.ErrorBody}, **ERRORS})

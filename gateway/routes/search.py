@@ -12,6 +12,7 @@ from gateway import images, schemas, upload
 from gateway.clients import Api, Deadline
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
+from gateway.routes import filters
 from gateway.routes.common import ERRORS, Backend, Collection, ImageId, check_text, image_urls
 from protos.semsearch.v1 import index_pb2
 
@@ -27,6 +28,7 @@ class SearchParams:
     labels: list[str]
     min_score: float | None
     collection: str = ""
+    narrow: filters.Narrowing = filters.NONE
 
     @property
     def depth(self) -> int:
@@ -35,7 +37,7 @@ class SearchParams:
 
     def filter(self) -> index_pb2.Filter:
         """The index's filter message."""
-        return index_pb2.Filter(labels=self.labels)
+        return self.narrow.filter(index_pb2.Filter(labels=self.labels))
 
 
 def router(config: GatewayConfig) -> APIRouter:
@@ -47,8 +49,9 @@ def router(config: GatewayConfig) -> APIRouter:
     MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0, description="drop hits below this similarity")]
 
     def search_params(k: K = config.default_k, offset: Offset = 0, label: Labels = [],  # noqa: B006
-                      min_score: MinScore = None, collection: Collection = "") -> SearchParams:
-        return SearchParams(k, offset, [lb for lb in label if lb], min_score, collection)
+                      min_score: MinScore = None, collection: Collection = "",
+                      narrow: filters.Narrow = filters.NONE) -> SearchParams:
+        return SearchParams(k, offset, [lb for lb in label if lb], min_score, collection, narrow)
 
     Params = Annotated[SearchParams, Depends(search_params)]
 
@@ -72,12 +75,15 @@ def router(config: GatewayConfig) -> APIRouter:
         if image_id is None:
             try:
                 reply = await b.search(index_pb2.SearchRequest(vector=vector, k=depth, filter=filt, min_score=floor,
-                                                               model_id=model_id, collection=p.collection), deadline)
+                                                               model_id=model_id, collection=p.collection,
+                                                               sort=p.narrow.sort, cutoff=p.narrow.cutoff()), deadline)
             except ApiError as err:
                 raise await _mismatch(b, err, p.collection, model_id, deadline) from None
         else:
             reply = await b.similar(index_pb2.SearchSimilarRequest(id=image_id, k=depth, filter=filt,
-                                                                   min_score=floor, collection=p.collection), deadline)
+                                                                   min_score=floor, collection=p.collection,
+                                                                   sort=p.narrow.sort,
+                                                                   cutoff=p.narrow.cutoff()), deadline)
         search_ms = (time.perf_counter() - t0) * 1000
         # Built as plain dicts: the hot path skips pydantic's validation of our own output (the model,
         # schemas.SearchResult, still documents it, and the schema-conformance fuzz test checks it).
@@ -147,4 +153,4 @@ async def _mismatch(b: Api, err: ApiError, collection: str, model_id: str, deadl
 
 def _hit(h: index_pb2.Hit, collection: str) -> dict[str, object]:
     return {"id": h.id, "score": round(h.score, 5), "label": h.label, "source": h.source, "width": h.width,
-            "height": h.height, **image_urls(h.id, collection)}
+            "height": h.height, **image_urls(h.id, collection), **filters.hit_fields(h)}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -41,6 +41,11 @@ class FakeBackends:
         self.stored: list[int] = []  # items per Upsert call
         self.asked: list[tuple[str, str]] = []  # (method, collection) of each index call that names one
         self.catalog = [index_pb2.Collection(name="main", model_id=MODEL_ID, dim=2, aliases=["default"])]
+        self.requests: list[Any] = []  # the request messages of Search, SearchSimilar, Upsert and UpdateTags
+        self.hits = [index_pb2.Hit(id=1, score=1.0)]  # what Search answers
+        self.meta: index_pb2.ImageMeta | None = None  # what Get answers (None: a bare row of the asked id)
+        self.tag_counts: list[index_pb2.TagCount] = []  # what ListTags answers
+        self.existing: set[int] | None = None  # the ids UpdateTags finds (None: every id)
 
     async def _answer(self, backend: str, method: str, reply: T) -> T:
         async def call() -> T:
@@ -77,12 +82,14 @@ class FakeBackends:
     async def search(self, request: index_pb2.SearchRequest, deadline: Deadline) -> index_pb2.SearchResponse:
         """One hit."""
         self.asked.append(("Search", request.collection))
-        return await self._answer("index", "Search", index_pb2.SearchResponse(hits=[index_pb2.Hit(id=1, score=1.0)]))
+        self.requests.append(request)
+        return await self._answer("index", "Search", index_pb2.SearchResponse(hits=self.hits))
 
     async def similar(self, request: index_pb2.SearchSimilarRequest,
                       deadline: Deadline) -> index_pb2.SearchResponse:
         """No hits."""
         self.asked.append(("SearchSimilar", request.collection))
+        self.requests.append(request)
         return await self._answer("index", "SearchSimilar", index_pb2.SearchResponse())
 
     async def upsert(self, items: list[index_pb2.UpsertItem], deadline: Deadline,
@@ -90,13 +97,14 @@ class FakeBackends:
         """Every item created, with ids from 1."""
         self.stored.append(len(items))
         self.asked.append(("Upsert", collection))
+        self.requests.append(index_pb2.UpsertRequest(items=items, collection=collection))
         results = [index_pb2.UpsertResult(id=n + 1, sha256=item.sha256, created=True) for n, item in enumerate(items)]
         return await self._answer("index", "Upsert", index_pb2.UpsertResponse(results=results))
 
     async def get(self, image_id: int, deadline: Deadline, collection: str = "") -> index_pb2.ImageMeta:
         """Metadata of any id."""
         self.asked.append(("Get", collection))
-        return await self._answer("index", "Get", index_pb2.ImageMeta(id=image_id, model_id=MODEL_ID))
+        return await self._answer("index", "Get", self.meta or index_pb2.ImageMeta(id=image_id, model_id=MODEL_ID))
 
     async def delete(self, image_id: int, deadline: Deadline, collection: str = "") -> bool:
         """Every id existed."""
@@ -132,3 +140,16 @@ class FakeBackends:
     async def serving(self, deadline: Deadline) -> dict[str, bool]:
         """Both serving."""
         return {"embedder": True, "index": True}
+
+    async def update_tags(self, request: index_pb2.UpdateTagsRequest,
+                          deadline: Deadline) -> index_pb2.UpdateTagsResponse:
+        """Every id in `existing` (all of them when unset) updated."""
+        self.asked.append(("UpdateTags", request.collection))
+        self.requests.append(request)
+        found = [i for i in request.ids if self.existing is None or i in self.existing]
+        return await self._answer("index", "UpdateTags", index_pb2.UpdateTagsResponse(updated=sorted(found)))
+
+    async def tags(self, deadline: Deadline, collection: str = "") -> list[index_pb2.TagCount]:
+        """The tag counts set on the fake."""
+        self.asked.append(("ListTags", collection))
+        return await self._answer("index", "ListTags", list(self.tag_counts))
