@@ -17,15 +17,15 @@ def clean(field: str, values: list[str], allow_empty: bool = False) -> list[str]
     """
     out: list[str] = []
     for raw in values:
+        # NUL cannot be stored by Postgres, and no control character (tab and newline included, even at
+        # an end, where trimming would hide it) is ever meant in a tag: refuse it, so the caller learns of it.
+        if any(unicodedata.category(c) == "Cc" for c in raw):
+            raise ApiError(400, f"{field}: the tag {raw[:40]!r} contains control characters")
         tag = raw.strip()
         if not tag:
             if allow_empty:
                 continue
             raise ApiError(400, f"{field}: a tag is empty")
-        # NUL cannot be stored by Postgres, and no control character (tab and newline included) is ever
-        # meant inside a tag: refuse rather than strip, so the caller learns about it.
-        if any(unicodedata.category(c) == "Cc" for c in tag):
-            raise ApiError(400, f"{field}: the tag {tag[:40]!r} contains control characters")
         if len(tag) > MAX_TAG_CHARS:
             raise ApiError(400, f"{field}: a tag is {len(tag)} characters; at most {MAX_TAG_CHARS}")
         if tag not in out:
