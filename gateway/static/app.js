@@ -73,11 +73,12 @@ function filterParams(params) {
   inCollection(params);
   const label = $("label-filter").value;
   if (label) params.append("label", label);
-  return params;
+  return addFilters(params);  // filters.js
 }
 
 async function runSearch(append = false) {
   if (state.controller) state.controller.abort();
+  if (state.mode === "recent") state.mode = "idle";  // facts.js: a search or filter leaves the upload's view
   if (state.mode === "idle") return showIdle();
   const controller = new AbortController();
   state.controller = controller;
@@ -186,6 +187,7 @@ function syncUrl() {
   if (state.mode === "similar") params.set("similar", String(state.similarTo.id));
   const label = $("label-filter").value;
   if (label) params.set("label", label);
+  addFilters(params);  // filters.js
   const url = params.toString() ? `?${params}` : location.pathname;
   history.replaceState(null, "", url);
 }
@@ -214,6 +216,7 @@ function card(hit, index) {
     el("span", { className: "label", "aria-hidden": "true" }, [label]),
   ]);
   button.addEventListener("click", () => openViewer(index));
+  decorateCard(button, hit);  // tags.js
   return button;
 }
 
@@ -227,6 +230,7 @@ function render(result, append) {
   }
   $("load-more").hidden = !state.hasMore;
   renderStatus(result);
+  afterRender();  // tags.js
   if (state.hits.length === 0) {
     showEmpty(result ? "No matches" : "Nothing to show",
       result ? "Try other words, another label, or add more pictures." : "Results will appear here once the search works again.");
@@ -313,9 +317,12 @@ function openViewer(index) {
     ["Source", hit.source || "—"], ["Id", String(hit.id)]];
   $("viewer-meta").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, [k]), el("dd", {}, [v])]));
   api(`/api/images/${hit.id}?${inCollection()}`).then((meta) => {
-    if (state.current !== index || !meta.file_name) return;
-    $("viewer-meta").append(el("dt", {}, ["File"]), el("dd", {}, [meta.file_name]),
-      el("dt", {}, ["Bytes"]), el("dd", {}, [meta.size_bytes.toLocaleString()]));
+    if (state.current !== index) return;
+    if (meta.file_name) {
+      $("viewer-meta").append(el("dt", {}, ["File"]), el("dd", {}, [meta.file_name]),
+        el("dt", {}, ["Bytes"]), el("dd", {}, [meta.size_bytes.toLocaleString()]));
+    }
+    showFacts(meta);  // facts.js
   }).catch(() => {});
   if (!dialog.open) dialog.showModal();
   $("viewer-similar").focus();
@@ -405,6 +412,7 @@ async function refreshStats() {
     setTimeout(refreshStats, 3000);
   }
   refreshLabels();
+  refreshTagList();  // filters.js
 }
 
 // The collection select appears only when the index holds more than one collection.
@@ -472,6 +480,7 @@ function sendOne(file, label, ui) {
     const form = new FormData();
     form.append("files", file, file.name);
     if (label) form.append("label", label);
+    uploadTags(form);  // facts.js
     if (state.collection) form.append("collection", state.collection);
     const xhr = new XMLHttpRequest();
     xhr.open("POST", "/api/images");
@@ -497,6 +506,7 @@ async function uploadFiles(files) {
   const label = $("upload-label").value.trim();
   const queue = Array.from(files).map((file) => ({ file, ui: uploadRow(file) }));
   const counts = { created: 0, exists: 0, error: 0 };
+  const stored = [];  // ids of the files now in the collection, shown on the page at the end
   const summary = $("upload-summary");
   summary.textContent = `Uploading ${queue.length} file${queue.length === 1 ? "" : "s"}…`;
   const worker = async () => {
@@ -507,6 +517,7 @@ async function uploadFiles(files) {
       if (result.ok) {
         const kind = result.item.outcome;
         counts[kind]++;
+        stored.push(result.item.id);
         job.ui.outcome.className = `outcome ${kind}`;
         job.ui.outcome.textContent = kind === "created" ? "Added" : "Already there";
         const link = el("a", { href: "#", textContent: "Find similar" });
@@ -528,6 +539,7 @@ async function uploadFiles(files) {
   await Promise.all(Array.from({ length: UPLOAD_PARALLEL }, worker));
   summary.textContent = `Done: ${counts.created} added, ${counts.exists} already there, ${counts.error} failed.`;
   refreshStats();
+  showUploaded(stored);  // facts.js
 }
 
 // ---- drag and drop ---------------------------------------------------------------------------------
@@ -598,6 +610,8 @@ function start() {
     $("label-filter").append(el("option", { value: params.get("label") }, [params.get("label")]));
     $("label-filter").value = params.get("label");
   }
+  initFilters(params);  // filters.js
+  initTags();  // tags.js
   if (params.get("q")) {
     $("q").value = params.get("q");
     startTextSearch();
