@@ -33,8 +33,9 @@ function decorateCard(button, hit) {
     words.push("less relevant");
   }
   button.dataset.tags = tags.join("\n");
-  const tagLine = el("span", { className: "tags", "aria-hidden": "true" }, [tags.join(" · ")]);
-  tagLine.hidden = tags.length === 0;
+  const extra = tags.filter((t) => t !== hit.label);  // the label is on the card already
+  const tagLine = el("span", { className: "tags", "aria-hidden": "true" }, [extra.join(" · ")]);
+  tagLine.hidden = extra.length === 0;
   button.append(tagLine);
   img.alt = words.join(", ");
   button.title = words.join(" — ");
