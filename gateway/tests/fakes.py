@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 
@@ -41,11 +41,6 @@ class FakeBackends:
         self.stored: list[int] = []  # items per Upsert call
         self.asked: list[tuple[str, str]] = []  # (method, collection) of each index call that names one
         self.catalog = [index_pb2.Collection(name="main", model_id=MODEL_ID, dim=2, aliases=["default"])]
-        self.requests: list[Any] = []  # the request messages of Search, SearchSimilar, Upsert and UpdateTags
-        self.hits = [index_pb2.Hit(id=1, score=1.0)]  # what Search answers
-        self.meta: index_pb2.ImageMeta | None = None  # what Get answers (None: a bare row of the asked id)
-        self.tag_counts: list[index_pb2.TagCount] = []  # what ListTags answers
-        self.existing: set[int] | None = None  # the ids UpdateTags finds (None: every id)
 
     async def _answer(self, backend: str, method: str, reply: T) -> T:
         async def call() -> T:
@@ -82,14 +77,12 @@ class FakeBackends:
     async def search(self, request: index_pb2.SearchRequest, deadline: Deadline) -> index_pb2.SearchResponse:
         """One hit."""
         self.asked.append(("Search", request.collection))
-        self.requests.append(request)
-        return await self._answer("index", "Search", index_pb2.SearchResponse(hits=self.hits))
+        return await self._answer("index", "Search", index_pb2.SearchResponse(hits=[index_pb2.Hit(id=1, score=1.0)]))
 
     async def similar(self, request: index_pb2.SearchSimilarRequest,
                       deadline: Deadline) -> index_pb2.SearchResponse:
         """No hits."""
         self.asked.append(("SearchSimilar", request.collection))
-        self.requests.append(request)
         return await self._answer("index", "SearchSimilar", index_pb2.SearchResponse())
 
     async def upsert(self, items: list[index_pb2.UpsertItem], deadline: Deadline,
@@ -97,14 +90,13 @@ class FakeBackends:
         """Every item created, with ids from 1."""
         self.stored.append(len(items))
         self.asked.append(("Upsert", collection))
-        self.requests.append(index_pb2.UpsertRequest(items=items, collection=collection))
         results = [index_pb2.UpsertResult(id=n + 1, sha256=item.sha256, created=True) for n, item in enumerate(items)]
         return await self._answer("index", "Upsert", index_pb2.UpsertResponse(results=results))
 
     async def get(self, image_id: int, deadline: Deadline, collection: str = "") -> index_pb2.ImageMeta:
         """Metadata of any id."""
         self.asked.append(("Get", collection))
-        return await self._answer("index", "Get", self.meta or index_pb2.ImageMeta(id=image_id, model_id=MODEL_ID))
+        return await self._answer("index", "Get", index_pb2.ImageMeta(id=image_id, model_id=MODEL_ID))
 
     async def delete(self, image_id: int, deadline: Deadline, collection: str = "") -> bool:
         """Every id existed."""
@@ -141,11 +133,14 @@ class FakeBackends:
         """Both serving."""
         return {"embedder": True, "index": True}
 
+    # Tags: the ids UpdateTags finds (None: every id) and what ListTags answers; a test sets them on its fake.
+    existing: frozenset[int] | None = None
+    tag_counts: tuple[index_pb2.TagCount, ...] = ()
+
     async def update_tags(self, request: index_pb2.UpdateTagsRequest,
                           deadline: Deadline) -> index_pb2.UpdateTagsResponse:
         """Every id in `existing` (all of them when unset) updated."""
         self.asked.append(("UpdateTags", request.collection))
-        self.requests.append(request)
         found = [i for i in request.ids if self.existing is None or i in self.existing]
         return await self._answer("index", "UpdateTags", index_pb2.UpdateTagsResponse(updated=sorted(found)))
 
@@ -153,3 +148,43 @@ class FakeBackends:
         """The tag counts set on the fake."""
         self.asked.append(("ListTags", collection))
         return await self._answer("index", "ListTags", list(self.tag_counts))
+
+
+class Recording(FakeBackends):
+    """A fake that keeps the request messages it gets, and answers searches with `hits` and Get with `meta`."""
+
+    def __init__(self, config: GatewayConfig, limits: Limits = FALLBACK) -> None:
+        super().__init__(config, limits)
+        self.requests: list[object] = []  # Search, SearchSimilar, Upsert and UpdateTags requests, in order
+        self.hits = [index_pb2.Hit(id=1, score=1.0)]  # what Search and SearchSimilar answer
+        self.meta: index_pb2.ImageMeta | None = None  # what Get answers (None: a bare row of the asked id)
+
+    async def search(self, request: index_pb2.SearchRequest, deadline: Deadline) -> index_pb2.SearchResponse:
+        """The hits set on the fake."""
+        self.requests.append(request)
+        await super().search(request, deadline)  # its bookkeeping, and the failure set for Search
+        return index_pb2.SearchResponse(hits=self.hits)
+
+    async def similar(self, request: index_pb2.SearchSimilarRequest,
+                      deadline: Deadline) -> index_pb2.SearchResponse:
+        """The hits set on the fake."""
+        self.requests.append(request)
+        await super().similar(request, deadline)
+        return index_pb2.SearchResponse(hits=self.hits)
+
+    async def upsert(self, items: list[index_pb2.UpsertItem], deadline: Deadline,
+                     collection: str = "") -> index_pb2.UpsertResponse:
+        """As the plain fake; the request kept."""
+        self.requests.append(index_pb2.UpsertRequest(items=items, collection=collection))
+        return await super().upsert(items, deadline, collection)
+
+    async def get(self, image_id: int, deadline: Deadline, collection: str = "") -> index_pb2.ImageMeta:
+        """`meta` when set."""
+        answer = await super().get(image_id, deadline, collection)
+        return self.meta or answer
+
+    async def update_tags(self, request: index_pb2.UpdateTagsRequest,
+                          deadline: Deadline) -> index_pb2.UpdateTagsResponse:
+        """As the plain fake; the request kept."""
+        self.requests.append(request)
+        return await super().update_tags(request, deadline)

@@ -12,7 +12,7 @@ from httpx import Response
 from embedder_service.tests import images
 from gateway.app import create_app
 from gateway.config import GatewayConfig
-from gateway.tests.fakes import FakeBackends
+from gateway.tests.fakes import Recording
 from protos.semsearch.v1 import index_pb2
 
 Search = Callable[[TestClient, dict[str, object]], Response]
@@ -34,12 +34,12 @@ ROUTES = [by_text, by_image, by_similar]
 
 
 @pytest.fixture
-def fake() -> FakeBackends:
-    return FakeBackends(GatewayConfig())
+def fake() -> Recording:
+    return Recording(GatewayConfig())
 
 
 @pytest.fixture
-def client(fake: FakeBackends) -> Iterator[TestClient]:
+def client(fake: Recording) -> Iterator[TestClient]:
     with TestClient(create_app(fake.config, connect=lambda _: fake)) as c:
         yield c
 
@@ -49,7 +49,7 @@ def unix(text: str) -> int:
 
 
 @pytest.mark.parametrize("route", ROUTES)
-def test_every_filter_reaches_the_index(fake: FakeBackends, client: TestClient, route: Search) -> None:
+def test_every_filter_reaches_the_index(fake: Recording, client: TestClient, route: Search) -> None:
     r = route(client, {"tag": ["beach", " sea "], "tags": "all", "taken_from": "2021-07-01",
                        "taken_until": "2021-07-31", "camera": " Canon EOS 5D ", "has_location": "true",
                        "box": "45.8,5.9,47.8,10.5", "sort": "date_desc", "cutoff_gap": 0.1, "cutoff_fraction": 0.8,
@@ -66,14 +66,14 @@ def test_every_filter_reaches_the_index(fake: FakeBackends, client: TestClient, 
 
 
 @pytest.mark.parametrize("route", ROUTES)
-def test_no_parameters_leave_the_filter_empty(fake: FakeBackends, client: TestClient, route: Search) -> None:
+def test_no_parameters_leave_the_filter_empty(fake: Recording, client: TestClient, route: Search) -> None:
     assert route(client, {}).status_code == 200
     sent = fake.requests[-1]
     assert sent.filter == index_pb2.Filter() and sent.sort == index_pb2.SORT_RELEVANCE
     assert not sent.HasField("cutoff")
 
 
-def test_each_parameter_alone(fake: FakeBackends, client: TestClient) -> None:
+def test_each_parameter_alone(fake: Recording, client: TestClient) -> None:
     def sent(**params: object) -> index_pb2.SearchRequest:
         r = by_text(client, params)
         assert r.status_code == 200, r.text
@@ -132,7 +132,7 @@ def test_each_parameter_alone(fake: FakeBackends, client: TestClient) -> None:
     ({"cutoff_fraction": "inf"}, "cutoff_fraction"),
 ])
 @pytest.mark.parametrize("route", ROUTES)
-def test_bad_values_are_400_naming_the_parameter(fake: FakeBackends, client: TestClient, route: Search,
+def test_bad_values_are_400_naming_the_parameter(fake: Recording, client: TestClient, route: Search,
                                                  params: dict[str, object], named: str | None) -> None:
     r = route(client, params)
     if named is None:
@@ -143,7 +143,7 @@ def test_bad_values_are_400_naming_the_parameter(fake: FakeBackends, client: Tes
     assert fake.requests == [] and fake.embedded == []  # refused before any work
 
 
-def test_hits_carry_tags_capture_time_and_the_cutoff_mark(fake: FakeBackends, client: TestClient) -> None:
+def test_hits_carry_tags_capture_time_and_the_cutoff_mark(fake: Recording, client: TestClient) -> None:
     fake.hits = [index_pb2.Hit(id=1, score=0.9, tags=["beach", "sea"], taken_at=unix("2021-07-04T13:30")),
                  index_pb2.Hit(id=2, score=0.5, below_cutoff=True),
                  index_pb2.Hit(id=3, score=0.4, taken_at=2**62)]  # out of any calendar: no time, not a 500
@@ -164,3 +164,6 @@ def test_the_parameters_are_documented(client: TestClient) -> None:
             assert params[name].get("description"), (path, name)
     hit = spec["components"]["schemas"]["Hit"]["properties"]
     assert {"tags", "taken_at", "below_cutoff"} <= set(hit)
+    assert {"get", "post"} <= set(spec["paths"]["/api/tags"])
+    info = spec["components"]["schemas"]["ImageInfo"]["properties"]
+    assert "not when the picture was taken" in info["file_modified_at"]["description"]

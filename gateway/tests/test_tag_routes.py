@@ -10,25 +10,25 @@ from fastapi.testclient import TestClient
 from embedder_service.tests import images
 from gateway.app import create_app
 from gateway.config import GatewayConfig
-from gateway.tests.fakes import FakeBackends
+from gateway.tests.fakes import Recording
 from protos.semsearch.v1 import common_pb2, index_pb2
 
 TOKEN = "tag-token"
 
 
 @pytest.fixture
-def fake() -> FakeBackends:
-    return FakeBackends(GatewayConfig())
+def fake() -> Recording:
+    return Recording(GatewayConfig())
 
 
 @pytest.fixture
-def client(fake: FakeBackends) -> Iterator[TestClient]:
+def client(fake: Recording) -> Iterator[TestClient]:
     with TestClient(create_app(fake.config, connect=lambda _: fake)) as c:
         yield c
 
 
-def test_tags_are_added_and_removed(fake: FakeBackends, client: TestClient) -> None:
-    fake.existing = {3, 7}
+def test_tags_are_added_and_removed(fake: Recording, client: TestClient) -> None:
+    fake.existing = frozenset({3, 7})
     r = client.post("/api/tags", json={"ids": [7, 3, 9, 3], "add": [" sea ", "beach", "sea"], "remove": ["old"],
                                        "collection": "second"})
     assert r.status_code == 200, r.text
@@ -42,8 +42,8 @@ def test_tags_are_added_and_removed(fake: FakeBackends, client: TestClient) -> N
     assert fake.asked[-1] == ("UpdateTags", "")
 
 
-def test_tags_of_no_existing_image_are_404(fake: FakeBackends, client: TestClient) -> None:
-    fake.existing = set()
+def test_tags_of_no_existing_image_are_404(fake: Recording, client: TestClient) -> None:
+    fake.existing = frozenset()
     r = client.post("/api/tags", json={"ids": [42], "add": ["x"]})
     assert r.status_code == 404 and "42" in r.json()["message"]
 
@@ -71,7 +71,7 @@ def test_tags_of_no_existing_image_are_404(fake: FakeBackends, client: TestClien
     ({"ids": [1], "add": [5]}, "add"),
     ({"ids": [1], "add": ["x"], "collection": "Bad-Name"}, "collection"),
 ])
-def test_bad_tag_edits_are_400_naming_the_field(fake: FakeBackends, client: TestClient, body: dict[str, object],
+def test_bad_tag_edits_are_400_naming_the_field(fake: Recording, client: TestClient, body: dict[str, object],
                                                 named: str) -> None:
     r = client.post("/api/tags", json=body)
     assert r.status_code == 400, r.text
@@ -79,7 +79,7 @@ def test_bad_tag_edits_are_400_naming_the_field(fake: FakeBackends, client: Test
     assert fake.requests == []
 
 
-def test_a_tag_of_100_characters_is_fine(fake: FakeBackends, client: TestClient) -> None:
+def test_a_tag_of_100_characters_is_fine(fake: Recording, client: TestClient) -> None:
     assert client.post("/api/tags", json={"ids": [1], "add": ["é" * 100]}).status_code == 200
     assert list(fake.requests[-1].add) == ["é" * 100]
 
@@ -89,7 +89,7 @@ def test_not_json_is_400(client: TestClient) -> None:
     assert client.post("/api/tags", content=b"{", headers={"Content-Type": "application/json"}).status_code == 400
 
 
-def test_editing_tags_needs_the_token_when_there_is_one(fake: FakeBackends) -> None:
+def test_editing_tags_needs_the_token_when_there_is_one(fake: Recording) -> None:
     fake.config = GatewayConfig(token=TOKEN)
     with TestClient(create_app(fake.config, connect=lambda _: fake)) as c:
         body = {"ids": [1], "add": ["x"]}
@@ -99,8 +99,8 @@ def test_editing_tags_needs_the_token_when_there_is_one(fake: FakeBackends) -> N
         assert c.get("/api/tags").status_code == 200  # reading needs none
 
 
-def test_tags_are_listed_with_counts(fake: FakeBackends, client: TestClient) -> None:
-    fake.tag_counts = [index_pb2.TagCount(tag="beach", count=3), index_pb2.TagCount(tag="sea", count=1)]
+def test_tags_are_listed_with_counts(fake: Recording, client: TestClient) -> None:
+    fake.tag_counts = (index_pb2.TagCount(tag="beach", count=3), index_pb2.TagCount(tag="sea", count=1))
     r = client.get("/api/tags", params={"collection": "second"})
     assert r.status_code == 200 and r.json() == [{"tag": "beach", "count": 3}, {"tag": "sea", "count": 1}]
     assert fake.asked[-1] == ("ListTags", "second")
@@ -112,7 +112,7 @@ def upload(client: TestClient, data: dict[str, object]) -> index_pb2.UpsertReque
     return r.status_code
 
 
-def test_upload_tags_reach_the_index_with_the_label(fake: FakeBackends, client: TestClient) -> None:
+def test_upload_tags_reach_the_index_with_the_label(fake: Recording, client: TestClient) -> None:
     assert upload(client, {"tags": ["harbour", " boats ", "", "harbour"], "label": "trip"}) == 201
     item = fake.requests[-1].items[0]
     assert list(item.tags) == ["harbour", "boats"] and item.label == "trip"
@@ -122,13 +122,13 @@ def test_upload_tags_reach_the_index_with_the_label(fake: FakeBackends, client: 
 
 
 @pytest.mark.parametrize("tags", [["a\x00"], ["x" * 101], [f"t{i}" for i in range(65)], ["new\nline"]])
-def test_bad_upload_tags_are_400(fake: FakeBackends, client: TestClient, tags: list[str]) -> None:
+def test_bad_upload_tags_are_400(fake: Recording, client: TestClient, tags: list[str]) -> None:
     r = client.post("/api/images", data={"tags": tags}, files={"files": ("p.jpg", images.jpeg(seed=8), "image/jpeg")})
     assert r.status_code == 400 and "tags" in r.json()["message"], r.text
     assert fake.embedded == []
 
 
-def test_the_embedders_facts_are_stored_with_the_upload(fake: FakeBackends, client: TestClient) -> None:
+def test_the_embedders_facts_are_stored_with_the_upload(fake: Recording, client: TestClient) -> None:
     facts = common_pb2.PhotoFacts(taken_at=1_625_405_400, camera_model="X100")
     original = fake.embed_images
 
@@ -143,7 +143,7 @@ def test_the_embedders_facts_are_stored_with_the_upload(fake: FakeBackends, clie
     assert fake.requests[-1].items[0].facts == facts
 
 
-def test_image_metadata_has_tags_facts_and_the_file_time(fake: FakeBackends, client: TestClient) -> None:
+def test_image_metadata_has_tags_facts_and_the_file_time(fake: Recording, client: TestClient) -> None:
     fake.meta = index_pb2.ImageMeta(
         id=4, tags=["beach", "sea"], file_mtime_ns=1_700_000_000_123_456_789,
         facts=common_pb2.PhotoFacts(taken_at=1_625_405_400, taken_offset_minutes=120, camera_make="Canon",
