@@ -160,6 +160,8 @@ function initTags() {
     if (e.key === "Enter" && tagging.selected.size) { e.preventDefault(); editTags(true); }
   });
   document.addEventListener("keydown", (e) => {
-    if (e.key === "Escape" && tagging.selecting && !document.querySelector("dialog[open]")) setSelecting(false);
+    if (e.key === "Escape" && !e.defaultPrevented && tagging.selecting && !document.querySelector("dialog[open]")) {
+      setSelecting(false);
+    }
   });
 }
