@@ -125,6 +125,7 @@ class FileData:
     candidate: Candidate
     data: bytes
     sha256: str
+    mtime_ns: int = 0  # the file's modification time (os.stat), sent apart from its EXIF capture time
 
 
 def read(candidate: Candidate, max_bytes: int) -> FileData | str:
@@ -132,7 +133,8 @@ def read(candidate: Candidate, max_bytes: int) -> FileData | str:
 
     Raises OSError when the file cannot be read (the caller reports it as a failure).
     """
-    size = candidate.path.stat().st_size
+    stat = candidate.path.stat()
+    size = stat.st_size
     if size == 0:
         return EMPTY
     if size > max_bytes:
@@ -142,4 +144,4 @@ def read(candidate: Candidate, max_bytes: int) -> FileData | str:
         return EMPTY
     if image_type(data) is None:  # by content: names and suffixes can lie
         return NOT_IMAGE
-    return FileData(candidate, data, hashlib.sha256(data).hexdigest())
+    return FileData(candidate, data, hashlib.sha256(data).hexdigest(), stat.st_mtime_ns)

@@ -10,7 +10,7 @@ import grpc
 from gateway.clients import Deadline, guarded
 from gateway.config import GatewayConfig
 from gateway.limits import FALLBACK, Limits
-from protos.semsearch.v1 import embedder_pb2, index_pb2
+from protos.semsearch.v1 import common_pb2, embedder_pb2, index_pb2
 from semsearch_common.errors import ServiceError
 from semsearch_common.status import to_grpc
 
@@ -41,6 +41,8 @@ class FakeBackends:
         self.stored: list[int] = []  # items per Upsert call
         self.asked: list[tuple[str, str]] = []  # (method, collection) of each index call that names one
         self.catalog = [index_pb2.Collection(name="main", model_id=MODEL_ID, dim=2, aliases=["default"])]
+        self.facts = common_pb2.PhotoFacts()  # what every embedded image "says" about itself
+        self.upserted: list[index_pb2.UpsertItem] = []  # every item of every Upsert call
 
     async def _answer(self, backend: str, method: str, reply: T) -> T:
         async def call() -> T:
@@ -62,7 +64,8 @@ class FakeBackends:
                            deadline: Deadline) -> embedder_pb2.EmbedImagesResponse:
         """A unit vector per image."""
         self.embedded.append(len(images))
-        results = [embedder_pb2.ImageEmbedding(key=key, embedding=[1.0, 0.0], width=8, height=8) for key, _ in images]
+        results = [embedder_pb2.ImageEmbedding(key=key, embedding=[1.0, 0.0], width=8, height=8, facts=self.facts)
+                   for key, _ in images]
         return await self._answer("embedder", "EmbedImages",
                                   embedder_pb2.EmbedImagesResponse(results=results, model_id=MODEL_ID))
 
@@ -89,6 +92,7 @@ class FakeBackends:
                      collection: str = "") -> index_pb2.UpsertResponse:
         """Every item created, with ids from 1."""
         self.stored.append(len(items))
+        self.upserted.extend(items)
         self.asked.append(("Upsert", collection))
         results = [index_pb2.UpsertResult(id=n + 1, sha256=item.sha256, created=True) for n, item in enumerate(items)]
         return await self._answer("index", "Upsert", index_pb2.UpsertResponse(results=results))
