@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from index_service import catalog, domain
+from index_service.adopt import Adopter, start_adopter
 from index_service.catalog import CollInfo
 from index_service.config import Config
 from index_service.domain import (
@@ -54,6 +55,7 @@ class Deps:
     media: MediaStore
     monitor: DbMonitor | None = None
     postgres: EmbeddedPostgres | None = None  # set when the service runs its own cluster: the monitor revives it
+    adopter: Adopter | None = None  # makes the prototype's adopted rows whole in the background
 
     @classmethod
     def build(cls, config: Config, dsn: str, postgres: EmbeddedPostgres | None = None) -> Deps:
@@ -65,6 +67,8 @@ class Deps:
         """Stop the monitor and close database connections."""
         if self.monitor is not None:
             self.monitor.stop()
+        if self.adopter is not None:
+            self.adopter.stop()
         self.repo.close()
 
     def failed(self, err: ServiceError) -> None:
@@ -392,4 +396,5 @@ def serve(config: Config, deps: Deps) -> Server:
 
     server = create_server(config, deps)
     start_monitor(config, deps, server.set_serving)
+    deps.adopter = start_adopter(config, deps.repo, deps.media)
     return server
