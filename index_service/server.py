@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from index_service import catalog, domain
-from index_service.adopt import Adopter, start_adopter
 from index_service.catalog import CollInfo
 from index_service.config import Config
 from index_service.domain import (
@@ -36,6 +35,7 @@ from semsearch_common.server import Server, ServerSettings
 from semsearch_common.server import create_server as create_grpc_server
 
 if TYPE_CHECKING:
+    from index_service.adopt import Adopter
     from index_service.monitor import DbMonitor
     from index_service.pg import EmbeddedPostgres
 
@@ -396,5 +396,8 @@ def serve(config: Config, deps: Deps) -> Server:
 
     server = create_server(config, deps)
     start_monitor(config, deps, server.set_serving)
+    # Imported once the port is ours: Pillow's import is not worth paying for an instance that is refused.
+    from index_service.adopt import start_adopter
+
     deps.adopter = start_adopter(config, deps.repo, deps.media)
     return server
