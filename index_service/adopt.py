@@ -27,7 +27,7 @@ from psycopg2.extensions import cursor
 from index_service import adopt_files, catalog
 from index_service.adopt_files import Missing, Unreadable, Whole
 from index_service.config import Config
-from index_service.domain import ServiceError
+from index_service.domain import ServiceError, StorageError
 from index_service.media import MediaStore
 from index_service.metrics import ADOPTED
 from index_service.pool import one_row, run_tx
@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 # One transaction per batch, each a few statements per row: short enough never to hold up an upsert.
 TX_TIMEOUT_S = 60.0
 RETRY_S = 5.0  # after the database went away mid-pass
+STORAGE_RETRY_S = 300.0  # after the media store refused a file (full, read-only): an operator must act first
+# Files held in memory at once: a batch is stored and committed early when its files pass this.
+BATCH_BYTES = 64 * 1024 * 1024
 # The photo facts' columns (migration 6): written when the table has them all.
 FACT_COLUMNS = ("taken_at", "taken_offset_minutes", "camera_make", "camera_model", "latitude", "longitude",
                 "file_mtime_ns")
@@ -88,6 +91,9 @@ class Adopter:
                 if not self._stop.is_set():
                     self.done.set()
                 return
+            except StorageError as err:
+                log.error("adopting the prototype's rows paused: %s", err)
+                self._stop.wait(STORAGE_RETRY_S)
             except ServiceError as err:
                 log.warning("adopting the prototype's rows paused: %s", err)
                 self._stop.wait(RETRY_S)
@@ -123,6 +129,9 @@ class Adopter:
         """Read the batch's files (no transaction open meanwhile), store them, then fill or drop the rows."""
         wholes: list[tuple[int, Whole]] = []
         for row_id, ref in rows:
+            if sum(len(w.data) for _, w in wholes) > BATCH_BYTES:
+                self._store(table, wholes, facts)
+                wholes = []
             try:
                 path = adopt_files.locate(ref, self.config.prototype_root)
                 wholes.append((row_id, adopt_files.make_whole(*adopt_files.read(path, self._max_bytes))))
@@ -132,8 +141,10 @@ class Adopter:
             except Unreadable as err:
                 log.warning("prototype row %d: file %s cannot be adopted: %s; row kept", row_id, ref, err)
                 self.report.add("unreadable", row_id, f"unreadable: {err}")
-        if not wholes:
-            return
+        if wholes:
+            self._store(table, wholes, facts)
+
+    def _store(self, table: str, wholes: list[tuple[int, Whole]], facts: bool) -> None:
         # Files are durable before any row names them, as in an upsert; a crash leaves only orphans for the sweep.
         self.media.put_many(list({w.sha256: (w.sha256, w.data) for _, w in wholes
                                   if not self.media.exists(w.sha256)}.values()))

@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 from PIL import Image
 
-from index_service import adopt_files
+from index_service import adopt, adopt_files
 from index_service.config import Config, ConfigError
 from protos.semsearch.v1 import index_pb2
 from tests.support import exif as written
@@ -52,7 +52,9 @@ def meta(running: Running, image_id: int) -> index_pb2.ImageMeta:
 
 
 def test_adopted_rows_get_their_files_thumbnails_and_hashes(tmp_path: Path, pg_dsn: str,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+                                                            caplog: pytest.LogCaptureFixture,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(adopt, "BATCH_BYTES", 1)  # every file its own transaction: duplicates span them
     folder = tmp_path / "photos"
     (folder / "cats").mkdir(parents=True)
     files = {"cats/a.jpg": photo(1), "cats/b.png": photo(2, (300, 500), "PNG"),
