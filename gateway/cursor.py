@@ -46,7 +46,7 @@ class Signer:
         """The cursor of a request (k and offset already set for the page it asks for)."""
         kind = next(n for n, cls in KINDS.items() if isinstance(request, cls))
         body = bytes([VERSION, kind, TRUNCATED if truncated else 0]) + request.SerializeToString(deterministic=True)
-        return base64.urlsafe_b64encode(body + self._tag(body)).rstrip(b"=").decode()
+        return _text(body + self._tag(body))
 
     def decode(self, cursor: str) -> tuple[PageRequest, bool]:
         """The request a cursor holds and its truncated flag; CursorError when it is not one of ours, intact."""
@@ -54,6 +54,8 @@ class Signer:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         except (binascii.Error, ValueError):
             raise CursorError("not a cursor (it is not base64url)") from None
+        if _text(raw) != cursor:  # the last character's spare bits changed: not the text we gave out
+            raise CursorError("this cursor was changed")
         body, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
         if len(body) < 3 or not hmac.compare_digest(tag, self._tag(body)):
             raise CursorError("this cursor was changed, cut, or made by a gateway with another key")
@@ -65,3 +67,7 @@ class Signer:
         except DecodeError:
             raise CursorError("this cursor does not hold a request") from None
         return request, bool(body[2] & TRUNCATED)
+
+
+def _text(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()

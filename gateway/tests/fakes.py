@@ -100,14 +100,15 @@ class FakeBackends:
 
     async def similar(self, request: index_pb2.SearchSimilarRequest,
                       deadline: Deadline) -> index_pb2.SearchResponse:
-        """Hits as for search, minus the image itself (so none by default)."""
+        """Hits as for search, the image itself left out (so none of image 1 by default)."""
         self.asked.append(("SearchSimilar", request.collection))
         self.searches.append(request)
-        hits = [h for h in self._hits(request) if h.id != request.id]
+        hits = self._hits(request, leave_out=request.id)
         return await self._answer("index", "SearchSimilar", index_pb2.SearchResponse(hits=hits))
 
-    def _hits(self, request: index_pb2.SearchRequest | index_pb2.SearchSimilarRequest) -> list[index_pb2.Hit]:
-        ids = range(request.offset + 1, min(self.corpus, request.offset + request.k) + 1)
+    def _hits(self, request: index_pb2.SearchRequest | index_pb2.SearchSimilarRequest,
+              leave_out: int = 0) -> list[index_pb2.Hit]:
+        ids = [i for i in range(1, self.corpus + 1) if i != leave_out][request.offset:request.offset + request.k]
         return [index_pb2.Hit(id=i, score=1.0 - (i - 1) / 1000) for i in ids]
 
     async def upsert(self, items: list[index_pb2.UpsertItem], deadline: Deadline,
