@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import httpx
 import pytest
@@ -28,14 +30,14 @@ def index_search(stack: Stack, request: index_pb2.SearchRequest) -> list[int]:
     return [h.id for h in reply.hits]
 
 
-def ids(page: dict[str, object]) -> list[int]:
-    return [h["id"] for h in page["hits"]]  # type: ignore[attr-defined, index]
+def ids(page: dict[str, Any]) -> list[int]:
+    return [h["id"] for h in page["hits"]]
 
 
 def test_a_query_with_operators_finds_and_its_next_page_needs_no_embedder(private_stack: Stack) -> None:
     api = private_stack.gateway(cursor_key=KEY).client
     upload(api, *[images.jpeg(seed=1300 + i) for i in range(10)], label="lang")
-    params = {"q": '"red car":2 -night bicycle', "k": 3, "label": "lang"}
+    params: dict[str, Any] = {"q": '"red car":2 -night bicycle', "k": 3, "label": "lang"}
     first = api.get("/api/search", params=params)
     assert first.status_code == 200, first.text
     page1 = first.json()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from embedder_service.tests import images
 from gateway.app import create_app
+from gateway.clients import Deadline
 from gateway.config import GatewayConfig
 from gateway.cursor import Signer
 from gateway.tests.fakes import MODEL_ID, FakeBackends
@@ -21,8 +23,8 @@ class Refusing(FakeBackends):
 
     refused: frozenset[str] = frozenset()
 
-    async def embed_texts(self, texts: list[str], deadline: object) -> embedder_pb2.EmbedTextsResponse:
-        reply = await super().embed_texts(texts, deadline)  # type: ignore[arg-type]
+    async def embed_texts(self, texts: list[str], deadline: Deadline) -> embedder_pb2.EmbedTextsResponse:
+        reply = await super().embed_texts(texts, deadline)
         for text, result in zip(texts, reply.results, strict=True):
             if text in self.refused:
                 result.Clear()
@@ -53,7 +55,7 @@ def sent(fake: FakeBackends) -> np.ndarray:
     return np.asarray(request.vector, dtype=np.float32)
 
 
-def image_search(client: TestClient, **params: object) -> object:
+def image_search(client: TestClient, **params: Any) -> Any:  # the TestClient's response
     return client.post("/api/search/image", files={"file": ("q.jpg", images.jpeg(seed=5), "image/jpeg")},
                        params=params)
 
