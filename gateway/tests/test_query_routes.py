@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import numpy as np
@@ -261,3 +262,31 @@ def test_the_spec_documents_the_language_and_the_cursor(client: TestClient) -> N
     assert [p["name"] for p in following["parameters"]] == ["cursor"]
     assert "next" in spec["components"]["schemas"]["SearchResult"]["properties"]
     assert "head" not in spec["paths"]["/images/{image_id}"]
+
+
+class Streaming(Refusing):
+    """A fake index whose originals come in many chunks, counting the chunks read."""
+
+    read = 0
+
+    async def open_image(self, image_id: int, thumbnail: bool, deadline: Deadline,
+                         collection: str = "") -> tuple[index_pb2.ImageChunk, AsyncIterator[bytes]]:
+        first = index_pb2.ImageChunk(data=b"x" * 1000, content_type="image/jpeg", total_size=1000 * 1000,
+                                     sha256="ab")
+
+        async def body() -> AsyncIterator[bytes]:
+            for _ in range(1000):
+                self.read += 1
+                yield first.data
+                await asyncio.sleep(0)
+
+        return first, body()
+
+
+def test_head_of_a_large_original_stops_its_stream() -> None:
+    fake = Streaming(GatewayConfig())
+    with TestClient(create_app(fake.config, connect=lambda _: fake)) as client:
+        r = client.head("/images/3")
+        assert (r.status_code, r.headers["content-length"], r.content) == (200, "1000000", b"")
+        assert fake.read < 10
+        assert len(client.get("/images/3").content) == 1000 * 1000 and fake.read > 1000
