@@ -146,4 +146,10 @@ class HeadAsGet:
                 finished = True
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-        await self.app({**scope, "method": "GET"}, receive, headers_only)
+        # A copy: the server must still see HEAD (uvicorn then sends no body and checks no length).
+        inner = {**scope, "method": "GET"}
+        try:
+            await self.app(inner, receive, headers_only)
+        finally:
+            if "route" in inner:  # for Observe's metrics, which label requests by route template
+                scope["route"] = inner["route"]

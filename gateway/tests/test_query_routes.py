@@ -290,3 +290,9 @@ def test_head_of_a_large_original_stops_its_stream() -> None:
         assert (r.status_code, r.headers["content-length"], r.content) == (200, "1000000", b"")
         assert fake.read < 10
         assert len(client.get("/images/3").content) == 1000 * 1000 and fake.read > 1000
+
+
+def test_head_requests_are_counted_under_their_route(client: TestClient) -> None:
+    client.head("/api/stats")
+    metrics = client.get("/metrics").text
+    assert 'gateway_requests_total{method="HEAD",route="/api/stats",status="200"}' in metrics
