@@ -28,6 +28,8 @@ MIN_WEIGHT, MAX_WEIGHT = 0.01, 100.0
 MIN_SHARE = 1e-3
 QUOTES = '"\u201c\u201d'
 WEIGHT = re.compile(r"\d+(\.\d*)?|\.\d+")
+WORD_END = re.compile(f"[\\s{QUOTES}]")  # a word runs to the next space or quote
+NOT_SPACE = re.compile(r"\S")
 HELP = (f'Words together are one phrase. -word (or -"a phrase") subtracts it; "+" separates phrases '
         f'(sunset + mountains); "quotes" keep a phrase whole; word:2 or "a phrase":0.5 weighs the phrase '
         f"it ends ({MIN_WEIGHT:g} to {MAX_WEIGHT:g}); a - inside a word (t-shirt) is a letter. At most "
@@ -98,9 +100,8 @@ class _Parser:
         return weight_of(self.q[colon + 1:end], colon)
 
     def _word_end(self, i: int) -> int:
-        while i < len(self.q) and not self.q[i].isspace() and self.q[i] not in QUOTES:
-            i += 1
-        return i
+        found = WORD_END.search(self.q, i)
+        return found.start() if found else len(self.q)
 
     def operator(self, c: str) -> None:
         if self.sign is not None:
@@ -143,10 +144,10 @@ class _Parser:
 
     def parse(self) -> list[Part]:
         while True:
-            while self.i < len(self.q) and self.q[self.i].isspace():
-                self.i += 1
-            if self.i >= len(self.q):
+            found = NOT_SPACE.search(self.q, self.i)
+            if found is None:
                 break
+            self.i = found.start()
             c = self.q[self.i]
             if c in "+-":
                 self.operator(c)
