@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
@@ -16,6 +18,7 @@ from semsearch_common.status import to_grpc
 
 T = TypeVar("T")
 MODEL_ID = "fake-model@1"
+DIM = 8  # of the hash vectors embed_texts answers
 
 
 def rpc_error(err: ServiceError) -> grpc.aio.AioRpcError:
@@ -43,6 +46,10 @@ class FakeBackends:
         self.catalog = [index_pb2.Collection(name="main", model_id=MODEL_ID, dim=2, aliases=["default"])]
         self.facts = common_pb2.PhotoFacts()  # what every embedded image "says" about itself
         self.upserted: list[index_pb2.UpsertItem] = []  # every item of every Upsert call
+        self.texts: list[list[str]] = []  # the texts of each EmbedTexts call
+        self.vectors: dict[str, list[float]] = {}  # what embed_texts answers for a text (else a hash vector)
+        self.searches: list[index_pb2.SearchRequest | index_pb2.SearchSimilarRequest] = []  # each index search
+        self.corpus = 1  # how many hits a search finds in all (ids 1.., best first), paged by k and offset
 
     async def _answer(self, backend: str, method: str, reply: T) -> T:
         async def call() -> T:
@@ -56,9 +63,20 @@ class FakeBackends:
     async def close(self) -> None:
         """Nothing to close."""
 
-    async def embed_text(self, text: str, deadline: Deadline) -> tuple[list[float], str, bool]:
-        """A constant unit vector."""
-        return await self._answer("embedder", "EmbedTexts", ([1.0, 0.0], MODEL_ID, False))
+    async def embed_texts(self, texts: list[str], deadline: Deadline) -> embedder_pb2.EmbedTextsResponse:
+        """The vector set in `vectors` for a text, else one made from its hash; texts over 77 characters are cut."""
+        self.texts.append(list(texts))
+        results = [embedder_pb2.TextEmbedding(embedding=self.vector_of(t), truncated=len(t) > 77) for t in texts]
+        return await self._answer("embedder", "EmbedTexts",
+                                  embedder_pb2.EmbedTextsResponse(results=results, model_id=MODEL_ID))
+
+    def vector_of(self, text: str) -> list[float]:
+        """What the fake embeds a text as: `vectors[text]`, else a fixed unit vector of DIM values from its hash."""
+        if text in self.vectors:
+            return self.vectors[text]
+        raw = [b - 127.5 for b in hashlib.sha256(text.encode()).digest()[:DIM]]
+        norm = math.sqrt(sum(x * x for x in raw))
+        return [x / norm for x in raw]
 
     async def embed_images(self, images: list[tuple[str, bytes]], thumbnail_size: int,
                            deadline: Deadline) -> embedder_pb2.EmbedImagesResponse:
@@ -78,15 +96,23 @@ class FakeBackends:
         return self.published
 
     async def search(self, request: index_pb2.SearchRequest, deadline: Deadline) -> index_pb2.SearchResponse:
-        """One hit."""
+        """Hits `offset + 1 ..` of a corpus of `corpus` hits (one by default), at most k."""
         self.asked.append(("Search", request.collection))
-        return await self._answer("index", "Search", index_pb2.SearchResponse(hits=[index_pb2.Hit(id=1, score=1.0)]))
+        self.searches.append(request)
+        return await self._answer("index", "Search", index_pb2.SearchResponse(hits=self._hits(request)))
 
     async def similar(self, request: index_pb2.SearchSimilarRequest,
                       deadline: Deadline) -> index_pb2.SearchResponse:
-        """No hits."""
+        """Hits as for search, the image itself left out (so none of image 1 by default)."""
         self.asked.append(("SearchSimilar", request.collection))
-        return await self._answer("index", "SearchSimilar", index_pb2.SearchResponse())
+        self.searches.append(request)
+        hits = self._hits(request, leave_out=request.id)
+        return await self._answer("index", "SearchSimilar", index_pb2.SearchResponse(hits=hits))
+
+    def _hits(self, request: index_pb2.SearchRequest | index_pb2.SearchSimilarRequest,
+              leave_out: int = 0) -> list[index_pb2.Hit]:
+        ids = [i for i in range(1, self.corpus + 1) if i != leave_out][request.offset:request.offset + request.k]
+        return [index_pb2.Hit(id=i, score=1.0 - (i - 1) / 1000) for i in ids]
 
     async def upsert(self, items: list[index_pb2.UpsertItem], deadline: Deadline,
                      collection: str = "") -> index_pb2.UpsertResponse:
