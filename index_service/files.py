@@ -101,6 +101,7 @@ def remove(cur: cursor, c: Coll, source: str, paths: Sequence[str], delete: Dele
         cur.execute("DELETE FROM files WHERE collection = %s AND source = %s AND path = ANY(%s)",
                     (c.name, source, list(paths)))
         removed[0] = cur.rowcount
+        _rename(cur, c, source, sorted(candidates))
         # Owned by any sync (another source may have stored it first) and shown by no file of any source.
         cur.execute(
             f"DELETE FROM {c.table} t USING synced_images s WHERE s.collection = %s AND s.image_id = t.id "
@@ -127,12 +128,28 @@ def _put(cur: cursor, c: Coll, source: str, rows: list[tuple[str, int, int, int]
     if not rows:
         return
     paths, ids, sizes, mtimes = (list(col) for col in zip(*rows, strict=True))
+    cur.execute("SELECT image_id FROM files WHERE collection = %s AND source = %s AND path = ANY(%s)",
+                (c.name, source, paths))
+    before = sorted({r[0] for r in cur.fetchall()} - set(ids))
     cur.execute(
         "INSERT INTO files (collection, source, path, image_id, size_bytes, mtime_ns) "
         "SELECT %s, %s, * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[]) "
         "ON CONFLICT (collection, source, path) DO UPDATE SET image_id = excluded.image_id, "
         "size_bytes = excluded.size_bytes, mtime_ns = excluded.mtime_ns",
         (c.name, source, paths, ids, sizes, mtimes))
+    _rename(cur, c, source, before)
+
+
+def _rename(cur: cursor, c: Coll, source: str, ids: list[int]) -> None:
+    """Rows of this source whose file_name is no longer one of their files take another of their paths
+    (a renamed or moved file's row shows where the file is now)."""
+    if ids:
+        cur.execute(
+            f"UPDATE {c.table} t SET file_name = f.path FROM (SELECT image_id, min(path) AS path FROM files "
+            "WHERE collection = %s AND source = %s AND image_id = ANY(%s) GROUP BY image_id) f "
+            "WHERE t.id = f.image_id AND t.source = %s AND NOT EXISTS (SELECT 1 FROM files g WHERE "
+            "g.collection = %s AND g.source = %s AND g.image_id = t.id AND g.path = t.file_name)",
+            (c.name, source, ids, source, c.name, source))
 
 
 def _take_over(cur: cursor, c: Coll, source: str, rows: list[tuple[str, int, int, int]]) -> None:
