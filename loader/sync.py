@@ -30,6 +30,10 @@ from protos.semsearch.v1 import index_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+MAX_PATH_CHARS = 1000  # the index's StatsResponse.max_text_chars
+NAME_NOT_UTF8 = "name not UTF-8"
+PATH_TOO_LONG = "path too long"
+
 
 class SyncRefused(RuntimeError):
     """The pass would do harm (e.g. remove every record because the folder looks empty); nothing was changed."""
@@ -155,8 +159,9 @@ class SyncPass:
         keep: set[str] = set()
         young = time.time_ns() - int(self.min_age_s * 1e9)
         for c in sources.walk(self.root, self.labeler, onerror=unreadable):
-            if c.skip:
-                summary.skipped[c.skip] += 1
+            skip = c.skip or _unstorable(c.rel)
+            if skip:
+                summary.skipped[skip] += 1
                 continue
             try:
                 st = c.path.stat()
@@ -228,6 +233,15 @@ class SyncPass:
         if self.stop.is_set() and not summary.stopped:
             summary.stopped = "stopped"
         return bool(summary.stopped)
+
+
+def _unstorable(rel: str) -> str | None:
+    """Why the index cannot record this path (its text limits), if it cannot."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:  # a name in another encoding (os.walk keeps its bytes as surrogates)
+        return NAME_NOT_UTF8
+    return PATH_TOO_LONG if len(rel) > MAX_PATH_CHARS else None
 
 
 def _under(path: str, folders: list[str]) -> bool:

@@ -64,11 +64,12 @@ def test_add_delete_rename_modify_and_a_vanished_folder_give_exactly_the_expecte
     write(root / "gone" / "e.jpg", 5)
     write(root / "gone" / "f.jpg", 6)
     (root / "notes.txt").write_text("not a picture")
+    (root / os.fsdecode(b"latin1-\xe9.jpg")).write_bytes(encoded(9, 64, 48))  # a name the index cannot store
     before = embedded_images()
     code, first = sync(root, embedder, index, capsys)
     assert code == EXIT_OK, first
     assert (first["added"], first["linked"], first["removed"], first["failed"]) == (6, 1, 0, 0)
-    assert first["skipped"] == {"not an image": 1}
+    assert first["skipped"] == {"not an image": 1, "name not UTF-8": 1}
     assert embedded_images() - before == 6
     assert sorted(files_of(index, "photos")) == ["a.jpg", "b.jpg", "dup.jpg", "gone/e.jpg", "gone/f.jpg",
                                                  "sub/c.jpg", "sub/d.png"]
