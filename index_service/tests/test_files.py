@@ -113,3 +113,15 @@ def test_bad_sync_input_is_refused(index: Running) -> None:
     unnamed = synced("u", rng, "../escape.jpg")
     (result,) = index.stub.Upsert(index_pb2.UpsertRequest(items=[unnamed]), timeout=10).results
     assert result.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and result.id == 0
+
+
+def test_a_row_loaded_by_dir_from_the_same_file_is_taken_over_by_the_sync(index: Running) -> None:
+    rng = np.random.default_rng(6)
+    by_dir = item(unit(rng), "t", source="album")  # `loader dir` stored it: file_name is the relative path
+    by_dir.file_name = "sub/t.jpg"
+    other = item(unit(rng), "o", source="album")  # same source, another path: not the sync's
+    ids = [r.id for r in index.stub.Upsert(index_pb2.UpsertRequest(items=[by_dir, other]), timeout=10).results]
+    assert link(index, "sub/t.jpg", by_dir.sha256) == ids[0]
+    assert link(index, "moved/o.jpg", other.sha256) == ids[1]
+    gone = remove(index, "sub/t.jpg", "moved/o.jpg")
+    assert (gone.removed, list(gone.deleted_ids)) == (2, [ids[0]])
