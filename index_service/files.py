@@ -1,9 +1,10 @@
 """The SQL of folder syncs: which file (source, path) shows which image, and which images a sync owns.
 
 Rows stay unique per sha256 in a collection, so two files with the same bytes are two records of one
-image. `files` (migration 7) holds every recorded path with the size and mtime the loader compares to skip unchanged
-files; `synced_images` marks the images a sync stored first (or took over, see `_take_over`): only those
-are deleted when no recorded file shows them any more. Uploads and other loads are never deleted by a sync.
+image. `files` (migration 7) holds every recorded path with the size and mtime the loader compares to
+skip unchanged files; `synced_images` marks the images a sync stored first (or took over, see
+`_take_over`): only those are deleted when no recorded file shows them any more. Uploads and other
+loads are never deleted by a sync.
 """
 
 from __future__ import annotations
