@@ -24,6 +24,7 @@ from index_service.domain import (
     Unavailable,
     UpsertOutcome,
 )
+from index_service.files_server import FilesServicer, check_path, check_source
 from index_service.media import MediaStore
 from index_service.metrics import UPSERTED
 from index_service.ports import Serving
@@ -85,7 +86,7 @@ def _timeout(context: grpc.ServicerContext) -> float:
     return 0.0 if remaining is None else max(0.0, remaining)
 
 
-class IndexServicer(index_pb2_grpc.IndexServicer):
+class IndexServicer(FilesServicer, index_pb2_grpc.IndexServicer):
     """semsearch.v1.Index over a Repository."""
 
     def __init__(self, config: Config, deps: Serving) -> None:
@@ -133,11 +134,15 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
             domain.check_text(name, getattr(item, name), MAX_TEXT)
         domain.check_image_fields(item.content_type, item.width, item.height)
         vector = domain.check_vector(item.embedding, dim, self.config.norm_tolerance)
+        if item.record_file:
+            check_source(item.source)
+            check_path(item.file_name)
         return domain.NewImage(
             sha256=item.sha256, original=item.original,
             content_type=item.content_type or "application/octet-stream", thumbnail=item.thumbnail,
             width=item.width, height=item.height, label=item.label, source=item.source,
             file_name=item.file_name, vector=vector, model_id=item.model_id,
+            file_mtime_ns=item.file_mtime_ns, record_file=item.record_file,
         )
 
     def Search(self, request: index_pb2.SearchRequest, context: grpc.ServicerContext) -> index_pb2.SearchResponse:

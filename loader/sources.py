@@ -33,6 +33,7 @@ class Candidate:
     rel: str  # POSIX path relative to the root: the stored file name and the shard key
     label: str
     skip: str | None = None
+    mtime_ns: int = 0  # set by a folder sync: the modification time it recorded before reading
 
 
 @dataclass(frozen=True)
@@ -91,13 +92,14 @@ def is_caltech_junk(rel: PurePosixPath) -> bool:
 
 
 def walk(root: Path, labeler: Labeler, junk: Callable[[PurePosixPath], bool] = lambda rel: False,
-         shard: Shard = Shard()) -> Iterator[Candidate]:
+         shard: Shard = Shard(), onerror: Callable[[OSError], None] | None = None) -> Iterator[Candidate]:
     """Every file under root in a stable (sorted) order, lazily, with its label or skip reason.
 
     Hidden folders (.git, .thumbnails, ...) are not entered and folder symlinks are not followed,
-    so a tree with a link loop still ends; file symlinks are read like files.
+    so a tree with a link loop still ends; file symlinks are read like files. A folder that cannot be
+    listed raises, unless `onerror` takes the error (and the walk goes on without that folder).
     """
-    for folder, dirs, files in os.walk(root, onerror=_raise):
+    for folder, dirs, files in os.walk(root, onerror=onerror or _raise):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         base = Path(folder)
         for name in sorted(files):
