@@ -167,3 +167,18 @@ def test_the_parameters_are_documented(client: TestClient) -> None:
     assert {"get", "post"} <= set(spec["paths"]["/api/tags"])
     info = spec["components"]["schemas"]["ImageInfo"]["properties"]
     assert "not when the picture was taken" in info["file_modified_at"]["description"]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_the_next_page_keeps_the_filters_and_the_order(fake: Recording, client: TestClient, route: Search) -> None:
+    fake.hits = [index_pb2.Hit(id=i, score=1 - i / 100) for i in range(1, 3)]
+    first = route(client, {"k": 2, "tag": ["beach"], "tags": "all", "taken_from": "2021-07-01", "camera": "canon",
+                           "has_location": "true", "box": "45,5,47,7", "sort": "date_asc", "cutoff_gap": 0.3})
+    assert first.status_code == 200, first.text
+    asked = fake.requests[-1]
+    cursor = first.json()["next"]
+    assert cursor
+    assert client.get("/api/search/next", params={"cursor": cursor}).status_code == 200
+    following = fake.requests[-1]
+    assert following.offset == 2 and following.filter == asked.filter and following.filter.tags_all == ["beach"]
+    assert following.sort == index_pb2.SORT_DATE_ASC and following.cutoff == asked.cutoff
