@@ -74,10 +74,16 @@ class Lantern:
             f"WITH (m={p.m}, ef_construction={p.ef_construction}, ef={p.ef}, dim={dim})"
         )
 
-    def search_settings(self, k: int, p: HnswParams, filtered: bool) -> list[str]:
-        """init_k >= k so the scan's first batch already holds k rows (lantern_hnsw.ef has no effect)."""
+    def search_settings(self, k: int, ef: int, filtered: bool) -> list[str]:
+        """init_k >= k so the scan's first batch already holds k rows (lantern_hnsw.ef has no effect:
+        the breadth is the index's own `ef`, changed by `widen`)."""
         init_k = min(max(k, 10), 1000)
         return [f"SET LOCAL lantern_hnsw.init_k = {init_k}"]
+
+    def widen(self, index: str, ef: int) -> list[str]:
+        """A wider search beam: Lantern reads `ef` from the index, so set it and rebuild without locking."""
+        ef = min(_check("ef", ef, 1, 1000), 400)  # Lantern's ceiling
+        return [f"ALTER INDEX {index} SET (ef = {ef})", f"REINDEX INDEX CONCURRENTLY {index}"]
 
     def adopt_column(self, table: str, dim: int) -> list[str]:
         """The prototype's REAL[] column is already Lantern's type."""
@@ -127,13 +133,17 @@ class PgVector:
             f"WITH (m={p.m}, ef_construction={p.ef_construction})"
         )
 
-    def search_settings(self, k: int, p: HnswParams, filtered: bool) -> list[str]:
+    def search_settings(self, k: int, ef: int, filtered: bool) -> list[str]:
         """ef_search >= k bounds the rows a scan returns; iterative scans keep filtered queries at k."""
-        ef_search = min(max(p.ef, k), 1000)
+        ef_search = min(max(ef, k), 1000)
         out = [f"SET LOCAL hnsw.ef_search = {ef_search}"]
         if filtered:
             out.append("SET LOCAL hnsw.iterative_scan = relaxed_order")
         return out
+
+    def widen(self, index: str, ef: int) -> list[str]:
+        """Nothing to rebuild: ef_search is a per-query setting."""
+        return []
 
     def adopt_column(self, table: str, dim: int) -> list[str]:
         """Turns the prototype's REAL[] into vector(dim) in place."""

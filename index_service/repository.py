@@ -34,6 +34,7 @@ from index_service.domain import (
 from index_service.media import MediaStore
 from index_service.migrations import ID_SEQUENCE, Collection, Context, migrate
 from index_service.pool import Pool, one_row, run_tx
+from index_service.recall import Breadth, RecallKeeper, collections_with_index
 from semsearch_common.errors import Reason
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class Repository:
         self.media = media
         self.pool = Pool(dsn, config.pool_size, config.connect_timeout_s, self._setup)
         self._collection: Collection | None = None
+        # Explicit INDEX_HNSW_EF, or no recall target: the breadth stays where it was set.
+        self.breadth = Breadth(config.hnsw.ef, fixed=config.ef_explicit or not config.target_recall)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -136,6 +139,29 @@ class Repository:
     def set_alias(self, alias: str, collection: str, expected: str, timeout_s: float | None) -> str:
         """Move an alias in one transaction; returns the collection it pointed at before."""
         return run_tx(self.pool, lambda cur: catalog.set_alias(cur, alias, collection, expected), timeout_s)
+
+    def recall_keeper(self) -> RecallKeeper:
+        """The background recall estimator of every indexed collection (server.serve starts it)."""
+        c = self.config
+        return RecallKeeper(self.breadth, lambda: self.dialect, lambda work, t: run_tx(self.pool, work, t),
+                            lambda: run_tx(self.pool, collections_with_index, 30.0), c.target_recall,
+                            c.recall_queries, c.recall_interval_s, c.recall_budget_s, on_widen=self._widen)
+
+    def _widen(self, c: Coll, ef: int) -> None:
+        """Apply a wider breadth that lives in the index itself (Lantern: a concurrent rebuild)."""
+        statements = self.dialect.widen(c.index, ef)
+        if not statements:
+            return
+        log.info("rebuilding %s with ef %d for the recall target", c.index, ef)
+        with self.pool.connection(None) as (conn, _):
+            conn.autocommit = True  # REINDEX CONCURRENTLY cannot run in a transaction block
+            try:
+                with conn.cursor() as cur:
+                    for statement in statements:
+                        cur.execute(statement)
+            finally:
+                if not conn.closed:
+                    conn.autocommit = False
 
     def ping(self, timeout_s: float) -> None:
         """A round trip to the database."""
@@ -277,7 +303,7 @@ class Repository:
         if q.exact:
             rows = self._exact(cur, c, where, [vec, *params, vec], limit)
         else:
-            for statement in self.dialect.search_settings(limit, self.config.hnsw, q.filtered):
+            for statement in self.dialect.search_settings(limit, self.breadth.ef(c.name), q.filtered):
                 cur.execute(statement)
             if not q.filtered:
                 # Vectors live out of line (TOAST), so the heap looks small and, once ef_search is large
@@ -401,8 +427,16 @@ class Repository:
             "count": count, "backend": self.dialect.name, "extension_version": version or "",
             "postgres_version": pg_version, "index_params": params, "index_state": _index_state(cur, c),
             "model_ids": models, "dim": c.dim, "table_bytes": table_bytes, "index_bytes": index_bytes,
-            "media_bytes": int(media_bytes), "collection": c.name,
+            "media_bytes": int(media_bytes), "collection": c.name, **self._recall_stats(c),
         }
+
+    def _recall_stats(self, c: Coll) -> dict[str, Any]:
+        estimate = self.breadth.estimate(c.name)
+        out: dict[str, Any] = {"recall_target": self.config.target_recall, "search_breadth": self.breadth.ef(c.name)}
+        if estimate is not None:
+            out.update(recall_estimate=estimate.recall, recall_queries=estimate.queries,
+                       recall_measured_at=int(estimate.at))
+        return out
 
     def build_index(self, concurrently: bool, timeout_s: float | None, collection: str = "") -> tuple[bool, float]:
         """Create the HNSW index if missing (dropping a failed concurrent build); returns (built, seconds)."""

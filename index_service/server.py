@@ -37,6 +37,7 @@ from semsearch_common.server import create_server as create_grpc_server
 if TYPE_CHECKING:
     from index_service.monitor import DbMonitor
     from index_service.pg import EmbeddedPostgres
+    from index_service.recall import RecallKeeper
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class Deps:
     repo: Repository
     media: MediaStore
     monitor: DbMonitor | None = None
+    keeper: RecallKeeper | None = None  # measures recall and widens the search breadth (serve starts it)
     postgres: EmbeddedPostgres | None = None  # set when the service runs its own cluster: the monitor revives it
 
     @classmethod
@@ -65,6 +67,8 @@ class Deps:
         """Stop the monitor and close database connections."""
         if self.monitor is not None:
             self.monitor.stop()
+        if self.keeper is not None:
+            self.keeper.stop()
         self.repo.close()
 
     def failed(self, err: ServiceError) -> None:
@@ -392,4 +396,7 @@ def serve(config: Config, deps: Deps) -> Server:
 
     server = create_server(config, deps)
     start_monitor(config, deps, server.set_serving)
+    if config.target_recall:
+        deps.keeper = deps.repo.recall_keeper()
+        deps.keeper.start()
     return server
