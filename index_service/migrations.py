@@ -174,12 +174,18 @@ def m5_collections(cur: cursor, ctx: Context) -> None:
     cur.execute("INSERT INTO aliases (alias, collection) VALUES (%s, %s)", (DEFAULT_ALIAS, FIRST_COLLECTION))
 
 
+def m11_vector_types(cur: cursor, ctx: Context) -> None:
+    """Each collection records how it stores vectors: float32 (every existing one) or float16."""
+    cur.execute("ALTER TABLE collections ADD COLUMN vector_type text NOT NULL DEFAULT 'float32'")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[cursor, Context], None]]] = [
     (1, "metadata table", m1_meta),
     (2, "vector extension", m2_extension),
     (3, "images table (adopts the prototype's image_table)", m3_images),
     (4, "filter indexes", m4_filters),
     (5, "collections and aliases", m5_collections),
+    (11, "vector types of collections", m11_vector_types),
 ]
 
 

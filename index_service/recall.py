@@ -94,7 +94,7 @@ def neighbours(cur: cursor, dialect: Dialect, c: Coll, image_id: int, ef: int, e
         cur.execute("SET LOCAL enable_seqscan = off")
         for statement in dialect.search_settings(K + 1, ef, filtered=False):
             cur.execute(statement)
-    cur.execute(f"SELECT id FROM {c.table} WHERE v IS NOT NULL ORDER BY v <=> %s{dialect.cast()} LIMIT %s",
+    cur.execute(f"SELECT id FROM {c.table} WHERE v IS NOT NULL ORDER BY v <=> %s{dialect.cast(c.half)} LIMIT %s",
                 (vector, K + 1))
     return [int(r[0]) for r in cur.fetchall() if r[0] != image_id][:K]
 

@@ -70,8 +70,8 @@ class Repository:
         self.media = media
         self.pool = Pool(dsn, config.pool_size, config.connect_timeout_s, self._setup)
         self._collection: Collection | None = None
-        # Explicit INDEX_HNSW_EF, or no recall target: the breadth stays where it was set.
-        self.breadth = Breadth(config.hnsw.ef, fixed=config.ef_explicit or not config.target_recall)
+        # No recall target (INDEX_TARGET_RECALL=0, or INDEX_HNSW_EF alone): the breadth stays where it was set.
+        self.breadth = Breadth(config.hnsw.ef, fixed=not config.target_recall)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -128,9 +128,11 @@ class Repository:
         """Every collection with its count and aliases."""
         return run_tx(self.pool, catalog.list_all, timeout_s)
 
-    def create_collection(self, name: str, model_id: str, dim: int, timeout_s: float | None) -> Coll:
-        """A new empty collection (its HNSW index is built separately)."""
-        return run_tx(self.pool, lambda cur: catalog.create(cur, self.dialect, name, model_id, dim), timeout_s)
+    def create_collection(self, name: str, model_id: str, dim: int, timeout_s: float | None,
+                          vector_type: str = "") -> Coll:
+        """A new empty collection (its HNSW index is built separately); vector_type empty: the configured one."""
+        kind = vector_type or self.config.vector_type
+        return run_tx(self.pool, lambda cur: catalog.create(cur, self.dialect, name, model_id, dim, kind), timeout_s)
 
     def drop_collection(self, name: str, timeout_s: float | None) -> int:
         """Drop a collection no alias uses; its originals go with the next orphan sweep unless shared."""
@@ -199,7 +201,7 @@ class Repository:
             ids = self._ids_for(cur, c, [i.sha256 for i in new])
             # COPY straight into the table: every new sha256 is locked by us, so no one else can insert it.
             cur.copy_expert(f"COPY {c.table} ({INSERT_COLUMNS}) FROM STDIN WITH (FORMAT binary)",
-                            io.BytesIO(self._copy_rows(new, ids)))
+                            io.BytesIO(self._copy_rows(new, ids, c.half)))
             out.update({i.sha256: UpsertOutcome(i.sha256, id=ids[i.sha256], created=True) for i in new})
         out.update({sha: UpsertOutcome(sha, id=row_id) for sha, row_id in existing.items()})
         return out
@@ -218,14 +220,15 @@ class Repository:
             ids.update(zip(fresh, [r[0] for r in cur.fetchall()], strict=True))
         return ids
 
-    def _copy_rows(self, items: list[NewImage], ids: dict[str, int]) -> bytes:
+    def _copy_rows(self, items: list[NewImage], ids: dict[str, int], half: bool = False) -> bytes:
         """The rows in COPY's binary format: no text formatting of floats, no hex of thumbnails."""
         out = [COPY_HEADER]
         for i in items:
             fields = [_INT8.pack(ids[i.sha256]), i.sha256.encode(), i.label.encode(), i.source.encode(),
                       i.file_name.encode(),
                       _INT4.pack(i.width), _INT4.pack(i.height), i.content_type.encode(),
-                      _INT8.pack(len(i.original)), i.model_id.encode(), i.thumbnail, self.dialect.binary(i.vector)]
+                      _INT8.pack(len(i.original)), i.model_id.encode(), i.thumbnail,
+                      self.dialect.binary(i.vector, half)]
             out.append(_INT2.pack(len(fields)))
             for f in fields:
                 out += (_INT4.pack(len(f)), f)
@@ -323,7 +326,7 @@ class Repository:
         return hits, (time.perf_counter() - started) * 1000
 
     def _search_sql(self, c: Coll, where: list[str], limit: int) -> str:
-        dist = f"v <=> %s{self.dialect.cast()}"
+        dist = f"v <=> %s{self.dialect.cast(c.half)}"
         clause = f"WHERE {' AND '.join(where)} " if where else ""
         return (f"SELECT id, label, source, width, height, {dist} FROM {c.table} "
                 f"{clause}ORDER BY {dist} LIMIT {int(limit)}")
@@ -427,7 +430,8 @@ class Repository:
             "count": count, "backend": self.dialect.name, "extension_version": version or "",
             "postgres_version": pg_version, "index_params": params, "index_state": _index_state(cur, c),
             "model_ids": models, "dim": c.dim, "table_bytes": table_bytes, "index_bytes": index_bytes,
-            "media_bytes": int(media_bytes), "collection": c.name, **self._recall_stats(c),
+            "media_bytes": int(media_bytes), "collection": c.name, "vector_type": c.vector_type,
+            **self._recall_stats(c),
         }
 
     def _recall_stats(self, c: Coll) -> dict[str, Any]:
@@ -462,7 +466,7 @@ class Repository:
                     ms = 0 if timeout_s is None else max(1, int(timeout_s * 1000))
                     cur.execute(f"SET statement_timeout = {ms}")
                     started = time.perf_counter()
-                    cur.execute(self.dialect.index_ddl(c.table, c.index, c.dim, self.config.hnsw, concurrently))
+                    cur.execute(self.dialect.index_ddl(c.table, c.index, c.dim, self.config.hnsw, concurrently, c.half))
                     seconds = time.perf_counter() - started
                     cur.execute("RESET statement_timeout")
                     log.info("built %s in %.1f s", c.index, seconds)

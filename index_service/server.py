@@ -266,12 +266,12 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         if not 1 <= request.dim <= MAX_DIM:
             raise InvalidArgument(f"dim must be between 1 and {MAX_DIM}")
         timeout = _timeout(context)
-        coll = self.repo.create_collection(request.name, request.model_id, request.dim, timeout)
+        coll = self.repo.create_collection(request.name, request.model_id, request.dim, timeout, request.vector_type)
         if not self.config.defer_index:
             self.repo.build_index(False, timeout, coll.name)
-        log.info("created collection %s (%s, dim %d)", coll.name, coll.model_id, coll.dim)
-        return index_pb2.CreateCollectionResponse(
-            collection=index_pb2.Collection(name=coll.name, model_id=coll.model_id or "", dim=coll.dim))
+        log.info("created collection %s (%s, dim %d, %s)", coll.name, coll.model_id, coll.dim, coll.vector_type)
+        return index_pb2.CreateCollectionResponse(collection=index_pb2.Collection(
+            name=coll.name, model_id=coll.model_id or "", dim=coll.dim, vector_type=coll.vector_type))
 
     def DropCollection(
         self, request: index_pb2.DropCollectionRequest, context: grpc.ServicerContext
@@ -354,7 +354,7 @@ def _search_pb(hits: list[domain.Hit], ms: float) -> index_pb2.SearchResponse:
 def _collection_pb(info: CollInfo) -> index_pb2.Collection:
     c = info.coll
     return index_pb2.Collection(name=c.name, model_id=c.model_id or "", dim=c.dim, count=info.count,
-                                created_at=info.created_at, aliases=list(info.aliases))
+                                created_at=info.created_at, aliases=list(info.aliases), vector_type=c.vector_type)
 
 
 def _check_ids(ids: Any, limit: int) -> None:

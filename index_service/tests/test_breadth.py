@@ -35,8 +35,9 @@ def test_a_fixed_breadth_only_records() -> None:
 
 
 def test_settings() -> None:
-    assert Config.from_env({}).target_recall == 0.98 and not Config.from_env({}).ef_explicit
-    assert Config.from_env({"INDEX_HNSW_EF": "40"}).ef_explicit
+    assert Config.from_env({}).target_recall == 0.98
+    assert Config.from_env({"INDEX_HNSW_EF": "40"}).target_recall == 0.0  # an explicit breadth is fixed
+    assert Config.from_env({"INDEX_HNSW_EF": "40", "INDEX_TARGET_RECALL": "0.95"}).target_recall == 0.95
     assert Config.from_env({"INDEX_TARGET_RECALL": "0"}).target_recall == 0.0
 
 
@@ -44,3 +45,15 @@ def test_widening_sql_per_backend() -> None:
     assert PgVector().widen("images_v_hnsw", 400) == []
     assert Lantern().widen("images_v_hnsw", 600) == [
         "ALTER INDEX images_v_hnsw SET (ef = 400)", "REINDEX INDEX CONCURRENTLY images_v_hnsw"]
+
+
+def test_half_size_vectors_per_backend() -> None:
+    from index_service.config import HnswParams
+    p = HnswParams(16, 64, 64)
+    assert PgVector().column_type(512, half=True) == "halfvec(512)" and PgVector().cast(half=True) == "::halfvec"
+    assert PgVector().index_ddl("t", "i", 512, p, False, half=True) == (
+        "CREATE INDEX IF NOT EXISTS i ON t USING hnsw (v halfvec_cosine_ops) WITH (m=16, ef_construction=64)")
+    assert Lantern().column_type(512, half=True) == "REAL[]" and Lantern().cast(half=True) == "::real[]"
+    assert Lantern().index_ddl("t", "i", 512, p, False, half=True) == (
+        "CREATE INDEX IF NOT EXISTS i ON t USING lantern_hnsw (v dist_cos_ops) "
+        "WITH (m=16, ef_construction=64, ef=64, dim=512, quant_bits=16)")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
+from psycopg2.extensions import cursor
 
 from index_service.config import HnswParams
+from index_service.pool import run_tx
 from index_service.recall import K, measure, neighbours
 from index_service.repository import Repository
 from index_service.tests.test_collections import create
@@ -16,6 +20,7 @@ from protos.semsearch.v1 import index_pb2
 from tests.support.index import Running, item, make_config, start_server
 
 DIM, ROWS = 32, 3000
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -49,12 +54,11 @@ def test_exact_neighbours_match_numpy(small_graph: tuple[Running, np.ndarray, li
     coll = repo.collection("r", 10)
     row_of = {image_id: row for row, image_id in enumerate(ids)}
     for row in (0, 17, 2999):
-        got = repo_tx(repo, lambda cur, r=row: neighbours(cur, repo.dialect, coll, ids[r], 11, exact=True))
+        got = repo_tx(repo, partial(neighbours, dialect=repo.dialect, c=coll, image_id=ids[row], ef=11, exact=True))
         assert [row_of[i] for i in got] == _truth(vectors, row)
 
 
-def repo_tx(repo: Repository, work):  # type: ignore[no-untyped-def]
-    from index_service.pool import run_tx
+def repo_tx(repo: Repository, work: Callable[[cursor], T]) -> T:
     return run_tx(repo.pool, work, 60.0)
 
 
@@ -98,16 +102,17 @@ def test_the_estimate_is_perfect_when_the_breadth_covers_the_collection(
     running, _, _ = small_graph
     repo: Repository = running.deps.repo
     coll = repo.collection("r", 10)
-    from index_service.pool import run_tx
     estimate = measure(lambda work, t: run_tx(repo.pool, work, t), repo.dialect, coll, 1000, 20, 60.0)
     assert estimate is not None and estimate.recall >= 0.98 and estimate.rows >= 1000
 
 
-def test_an_explicit_ef_is_never_changed(tmp_path: Path, pg_dsn: str) -> None:
-    config = make_config(tmp_path / "data", pg_dsn, hnsw=HnswParams(m=4, ef_construction=8, ef=11), ef_explicit=True)
+def test_without_a_target_the_breadth_is_fixed_and_nothing_measures(tmp_path: Path, pg_dsn: str) -> None:
+    config = make_config(tmp_path / "data", pg_dsn, hnsw=HnswParams(m=4, ef_construction=8, ef=11), target_recall=0.0)
     running = start_server(config)
     try:
-        assert running.deps.repo.breadth.fixed
+        assert running.deps.repo.breadth.fixed and running.deps.keeper is None
         assert running.deps.repo.breadth.grow_to("c1", 10_000_000) == 11
+        stats = running.stub.Stats(index_pb2.StatsRequest(), timeout=10)
+        assert (stats.search_breadth, stats.recall_target, stats.recall_estimate) == (11, 0.0, 0.0)
     finally:
         running.stop()
