@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from index_service.adopt import Adopter
     from index_service.monitor import DbMonitor
     from index_service.pg import EmbeddedPostgres
+    from index_service.recall import RecallKeeper
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class Deps:
     repo: Repository
     media: MediaStore
     monitor: DbMonitor | None = None
+    keeper: RecallKeeper | None = None  # measures recall and widens the search breadth (serve starts it)
     postgres: EmbeddedPostgres | None = None  # set when the service runs its own cluster: the monitor revives it
     adopter: Adopter | None = None  # makes the prototype's adopted rows whole in the background
 
@@ -70,6 +72,8 @@ class Deps:
             self.monitor.stop()
         if self.adopter is not None:
             self.adopter.stop()
+        if self.keeper is not None:
+            self.keeper.stop()
         self.repo.close()
 
     def failed(self, err: ServiceError) -> None:
@@ -271,12 +275,12 @@ class IndexServicer(FilesServicer, index_pb2_grpc.IndexServicer):
         if not 1 <= request.dim <= MAX_DIM:
             raise InvalidArgument(f"dim must be between 1 and {MAX_DIM}")
         timeout = _timeout(context)
-        coll = self.repo.create_collection(request.name, request.model_id, request.dim, timeout)
+        coll = self.repo.create_collection(request.name, request.model_id, request.dim, timeout, request.vector_type)
         if not self.config.defer_index:
             self.repo.build_index(False, timeout, coll.name)
-        log.info("created collection %s (%s, dim %d)", coll.name, coll.model_id, coll.dim)
-        return index_pb2.CreateCollectionResponse(
-            collection=index_pb2.Collection(name=coll.name, model_id=coll.model_id or "", dim=coll.dim))
+        log.info("created collection %s (%s, dim %d, %s)", coll.name, coll.model_id, coll.dim, coll.vector_type)
+        return index_pb2.CreateCollectionResponse(collection=index_pb2.Collection(
+            name=coll.name, model_id=coll.model_id or "", dim=coll.dim, vector_type=coll.vector_type))
 
     def DropCollection(
         self, request: index_pb2.DropCollectionRequest, context: grpc.ServicerContext
@@ -359,7 +363,7 @@ def _search_pb(hits: list[domain.Hit], ms: float) -> index_pb2.SearchResponse:
 def _collection_pb(info: CollInfo) -> index_pb2.Collection:
     c = info.coll
     return index_pb2.Collection(name=c.name, model_id=c.model_id or "", dim=c.dim, count=info.count,
-                                created_at=info.created_at, aliases=list(info.aliases))
+                                created_at=info.created_at, aliases=list(info.aliases), vector_type=c.vector_type)
 
 
 def _check_ids(ids: Any, limit: int) -> None:
@@ -405,4 +409,7 @@ def serve(config: Config, deps: Deps) -> Server:
     from index_service.adopt import start_adopter
 
     deps.adopter = start_adopter(config, deps.repo, deps.media)
+    if config.target_recall:
+        deps.keeper = deps.repo.recall_keeper()
+        deps.keeper.start()
     return server

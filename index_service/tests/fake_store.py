@@ -45,7 +45,8 @@ class FakeStore:
     def collections(self, timeout_s: float | None) -> list[CollInfo]:
         return [CollInfo(self.collection("", timeout_s), len(self.rows), 1_700_000_000, ("default",))]
 
-    def create_collection(self, name: str, model_id: str, dim: int, timeout_s: float | None) -> Coll:
+    def create_collection(self, name: str, model_id: str, dim: int, timeout_s: float | None,
+                          vector_type: str = "") -> Coll:
         raise NotImplementedError("the fake holds one collection")
 
     def drop_collection(self, name: str, timeout_s: float | None) -> int:
