@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from index_service.catalog import Coll, CollInfo
 from index_service.domain import Hit, ImageMeta, NewImage, SearchQuery, ServiceError, UpsertOutcome
+from index_service.duplicates import Scan
 
 
 class Store(Protocol):
@@ -59,6 +60,9 @@ class Store(Protocol):
 
     def index_state(self, timeout_s: float | None, collection: str = "") -> str: ...
 
+    def find_duplicates(self, max_distance: float, after_id: int, limit: int, timeout_s: float | None,
+                        collection: str = "") -> Scan: ...
+
 
 class Media(Protocol):
     """The originals' files (index_service.media.MediaStore)."""
@@ -66,6 +70,13 @@ class Media(Protocol):
     def open(self, sha256: str) -> Iterator[bytes]: ...
 
     def size(self, sha256: str) -> int: ...
+
+
+class Displays(Protocol):
+    """Display renditions of the originals (index_service.renditions.Renditions)."""
+
+    def display(self, sha256: str, content_type: str, width: int,
+                height: int) -> tuple[str, int, Iterator[bytes]]: ...
 
 
 class Serving(Protocol):
@@ -78,3 +89,6 @@ class Serving(Protocol):
     def media(self) -> Media: ...
 
     def failed(self, err: ServiceError) -> None: ...
+
+    @property
+    def renditions(self) -> Displays: ...
