@@ -125,6 +125,13 @@ def groups(ids: list[int], neighbours: Neighbours) -> list[tuple[set[int], bool]
     return found
 
 
+def neighbour_sql(table: str) -> str:
+    """The pairs (image, neighbour) within a distance (%s) of images (%s): an HNSW scan per image, LATERAL."""
+    return (f"SELECT a.id, n.id FROM {table} a CROSS JOIN LATERAL (SELECT b.id, b.v <=> a.v AS d "
+            f"FROM {table} b ORDER BY b.v <=> a.v LIMIT {NEIGHBOURS + 1}) n "
+            "WHERE a.id = ANY(%s) AND a.v IS NOT NULL AND n.id <> a.id AND n.d <= %s")
+
+
 def scan(cur: cursor, c: Coll, dialect: Dialect, hnsw: HnswParams, max_distance: float, after_id: int,
          limit: int) -> Scan:
     """The groups whose smallest id lies among the next `limit` images above `after_id` (ids only)."""
@@ -136,9 +143,7 @@ def scan(cur: cursor, c: Coll, dialect: Dialect, hnsw: HnswParams, max_distance:
         cur.execute(statement)
     # As for searches: with vectors out of line the planner may think a full scan + sort per image cheaper.
     cur.execute("SET LOCAL enable_seqscan = off")
-    sql = (f"SELECT a.id, n.id FROM {c.table} a CROSS JOIN LATERAL (SELECT b.id, b.v <=> a.v AS d "
-           f"FROM {c.table} b ORDER BY b.v <=> a.v LIMIT {NEIGHBOURS + 1}) n "
-           "WHERE a.id = ANY(%s) AND a.v IS NOT NULL AND n.id <> a.id AND n.d <= %s")
+    sql = neighbour_sql(c.table)
 
     def neighbours(batch: list[int]) -> list[tuple[int, int]]:
         cur.execute(sql, (batch, max_distance + ROUNDING))
