@@ -4,9 +4,10 @@
 Postgres + pgvector, bulk-load switch on), loads CLIP-like clustered 512-d unit vectors through Upsert
 (`--rows` in all, `--planted` of them near-copies of other rows at cosine distance 0.005..0.04), builds
 the HNSW index and walks the whole collection with FindDuplicates (`--limit` images per page,
-`--max-distance`). In the same run: numpy's exact all-pairs answer over every row (the ground truth:
-connected components of all pairs within max_distance), and Postgres's exact scan (SearchSimilar with
-exact=true) over a sample of rows, extrapolated to the collection. Prints a table and writes
+`--max-distance`), at the service's default INDEX_HNSW_EF and again per `--ef-sweep` value. In the same
+run: numpy's exact all-pairs answer over every row (the ground truth: connected components of all pairs
+within max_distance), and Postgres's exact scan (SearchSimilar with exact=true) over a sample of rows,
+extrapolated to the collection. Prints a table and writes
 bench/results/duplicates.json.
 """
 
@@ -109,8 +110,18 @@ def exact_sample(stub: index_pb2_grpc.IndexStub, ids: list[int], exact: bool) ->
     return out
 
 
+def recall(groups: list[list[int]], ids: list[int], planted: list[tuple[int, int]]) -> float:
+    """Share of planted pairs (rows) whose two images are in one reported group."""
+    row_of = {image_id: row for row, image_id in enumerate(ids)}
+    group_of: dict[int, set[int]] = {}
+    for g in groups:
+        for image_id in g:
+            group_of.setdefault(row_of[image_id], set()).update(row_of[i] for i in g)
+    return sum(b in group_of.get(a, ()) for a, b in planted) / len(planted)
+
+
 def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    """Load, build, scan, and compare with the exact answers."""
+    """Load, build, scan (then again per --ef-sweep value), and compare with the exact answers."""
     rng = np.random.default_rng(args.seed)
     vecs, planted = plant(rng, args.rows, args.planted)
     port = free_port()
@@ -119,6 +130,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     try:
         ids, rows_s = load(stub, vecs, args.batch)
         build = stub.BuildIndex(index_pb2.BuildIndexRequest(), timeout=3600)
+        ef = dict(stub.Stats(index_pb2.StatsRequest(), timeout=30).index_params).get("ef_search", "")
         exact_sample(stub, ids[:20], exact=False)  # warm-up: caches, connections
         started = time.perf_counter()
         groups, page_s = scan(stub, args.max_distance, args.limit)
@@ -129,24 +141,34 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     finally:
         channel.close()
         stop_service(proc)
+    sweep = []
+    for value in (int(e) for e in args.ef_sweep.split(",") if e):
+        proc = start_service(root / "data", port, value)
+        channel, stub = connect(port)
+        try:
+            exact_sample(stub, ids[:20], exact=False)
+            started = time.perf_counter()
+            found, _ = scan(stub, args.max_distance, args.limit)
+            sweep.append({"ef_search": value, "scan_s": time.perf_counter() - started,
+                          "planted_recall": recall(found, ids, planted)})
+            print(f"  ef_search {value}: recall {sweep[-1]['planted_recall']:.3f}, {sweep[-1]['scan_s']:.1f} s",
+                  flush=True)
+        finally:
+            channel.close()
+            stop_service(proc)
     started = time.perf_counter()
     comps, exact_pairs = exact_components(vecs, args.max_distance)
     numpy_s = time.perf_counter() - started
     row_of = {image_id: row for row, image_id in enumerate(ids)}
-    group_of: dict[int, set[int]] = {}
-    for g in groups:
-        for image_id in g:
-            group_of.setdefault(row_of[image_id], set()).update(row_of[i] for i in g)
-    found = sum(b in group_of.get(a, ()) for a, b in planted)
     truth = {frozenset(c) for c in comps}
     reported = [frozenset(row_of[i] for i in g) for g in groups]
     comp_of = {r: frozenset(c) for c in comps for r in c}
     return {
         "rows": args.rows, "planted_pairs": args.planted, "max_distance": args.max_distance, "limit": args.limit,
-        "upsert_rows_per_s": rows_s, "index_build_s": build.build_seconds,
+        "ef_search": ef, "upsert_rows_per_s": rows_s, "index_build_s": build.build_seconds,
         "scan_s": scan_s, "pages": len(page_s), "page_p50_ms": float(np.percentile(page_s, 50) * 1000),
         "page_p99_ms": float(np.percentile(page_s, 99) * 1000), "scan_ms_per_image": scan_s * 1000 / args.rows,
-        "planted_recall": found / len(planted),
+        "planted_recall": recall(groups, ids, planted),
         "groups_reported": len(groups), "groups_exact": len(truth), "exact_pairs": exact_pairs,
         "groups_identical_to_exact": sum(g in truth for g in reported) / max(1, len(truth)),
         "members_outside_their_exact_group": sum(len(g - comp_of.get(next(iter(g)), frozenset())) for g in reported),
@@ -154,7 +176,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "numpy_all_pairs_s": numpy_s,
         "pg_exact_ms_per_image": float(np.mean(exact_s) * 1000), "pg_ann_ms_per_image": float(np.mean(ann_s) * 1000),
         "pg_exact_scan_projected_s": float(np.mean(exact_s)) * args.rows,
-        "exact_sample": args.exact_sample,
+        "exact_sample": args.exact_sample, "ef_sweep": sweep,
     }
 
 
@@ -174,6 +196,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=500, help="images per FindDuplicates page")
     parser.add_argument("--batch", type=int, default=500, help="rows per Upsert")
     parser.add_argument("--exact-sample", type=int, default=50, help="rows timed with Postgres's exact scan")
+    parser.add_argument("--ef-sweep", default="40",
+                        help="INDEX_HNSW_EF values to scan again with (service restarted on the same data)")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
@@ -192,7 +216,8 @@ def main() -> None:
     ]
     print(table(rows, list(rows[0])))
     print(f"\n{r['rows']:,} rows, {r['planted_pairs']:,} planted pairs, max_distance {r['max_distance']}, "
-          f"{r['pages']} pages of {r['limit']} (p50 {r['page_p50_ms']:.0f} ms, p99 {r['page_p99_ms']:.0f} ms); "
+          f"ef_search {r['ef_search']}, {r['pages']} pages of {r['limit']} "
+          f"(p50 {r['page_p50_ms']:.0f} ms, p99 {r['page_p99_ms']:.0f} ms); "
           f"groups {r['groups_reported']} reported / {r['groups_exact']} exact "
           f"({r['groups_identical_to_exact']:.3f} identical), exact scan / scan = "
           f"{r['pg_exact_scan_projected_s'] / r['scan_s']:.1f}x")

@@ -28,9 +28,6 @@ NEIGHBOURS = 16  # nearest rows asked per image: a burst of more copies still jo
 MAX_GROUP = 64  # a group stops growing here: a loose distance must not turn one page into a full scan
 MAX_DISTANCE = 0.5
 MAX_LIMIT = 1000
-# pgvector's default ef_search: near-copies are the nearest rows by a wide margin, so a broader (slower)
-# search finds no more of them (bench/duplicates.py).
-EF_SEARCH = 40
 ROUNDING = 1e-6  # float32 distances of identical vectors come out as small as ±1.2e-7, not 0
 
 
@@ -139,7 +136,8 @@ def scan(cur: cursor, c: Coll, dialect: Dialect, hnsw: HnswParams, max_distance:
     ids = [r[0] for r in cur.fetchall()]
     done, ids = len(ids) <= limit, ids[:limit]
     last = ids[-1] if ids else after_id
-    for statement in dialect.search_settings(NEIGHBOURS + 1, dataclasses.replace(hnsw, ef=EF_SEARCH), False):
+    # The searches' breadth (INDEX_HNSW_EF): bench/duplicates.py measures its recall and cost here.
+    for statement in dialect.search_settings(NEIGHBOURS + 1, hnsw, False):
         cur.execute(statement)
     # As for searches: with vectors out of line the planner may think a full scan + sort per image cheaper.
     cur.execute("SET LOCAL enable_seqscan = off")
