@@ -15,7 +15,7 @@ import psycopg2
 from psycopg2 import errors
 from psycopg2.extensions import connection, cursor
 
-from index_service import catalog, files
+from index_service import catalog, duplicates, files
 from index_service.catalog import Coll, CollInfo
 from index_service.config import Config
 from index_service.dialects import Dialect
@@ -401,6 +401,19 @@ class Repository:
             cells: list[list[Any]] = [[v if v is not None else "" for v in row[:-1]] for row in rows]
             metas = [ImageMeta(*row) for row in cells]
             return metas, [bytes(row[-1] or b"") for row in rows], scanned
+
+        return run_tx(self.pool, work, timeout_s)
+
+    def find_duplicates(self, max_distance: float, after_id: int, limit: int, timeout_s: float | None,
+                        collection: str = "") -> duplicates.Scan:
+        """Near-duplicate groups among the next `limit` images above `after_id` (duplicates.py), with metadata."""
+
+        def work(cur: cursor) -> duplicates.Scan:
+            c = catalog.resolve(cur, collection)
+            found = duplicates.scan(cur, c, self.dialect, self.breadth.ef(c.name), max_distance, after_id, limit)
+            cur.execute(f"SELECT {META_COLUMNS} FROM {c.table} WHERE id = ANY(%s)",
+                        ([i for g in found.groups for i in g.ids],))
+            return dataclasses.replace(found, metas={m.id: m for m in _metas(cur)})
 
         return run_tx(self.pool, work, timeout_s)
 

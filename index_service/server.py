@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from index_service import catalog, domain
+from index_service import catalog, domain, duplicates
 from index_service.catalog import CollInfo
 from index_service.config import Config
 from index_service.domain import (
@@ -28,6 +28,7 @@ from index_service.files_server import FilesServicer, check_path, check_source
 from index_service.media import MediaStore
 from index_service.metrics import UPSERTED
 from index_service.ports import Serving
+from index_service.renditions import Renditions
 from index_service.repository import Repository
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
 from semsearch_common import status
@@ -59,6 +60,10 @@ class Deps:
     keeper: RecallKeeper | None = None  # measures recall and widens the search breadth (serve starts it)
     postgres: EmbeddedPostgres | None = None  # set when the service runs its own cluster: the monitor revives it
     adopter: Adopter | None = None  # makes the prototype's adopted rows whole in the background
+    renditions: Renditions = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.renditions = Renditions(self.media)
 
     @classmethod
     def build(cls, config: Config, dsn: str, postgres: EmbeddedPostgres | None = None) -> Deps:
@@ -204,6 +209,10 @@ class IndexServicer(FilesServicer, index_pb2_grpc.IndexServicer):
             raise NotFound(f"image {request.id} came from the prototype; its original is not stored "
                            f"(reference: {meta.original_ref})")
         try:
+            if request.variant == index_pb2.IMAGE_VARIANT_DISPLAY:
+                content_type, size, shown = self.deps.renditions.display(
+                    meta.sha256, meta.content_type, meta.width, meta.height)
+                return _chunks(shown, content_type, size, meta.sha256)
             size = self.deps.media.size(meta.sha256)
         except FileNotFoundError:
             log.error("image %d: media file %s is missing", request.id, meta.sha256)
@@ -326,6 +335,24 @@ class IndexServicer(FilesServicer, index_pb2_grpc.IndexServicer):
             out.last_id = meta.id
         out.left_out = sum(1 for i in scanned if i <= out.last_id) - len(out.images)
         return out
+
+    def FindDuplicates(
+        self, request: index_pb2.FindDuplicatesRequest, context: grpc.ServicerContext
+    ) -> index_pb2.FindDuplicatesResponse:
+        """Near-duplicate groups among the next `limit` images, and the scan's progress."""
+        self._ready()
+        duplicates.check(request.max_distance, request.after_id, request.limit)
+        found = self.repo.find_duplicates(request.max_distance, request.after_id, request.limit, _timeout(context),
+                                          request.collection)
+        groups = [index_pb2.DuplicateGroup(
+            members=[index_pb2.DuplicateMember(image=_meta_pb(found.metas[i]), distance=d)
+                     for i, d in zip(g.ids, g.distances, strict=True) if i in found.metas],
+            truncated=g.truncated) for g in found.groups]
+        log.debug("duplicates after %d: %d group(s), %d of %d scanned", request.after_id, len(groups), found.scanned,
+                  found.total)
+        return index_pb2.FindDuplicatesResponse(
+            groups=[g for g in groups if len(g.members) > 1], last_id=found.last_id, scanned=found.scanned,
+            total=found.total, done=found.done)
 
     def _original(self, meta: domain.ImageMeta) -> bytes:
         """The stored original of an image; empty for an adopted row or a missing file (logged)."""
