@@ -102,10 +102,14 @@ async function runSearch(append = false) {
     state.hits = append ? state.hits.concat(result.hits) : result.hits;
     state.hasMore = result.has_more && result.hits.length > 0;
     hideAlert();
+    healed();
     render(result, append);
   } catch (err) {
     if (err.name === "AbortError" || seq !== state.seq) return;
+    state.hasMore = false;  // no stale "Load more" while the search is failing
+    $("load-more").hidden = true;
     showAlert(err.message, () => runSearch(append));
+    healLater(err, () => runSearch(append), seq);
     if (!append) { state.hits = []; render(null, false); }
   } finally {
     if (seq === state.seq) setBusy(false, append);
