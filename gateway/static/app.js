@@ -305,10 +305,8 @@ function openViewer(index) {
   const label = hit.label || "Unlabelled";
   $("viewer-title").textContent = label;
   const img = $("viewer-img");
-  img.src = hit.thumbnail_url;  // shows at once; the original replaces it when loaded
-  const full = new Image();
-  full.onload = () => { if (state.current === index) img.src = hit.image_url; };
-  full.src = hit.image_url;
+  img.src = hit.thumbnail_url;  // shows at once; the display rendition replaces it when loaded
+  loadDisplay(hit, () => state.current === index);
   img.alt = `${label}, ${hit.width} by ${hit.height} pixels`;
   $("viewer-original").href = hit.image_url;
   $("viewer-prev").disabled = index === 0;

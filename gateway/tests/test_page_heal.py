@@ -5,9 +5,12 @@ from __future__ import annotations
 import time
 
 from embedder_service.tests import images
+from gateway.tests import test_page
 from gateway.tests.test_api import upload
-from gateway.tests.test_page import browser, search, shot  # noqa: F401  (browser is a fixture)
+from gateway.tests.test_page import search, shot
 from tests.support.stack import Stack
+
+browser = test_page.browser  # the fixture, shared with the page tests
 
 
 def test_a_failed_search_retries_by_itself(browser: object, private_stack: Stack) -> None:
