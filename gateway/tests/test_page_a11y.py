@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
 
 from gateway.tests import test_page
 from gateway.tests.test_page import search
+from gateway.tests.test_page_duplicates import plant, serve_duplicates
 from tests.support import axe
-from tests.support.stack import Gateway
+from tests.support.stack import Gateway, Stack
 
 browser, collection = test_page.browser, test_page.collection
 SCHEMES = ["light", "dark"]
@@ -92,3 +94,20 @@ def test_no_serious_accessibility_violations(themed: object, axe_script: str, vi
     VIEWS[view](themed)
     problems = serious_violations(themed, axe_script)
     assert not problems, f"{view} in the {themed.scheme} theme:\n" + "\n".join(problems)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def planted(api: httpx.Client, stack: Stack) -> dict[str, list[int]]:
+    """Near-copies in a collection of their own, for the duplicates view."""
+    return plant(api, stack, "page_dups_a11y")
+
+
+def test_duplicates_view_has_no_serious_violations(themed: object, axe_script: str, api: httpx.Client,
+                                                   planted: dict[str, list[int]]) -> None:
+    serve_duplicates(themed, api, "page_dups_a11y", planted)
+    themed.goto(f"{themed.base}/?collection=page_dups_a11y")  # type: ignore[attr-defined]
+    themed.click("#open-duplicates")  # type: ignore[attr-defined]
+    themed.wait_for_function("() => document.getElementById('dups-progress-text').textContent"  # type: ignore[attr-defined]
+                             ".startsWith('Scanned all')")
+    problems = serious_violations(themed, axe_script)
+    assert not problems, f"duplicates in the {themed.scheme} theme:\n" + "\n".join(problems)  # type: ignore[attr-defined]
