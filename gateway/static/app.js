@@ -396,6 +396,7 @@ async function refreshStats() {
     $("footer-text").replaceChildren(...children);
     $("demo-banner").hidden = stats.semantic;
     $("token-field").hidden = !stats.write_token_required;
+    healNow();  // the backend answers again: a failed search need not wait for its countdown
     if (state.mode === "idle") showIdle();
   } catch (err) {
     state.stats = null;

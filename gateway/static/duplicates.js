@@ -192,6 +192,7 @@ function dupsStart() {
   $("open-duplicates").addEventListener("click", dupsOpen);
   $("duplicates").addEventListener("close", dupsClosed);
   $("dups-close").addEventListener("click", () => $("duplicates").close());
+  $("duplicates").addEventListener("click", (e) => { if (e.target === $("duplicates")) $("duplicates").close(); });
   $("dups-prev").addEventListener("click", () => dupsGo(-1));
   $("dups-next").addEventListener("click", () => dupsGo(1));
   $("dups-delete").addEventListener("click", dupsDelete);

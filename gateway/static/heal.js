@@ -1,12 +1,13 @@
 // A failed search retries by itself: backoff 1, 2, 4, 8, then every 15 s, with a countdown in the alert.
-// app.js calls healLater() when a search fails and healed() when one succeeds; "Try again" stays for the impatient.
+// app.js calls healLater() when a search fails, healed() when one succeeds and healNow() when its stats get
+// through again; "Try again" stays for the impatient.
 "use strict";
 
 const HEAL_STEPS_S = [1, 2, 4, 8, 15];
 // Worth retrying: no answer at all, overload, and the gateway's "a backend is down" or "too slow" answers.
 const HEAL_STATUSES = new Set([0, 429, 502, 503, 504]);
 
-const heal = { attempt: 0, timer: 0, ticker: 0 };
+const heal = { attempt: 0, timer: 0, ticker: 0, fire: null };
 
 function healClearTimers() {
   clearTimeout(heal.timer);
@@ -25,7 +26,7 @@ function healLater(err, retry, seq) {
   healClearTimers();
   if (!HEAL_STATUSES.has(err.status)) { healShowCountdown(""); return false; }
   const step = HEAL_STEPS_S[Math.min(heal.attempt, HEAL_STEPS_S.length - 1)];
-  const asked = Number(err.retryAfter);  // a 429's Retry-After, in seconds, when the server says
+  const asked = Number(err.retryAfter);  // the Retry-After of a 503 or 429, in seconds, when there is one
   let left = Math.max(step, Number.isFinite(asked) ? Math.min(asked, 60) : 0);
   heal.attempt++;
   const waitMs = left * 1000;
@@ -37,12 +38,13 @@ function healLater(err, retry, seq) {
   };
   tick();
   heal.ticker = setInterval(tick, 1000);
-  heal.timer = setTimeout(() => {
+  heal.fire = () => {
     healClearTimers();
     if (stale()) return;
     healShowCountdown("Retrying…");
     retry();
-  }, waitMs);
+  };
+  heal.timer = setTimeout(heal.fire, waitMs);
   return true;
 }
 
@@ -53,9 +55,12 @@ function healed() {
   healShowCountdown("");
 }
 
-// The browser says the network is back: do not wait for the countdown.
-window.addEventListener("online", () => {
+// Something says the backend is back (the footer's stats answered, the browser is online again): retry a
+// pending search now instead of waiting out the countdown.
+function healNow() {
   if (!heal.timer) return;
   clearTimeout(heal.timer);
-  heal.timer = setTimeout(() => document.getElementById("alert-retry").click(), 0);
-});
+  heal.timer = setTimeout(heal.fire, 0);
+}
+
+window.addEventListener("online", healNow);

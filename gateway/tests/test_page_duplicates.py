@@ -142,3 +142,19 @@ def test_keep_one_of_each_group_and_delete_the_rest(dups_page: object, api: http
     assert all(api.get(f"/api/images/{i}", params={"collection": NAME}).status_code == 200 for i in second)
     pg.keyboard.press("Escape")  # type: ignore[attr-defined]
     pg.wait_for_selector("#duplicates", state="hidden")  # type: ignore[attr-defined]
+
+
+def test_the_view_stays_hidden_without_the_route(browser: object, gw: Gateway) -> None:
+    context = browser.new_context()  # type: ignore[attr-defined]
+    pg = context.new_page()
+    probed: list[str] = []
+
+    def missing(route: Any) -> None:
+        probed.append(route.request.url)
+        route.fulfill(status=404, content_type="application/json", body='{"error": "not_found", "message": "no"}')
+    pg.route("**/api/duplicates?*", missing)
+    pg.goto(gw.url)
+    pg.wait_for_function("() => document.getElementById('footer-text').textContent.includes('pgvector')")
+    pg.wait_for_load_state("networkidle")
+    assert probed and pg.is_hidden("#open-duplicates")
+    context.close()
