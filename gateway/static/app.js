@@ -93,6 +93,7 @@ async function runSearch(append = false) {
   } else {
     const form = new FormData();
     form.append("file", state.queryFile);
+    if (state.q) params.set("q", state.q);  // words combined with the example image (example.js)
     request = api(`/api/search/image?${params}`, { method: "POST", body: form, signal: controller.signal });
   }
   setBusy(true, append);
@@ -136,6 +137,7 @@ function onType() {
 function startTextSearch() {
   clearTimeout(debounceTimer);
   const q = $("q").value.trim();
+  if (state.mode === "image") { if (q !== state.q) { state.q = q; runSearch(); } return; }  // words change the example
   if (state.mode === "text" && q === state.q) return;
   if (!q) {
     if (state.mode !== "text") return;
@@ -160,6 +162,7 @@ function searchByImage(file) {
   state.similarTo = null;
   state.q = "";
   $("q").value = "";
+  examplePlaceholder();
   syncUrl();
   runSearch();
 }
@@ -170,6 +173,7 @@ function searchSimilar(hit) {
   state.queryFile = null;
   state.q = "";
   $("q").value = "";
+  examplePlaceholder();
   syncUrl();
   closeViewer();
   runSearch();
@@ -179,6 +183,9 @@ function clearExample() {
   state.mode = "idle";
   state.queryFile = null;
   state.similarTo = null;
+  state.q = "";
+  $("q").value = "";
+  examplePlaceholder();
   syncUrl();
   runSearch();
   $("q").focus();
@@ -248,7 +255,7 @@ function renderStatus(result) {
     if (state.mode === "image") {
       img.dataset.url = URL.createObjectURL(state.queryFile);
       img.src = img.dataset.url;
-      $("query-chip-text").textContent = "Similar to your image";
+      $("query-chip-text").textContent = exampleLabel();
     } else {
       img.dataset.url = "";
       img.src = state.similarTo.thumbnail_url;

@@ -89,3 +89,28 @@ def test_query_help_is_on_the_page(page: object) -> None:
     for example in ("beach -people", "sunset + mountains", "dog:2 cat", '"'):
         assert example in text, example
     shot(page, "22-query-help")
+
+
+def test_words_change_an_example_image(page: object, api: httpx.Client, collection: dict[int, bytes],
+                                       tmp_path: Path) -> None:
+    example = tmp_path / "example.jpg"
+    example.write_bytes(next(iter(collection.values())))
+    page.goto(page.base)  # type: ignore[attr-defined]
+    plain = page.get_attribute("#q", "placeholder")  # type: ignore[attr-defined]
+    page.set_input_files("#query-file", str(example))  # type: ignore[attr-defined]
+    page.wait_for_selector(".card")  # type: ignore[attr-defined]
+    assert "Add words to the example" in page.get_attribute("#q", "placeholder")  # type: ignore[attr-defined]
+    with page.expect_response(lambda r: "/api/search/image?" in r.url and "q=at+night" in r.url) as answer:  # type: ignore[attr-defined]
+        page.type("#q", "at night", delay=15)  # type: ignore[attr-defined]
+    assert answer.value.status == 200
+    page.wait_for_function("() => document.getElementById('results').getAttribute('aria-busy') === 'false'")  # type: ignore[attr-defined]
+    assert page.is_visible("#query-chip")  # type: ignore[attr-defined]  # still an image search
+    assert page.text_content("#query-chip-text") == "Similar to your image, with “at night”"  # type: ignore[attr-defined]
+    # The page shows what the API answers for the image with those words (combined where the gateway can).
+    expected = api.post("/api/search/image", params={"q": "at night", "k": 24},
+                        files={"file": ("q.jpg", example.read_bytes(), "image/jpeg")}).json()["hits"]
+    ids = page.eval_on_selector_all(".card", "cs => cs.map(c => Number(c.dataset.id))")  # type: ignore[attr-defined]
+    assert ids == [h["id"] for h in expected]
+    page.click("#query-chip-clear")  # type: ignore[attr-defined]
+    assert page.input_value("#q") == "" and page.get_attribute("#q", "placeholder") == plain  # type: ignore[attr-defined]
+    assert page.locator(".card").count() == 0  # type: ignore[attr-defined]
