@@ -58,6 +58,9 @@ class Config:
     pg_stop_on_exit: bool = True
     log_level: str = "INFO"
     log_format: str = "text"
+    # Where the prototype's stored paths resolve when its folder now lives elsewhere (None: as stored).
+    prototype_root: Path | None = None
+    adopt_batch: int = 32  # adopted rows made whole per transaction
 
     @property
     def media_dir(self) -> Path:
@@ -110,4 +113,6 @@ class Config:
             pg_stop_on_exit=r.bool("pg_stop_on_exit", True),
             log_level=r.str("log_level", "INFO", LEVELS),
             log_format=r.str("log_format", "text", FORMATS),
+            prototype_root=r.path("prototype_root", Path()) if r.raw("prototype_root") else None,
+            adopt_batch=r.int("adopt_batch", 32, 1, 1000),
         )
