@@ -31,7 +31,8 @@ from index_service.domain import ServiceError, StorageError
 from index_service.media import MediaStore
 from index_service.metrics import ADOPTED
 from index_service.pool import one_row, run_tx
-from index_service.repository import Repository, _lock_keys
+from index_service.repository import Repository
+from index_service.shas import lock_keys as _lock_keys
 
 log = logging.getLogger(__name__)
 
