@@ -38,11 +38,12 @@ HTTP_OF_GRPC = {
     grpc.StatusCode.CANCELLED: 503,
     grpc.StatusCode.UNAUTHENTICATED: 503,  # a backend refusing the gateway is the operator's problem
     grpc.StatusCode.PERMISSION_DENIED: 503,
+    grpc.StatusCode.UNIMPLEMENTED: 501,  # a backend older than this gateway (e.g. an index without the tag RPCs)
 }
 TITLES = {
     400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
     409: "conflict", 413: "too_large", 414: "uri_too_long", 415: "unsupported_media_type", 429: "overloaded",
-    431: "headers_too_large", 500: "internal", 503: "unavailable",
+    431: "headers_too_large", 500: "internal", 501: "not_implemented", 503: "unavailable",
     504: "deadline_exceeded", 507: "insufficient_storage",
 }
 
@@ -82,4 +83,6 @@ def from_rpc(err: grpc.RpcError, backend: str, retry_after: int) -> ApiError:
         return ApiError(507, f"the {backend} cannot store files: {details}")
     if status == 500:
         return ApiError(500, f"the {backend} service failed ({code.name})")
+    if status == 501:
+        return ApiError(501, f"the {backend} service does not offer this yet (a version older than the gateway's)")
     return ApiError(status, details or code.name.lower())

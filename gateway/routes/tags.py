@@ -8,10 +8,12 @@ from gateway import schemas, tagrules
 from gateway.clients import Deadline
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
-from gateway.routes.common import COLLECTION_PATTERN, ERRORS, Backend, Collection, token_checker
+from gateway.routes.common import COLLECTION_PATTERN, ERRORS, Backend, Collection, Responses, token_checker
 from protos.semsearch.v1 import index_pb2
 
 MAX_IDS = 1000  # within the index's max_ids_per_request (10 x its batch size)
+# An index older than the tag RPCs answers UNIMPLEMENTED: 501, not a 500 (a rolling upgrade's moment).
+TAG_ERRORS: Responses = {**ERRORS, 501: {"model": schemas.ErrorBody, "description": "the index has no tag RPCs yet"}}
 
 
 def router(config: GatewayConfig) -> APIRouter:
@@ -19,14 +21,14 @@ def router(config: GatewayConfig) -> APIRouter:
     routes = APIRouter(tags=["tags"])
     require_token = token_checker(config)
 
-    @routes.get("/api/tags", response_model=list[schemas.TagCount], responses=ERRORS)
+    @routes.get("/api/tags", response_model=list[schemas.TagCount], responses=TAG_ERRORS)
     async def list_tags(b: Backend, collection: Collection = "") -> list[schemas.TagCount]:
         """Every tag of a collection with its number of images, by name."""
         rows = await b.tags(Deadline(config.search_deadline_s), collection)
         return [schemas.TagCount(tag=r.tag, count=r.count) for r in rows]
 
     @routes.post("/api/tags", response_model=schemas.TagEditResult, dependencies=[Depends(require_token)],
-                 responses={401: {"model": schemas.ErrorBody}, **ERRORS})
+                 responses={401: {"model": schemas.ErrorBody}, **TAG_ERRORS})
     async def edit_tags(b: Backend, edit: schemas.TagEdit) -> schemas.TagEditResult:
         """Add and remove tags of several images (a tag both added and removed is refused)."""
         if not edit.ids:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import grpc
 import pytest
 from fastapi.testclient import TestClient
 
 from embedder_service.tests import images
 from gateway.app import create_app
 from gateway.config import GatewayConfig
-from gateway.tests.fakes import Recording
+from gateway.tests.fakes import Recording, bare_error
 from protos.semsearch.v1 import common_pb2, index_pb2
 
 TOKEN = "tag-token"
@@ -161,3 +162,12 @@ def test_image_metadata_has_tags_facts_and_the_file_time(fake: Recording, client
     assert body["facts"]["taken_at"] == "2021-07-04T15:30:00" and body["facts"]["taken_offset_minutes"] is None
     assert (body["facts"]["latitude"], body["facts"]["longitude"]) == (None, None)  # half a position is none
     assert body["file_modified_at"] is None and body["tags"] == []
+
+
+def test_an_index_without_the_tag_rpcs_is_501_not_500(fake: Recording, client: TestClient) -> None:
+    for method in ("ListTags", "UpdateTags"):
+        fake.failures[method] = bare_error(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+    listed = client.get("/api/tags")
+    assert listed.status_code == 501 and listed.json()["error"] == "not_implemented"
+    assert "older" in listed.json()["message"]
+    assert client.post("/api/tags", json={"ids": [1], "add": ["x"]}).status_code == 501
