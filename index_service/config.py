@@ -58,6 +58,9 @@ class Config:
     pg_stop_on_exit: bool = True
     log_level: str = "INFO"
     log_format: str = "text"
+    # The relevance cutoff of a date-sorted search that asks for none (see README: relative, per query).
+    date_cutoff_gap: float = 0.05
+    date_cutoff_fraction: float = 0.0  # 0: no fraction bound
 
     @property
     def media_dir(self) -> Path:
@@ -110,4 +113,6 @@ class Config:
             pg_stop_on_exit=r.bool("pg_stop_on_exit", True),
             log_level=r.str("log_level", "INFO", LEVELS),
             log_format=r.str("log_format", "text", FORMATS),
+            date_cutoff_gap=r.float("date_cutoff_gap", 0.05, 0.0, 2.0),
+            date_cutoff_fraction=r.float("date_cutoff_fraction", 0.0, 0.0, 1.0),
         )

@@ -59,6 +59,11 @@ class Store(Protocol):
 
     def index_state(self, timeout_s: float | None, collection: str = "") -> str: ...
 
+    def update_tags(self, ids: Sequence[int], add: tuple[str, ...], remove: tuple[str, ...],
+                    timeout_s: float | None, collection: str = "") -> list[int]: ...
+
+    def tags(self, timeout_s: float | None, collection: str = "") -> list[tuple[str, int]]: ...
+
 
 class Media(Protocol):
     """The originals' files (index_service.media.MediaStore)."""
