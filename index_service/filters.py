@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from psycopg2.extensions import cursor
+
 from index_service.config import HnswParams
 from index_service.dialects import Dialect
 from index_service.domain import Hit, SearchQuery
@@ -65,9 +67,14 @@ def conditions(q: SearchQuery) -> tuple[list[str], list[Any]]:
     return where, params
 
 
+FIRST_DATE_FETCH = 100  # rows a date sort fetches first; 4x more while the last is still relevant
+
+
 def candidates(q: SearchQuery, max_k: int) -> int:
-    """Rows to fetch by relevance: the page and what it skips, or for a date sort the whole pool."""
-    wanted = max_k if q.order.by_date else q.order.offset + q.k
+    """Rows to fetch first by relevance: the page and what it skips (a date sort: at least FIRST_DATE_FETCH)."""
+    wanted = q.order.offset + q.k
+    if q.order.by_date:
+        wanted = min(max_k, max(FIRST_DATE_FETCH, 2 * wanted))
     return wanted + (1 if q.exclude_id is not None else 0)  # the query image itself is dropped later
 
 
@@ -78,10 +85,9 @@ def search_sql(dialect: Dialect, table: str, where: list[str], limit: int) -> st
     return f"SELECT {HIT_COLUMNS}, {dist} FROM {table} {clause}ORDER BY {dist} LIMIT {int(limit)}"
 
 
-def plan(dialect: Dialect, table: str, q: SearchQuery, hnsw: HnswParams, max_k: int) -> Plan:
-    """Every statement a search runs, so both dialects' SQL can be checked without their servers."""
+def plan(dialect: Dialect, table: str, q: SearchQuery, hnsw: HnswParams, limit: int) -> Plan:
+    """Every statement of one fetch of `limit` candidates, so both dialects' SQL can be checked without a server."""
     where, params = conditions(q)
-    limit = candidates(q, max_k)
     settings = dialect.search_settings(limit, hnsw, q.filtered)
     if not q.filtered:
         # Vectors live out of line (TOAST), so the heap looks small and, once ef_search is large
@@ -92,6 +98,45 @@ def plan(dialect: Dialect, table: str, q: SearchQuery, hnsw: HnswParams, max_k: 
                 exact_settings=["SET LOCAL enable_indexscan = off"],
                 exact_sql=search_sql(dialect, table, ["v IS NOT NULL", *where], limit),
                 params=[vec, *params, vec], limit=limit)
+
+
+def fetch(cur: cursor, p: Plan, exact: bool) -> list[tuple[Any, ...]]:
+    """The candidate rows: through the index, or by an exact scan when asked or when the index ran out."""
+    rows: list[tuple[Any, ...]] = []
+    if not exact:
+        for statement in p.settings:
+            cur.execute(statement)
+        cur.execute(p.sql, p.params)
+        rows = cur.fetchall()
+    if exact or len(rows) < p.limit:
+        # Asked for, or the graph ran out before the candidates were found (a selective filter).
+        for statement in p.exact_settings:
+            cur.execute(statement)
+        cur.execute(p.exact_sql, p.params)
+        rows = cur.fetchall()
+    return rows
+
+
+def search(cur: cursor, dialect: Dialect, table: str, q: SearchQuery, hnsw: HnswParams, max_k: int,
+           default: tuple[float | None, float | None]) -> list[Hit]:
+    """The hits of a query; a date sort fetches 4x more candidates while the last one is still relevant,
+    up to max_k (its pool), so a tight cutoff costs a small fetch and a loose one at most max_k rows."""
+    limit = candidates(q, max_k)
+    pool = max_k + (1 if q.exclude_id is not None else 0)
+    while True:
+        rows = fetch(cur, plan(dialect, table, q, hnsw, limit), q.exact)
+        hits = to_hits(rows, q.exclude_id)
+        if not q.order.by_date or not hits or len(rows) < limit or limit >= pool:
+            break
+        if hits[-1].score < threshold(hits[0].score, *bounds(q, default)):
+            break
+        limit = min(pool, limit * 4)
+    return arrange(hits, q, *default)
+
+
+def bounds(q: SearchQuery, default: tuple[float | None, float | None]) -> tuple[float | None, float | None]:
+    """The query's cutoff (gap, fraction), else the server's."""
+    return (q.order.gap, q.order.fraction) if q.order.has_cutoff else default
 
 
 def to_hits(rows: list[tuple[Any, ...]], exclude_id: int | None) -> list[Hit]:
@@ -120,7 +165,7 @@ def arrange(hits: list[Hit], q: SearchQuery, default_gap: float | None,
     if q.min_score is not None:
         hits = [h for h in hits if h.score >= q.min_score]
     o = q.order
-    gap, fraction = (o.gap, o.fraction) if o.has_cutoff else (default_gap, default_fraction)
+    gap, fraction = bounds(q, (default_gap, default_fraction))
     if hits and (o.has_cutoff or o.by_date):
         low = threshold(hits[0].score, gap, fraction)
         if o.by_date:

@@ -267,20 +267,8 @@ class Repository:
         # collection whole, never a mix (a dropped one retries: run_tx resolves again).
         c = c or catalog.resolve(cur, collection)
         catalog.check_model(c, q.model_id, len(q.vector))
-        plan = filters.plan(self.dialect, c.table, q, self.config.hnsw, self.config.max_k)
-        if not q.exact:
-            for statement in plan.settings:
-                cur.execute(statement)
-            cur.execute(plan.sql, plan.params)
-            rows = cur.fetchall()
-        if q.exact or len(rows) < plan.limit:
-            # Asked for, or the graph ran out before the candidates were found (a selective filter).
-            for statement in plan.exact_settings:
-                cur.execute(statement)
-            cur.execute(plan.exact_sql, plan.params)
-            rows = cur.fetchall()
-        hits = filters.arrange(filters.to_hits(rows, q.exclude_id), q, self.config.date_cutoff_gap,
-                               self.config.date_cutoff_fraction or None)
+        default = (self.config.date_cutoff_gap, self.config.date_cutoff_fraction or None)
+        hits = filters.search(cur, self.dialect, c.table, q, self.config.hnsw, self.config.max_k, default)
         return hits, (time.perf_counter() - started) * 1000
 
     def _vector_of(self, cur: cursor, c: Coll, image_id: int) -> str:

@@ -22,7 +22,7 @@ def query(**kw: object) -> SearchQuery:
 
 
 def lantern(q: SearchQuery) -> filters.Plan:
-    return filters.plan(Lantern(), "images", q, P, max_k=1000)
+    return filters.plan(Lantern(), "images", q, P, filters.candidates(q, max_k=1000))
 
 
 @pytest.mark.parametrize(("photo", "condition", "params"), [
@@ -59,19 +59,51 @@ def test_labels_are_more_tags_and_filters_combine() -> None:
 
 
 @pytest.mark.parametrize("sort", ["date_desc", "date_asc"])
-def test_lantern_sql_of_a_date_sort_fetches_the_relevance_pool(sort: str) -> None:
+def test_lantern_sql_of_a_date_sort_fetches_by_relevance_first(sort: str) -> None:
     plan = lantern(query(k=5, order=Order(sort=sort, offset=20)))
-    assert plan.limit == 1000 and plan.sql.endswith(f"ORDER BY {LANTERN_DIST} LIMIT 1000")
-    assert plan.settings == ["SET LOCAL lantern_hnsw.init_k = 1000", "SET LOCAL enable_seqscan = off"]
+    assert plan.limit == 100 and plan.sql.endswith(f"ORDER BY {LANTERN_DIST} LIMIT 100")
+    assert plan.settings == ["SET LOCAL lantern_hnsw.init_k = 100", "SET LOCAL enable_seqscan = off"]
     similar = lantern(query(k=5, exclude_id=7, order=Order(sort=sort)))
-    assert similar.limit == 1001  # the query image itself comes back and is dropped
+    assert similar.limit == 101  # the query image itself comes back and is dropped
+    assert lantern(query(k=200, order=Order(sort=sort, offset=300))).limit == 1000  # 2 x (offset + k), at most max_k
+
+
+class FakeCursor:
+    """Answers candidate queries with `n` rows whose scores fall by 0.001 per row; records the SQL."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.sql, self.rows = n, [], []  # type: list[str]
+
+    def execute(self, sql: str, params: object = None) -> None:
+        self.sql.append(sql)
+        limit = int(sql.rsplit("LIMIT ", 1)[1]) if "LIMIT" in sql else 0
+        self.rows = [(i, "", "", 0, 0, [], 1000 + i, i * 0.001) for i in range(1, min(limit, self.n) + 1)]
+
+    def fetchall(self) -> list[tuple[object, ...]]:
+        return self.rows
+
+
+@pytest.mark.parametrize(("gap", "limits", "found"), [(0.0505, [100], 51), (0.2005, [100, 400], 201),
+                                                       (0.5005, [100, 400, 1000], 501)])
+def test_a_date_sort_fetches_more_while_the_last_candidate_is_relevant(gap: float, limits: list[int],
+                                                                       found: int) -> None:
+    cur = FakeCursor(5000)
+    q = query(k=10, order=Order(sort="date_desc", gap=gap))
+    hits = filters.search(cur, Lantern(), "images", q, P, 1000, (0.05, None))  # type: ignore[arg-type]
+    asked = [int(s.rsplit("LIMIT ", 1)[1]) for s in cur.sql if s.startswith("SELECT")]
+    assert asked == limits
+    # Newest first among the relevant: ids (and dates) 1..found have scores within the gap of the best.
+    assert [h.id for h in hits] == list(range(found, found - 10, -1))
+    small = FakeCursor(30)  # fewer rows than asked: the exact scan confirms, nothing more to fetch
+    filters.search(small, Lantern(), "images", q, P, 1000, (0.05, None))  # type: ignore[arg-type]
+    assert [s for s in small.sql if s.startswith("SELECT")] == [lantern(q).sql, lantern(q).exact_sql]
 
 
 def test_relevance_offset_fetches_the_skipped_rows_too() -> None:
     plan = lantern(query(k=10, order=Order(offset=30)))
     assert plan.limit == 40 and plan.sql.endswith("LIMIT 40")
     assert plan.settings == ["SET LOCAL lantern_hnsw.init_k = 40", "SET LOCAL enable_seqscan = off"]
-    pg = filters.plan(PgVector(), "images_c2", query(k=10, photo=Filter(tags_any=("a",))), P, 1000)
+    pg = filters.plan(PgVector(), "images_c2", query(k=10, photo=Filter(tags_any=("a",))), P, 10)
     assert pg.settings == ["SET LOCAL hnsw.ef_search = 100", "SET LOCAL hnsw.iterative_scan = relaxed_order"]
     assert "FROM images_c2 WHERE tags && %s::text[] ORDER BY v <=> %s::vector LIMIT 10" in pg.sql
 

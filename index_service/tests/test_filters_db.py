@@ -136,6 +136,11 @@ def test_date_sorts_keep_the_relevant_hits_in_date_order(loaded: tuple[Running, 
             assert dated == sorted(dated, key=lambda t: sign * t) and len(dated) < len(hits)
             assert all(not h.HasField("taken_at") for h in hits[len(dated):])  # undated last
             assert [h.taken_at for h in hits[:len(dated)]] == [taken[i] for i in got[:len(dated)]]
+    for wide in (gap, 1.05):  # k=10 fetches 100 candidates first, then 4x more while the last is relevant
+        common = {"sort": index_pb2.SORT_DATE_DESC, "cutoff": index_pb2.Cutoff(gap=wide), "exact": True}
+        full = running.stub.Search(index_pb2.SearchRequest(vector=vecs[q].tolist(), k=1000, **common), timeout=10)
+        top = running.stub.Search(index_pb2.SearchRequest(vector=vecs[q].tolist(), k=10, **common), timeout=10)
+        assert [h.id for h in top.hits] == [h.id for h in full.hits][:10]
     if not similar:  # without a cutoff the server's default (INDEX_DATE_CUTOFF_GAP, 0.05) applies
         default = running.stub.Search(index_pb2.SearchRequest(vector=vecs[7].tolist(), k=1000, exact=True,
                                                               sort=index_pb2.SORT_DATE_DESC), timeout=10).hits
