@@ -122,3 +122,11 @@ def test_filters_date_sort_and_offset(stub: index_pb2_grpc.IndexStub) -> None:
     assert code == INVALID and "control" in details
     marked = search(cutoff=index_pb2.Cutoff(gap=0.0))
     assert len(marked) == 6 and not marked[0].below_cutoff and all(h.below_cutoff for h in marked[1:])
+
+
+def test_tag_rpcs_answer_without_a_client_deadline_and_the_store_gets_the_default(
+        stub: index_pb2_grpc.IndexStub, deps: FakeDeps) -> None:
+    (r,) = stub.Upsert(index_pb2.UpsertRequest(items=[photo("nd", 1, label="cat")])).results
+    assert list(stub.UpdateTags(index_pb2.UpdateTagsRequest(ids=[r.id], add=["x"])).updated) == [r.id]
+    assert [(t.tag, t.count) for t in stub.ListTags(index_pb2.ListTagsRequest()).tags] == [("cat", 1), ("x", 1)]
+    assert all(0 < (deps.repo.timeouts[name] or 0) <= 120 for name in ("update_tags", "tags"))
