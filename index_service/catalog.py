@@ -9,7 +9,7 @@ from psycopg2.extensions import cursor
 
 from index_service.dialects import Dialect
 from index_service.domain import InvalidArgument, Mismatch, NotFound
-from index_service.migrations import COLUMNS, DEFAULT_ALIAS, ID_SEQUENCE
+from index_service.migrations import COLUMNS, DEFAULT_ALIAS, ID_SEQUENCE, photo_indexes
 from index_service.pool import one_row
 from semsearch_common.errors import FailedPrecondition, Reason, ServiceError
 
@@ -127,6 +127,8 @@ def create(cur: cursor, dialect: Dialect, name: str, model_id: str, dim: int,
     cur.execute(f"ALTER TABLE {table} ALTER COLUMN thumbnail SET STORAGE EXTERNAL")
     cur.execute(f"CREATE INDEX {table}_label ON {table} (label)")
     cur.execute(f"CREATE INDEX {table}_source ON {table} (source)")
+    for statement in photo_indexes(table):
+        cur.execute(statement)
     cur.execute("INSERT INTO collections (name, table_name, model_id, dim, vector_type) VALUES (%s, %s, %s, %s, %s)",
                 (name, table, model_id, dim, vector_type))
     return Coll(name, table, dim, model_id, vector_type)

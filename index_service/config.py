@@ -68,6 +68,9 @@ class Config:
     # Where the prototype's stored paths resolve when its folder now lives elsewhere (None: as stored).
     prototype_root: Path | None = None
     adopt_batch: int = 32  # adopted rows made whole per transaction
+    # The relevance cutoff of a date-sorted search that asks for none (see README: relative, per query).
+    date_cutoff_gap: float = 0.05
+    date_cutoff_fraction: float = 0.0  # 0: no fraction bound
 
     @property
     def media_dir(self) -> Path:
@@ -127,4 +130,6 @@ class Config:
             log_format=r.str("log_format", "text", FORMATS),
             prototype_root=r.path("prototype_root", Path()) if r.raw("prototype_root") else None,
             adopt_batch=r.int("adopt_batch", 32, 1, 1000),
+            date_cutoff_gap=r.float("date_cutoff_gap", 0.05, 0.0, 2.0),
+            date_cutoff_fraction=r.float("date_cutoff_fraction", 0.0, 0.0, 1.0),
         )

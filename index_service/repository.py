@@ -15,7 +15,7 @@ import psycopg2
 from psycopg2 import errors
 from psycopg2.extensions import connection, cursor
 
-from index_service import catalog, duplicates, files
+from index_service import catalog, duplicates, files, filters, photo_sql
 from index_service.catalog import Coll, CollInfo
 from index_service.config import Config
 from index_service.dialects import Dialect
@@ -43,14 +43,15 @@ log = logging.getLogger(__name__)
 
 META_COLUMNS = (
     "id, sha256, label, source, file_name, width, height, content_type, size_bytes, model_id, "
-    "extract(epoch FROM created_at)::bigint, original_ref"
+    "extract(epoch FROM created_at)::bigint, original_ref, " + photo_sql.COLUMNS
 )
 # COPY's binary format: signature, flags, header-extension length; then per row a field count and
 # length-prefixed fields in the columns' binary forms (text as UTF-8, int4/int8 big-endian, raw bytea).
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _INT2, _INT4, _INT8 = struct.Struct(">h"), struct.Struct(">i"), struct.Struct(">q")
 INSERT_COLUMNS = (
-    "id, sha256, label, source, file_name, width, height, content_type, size_bytes, model_id, thumbnail, v"
+    "id, sha256, label, source, file_name, width, height, content_type, size_bytes, model_id, thumbnail, v, "
+    + photo_sql.COLUMNS
 )
 
 
@@ -186,6 +187,7 @@ class Repository:
         _lock_keys(cur, [i.sha256 for i in items])
         cur.execute(f"SELECT sha256, id FROM {c.table} WHERE sha256 = ANY(%s)", ([i.sha256 for i in items],))
         existing = dict(cur.fetchall())
+        refused = photo_sql.merge_existing(cur, c.table, [i for i in items if i.sha256 in existing])
         new = [i for i in items if i.sha256 not in existing]
         # Another collection's row already holds the file (a re-embed): it is durable, not written again.
         self.media.put_many([(i.sha256, i.original) for i in new if not self.media.path_for(i.sha256).exists()])
@@ -195,7 +197,8 @@ class Repository:
             cur.copy_expert(f"COPY {c.table} ({INSERT_COLUMNS}) FROM STDIN WITH (FORMAT binary)",
                             io.BytesIO(self._copy_rows(new, ids, c.half)))
             out.update({i.sha256: UpsertOutcome(i.sha256, id=ids[i.sha256], created=True) for i in new})
-        out.update({sha: UpsertOutcome(sha, id=row_id) for sha, row_id in existing.items()})
+        out.update({sha: UpsertOutcome(sha, id=row_id) if sha not in refused else UpsertOutcome(sha, error=refused[sha])
+                    for sha, row_id in existing.items()})
         files.record_upserted(cur, c, items, out)
         return out
 
@@ -221,10 +224,10 @@ class Repository:
                       i.file_name.encode(),
                       _INT4.pack(i.width), _INT4.pack(i.height), i.content_type.encode(),
                       _INT8.pack(len(i.original)), i.model_id.encode(), i.thumbnail,
-                      self.dialect.binary(i.vector, half)]
+                      self.dialect.binary(i.vector, half), *photo_sql.copy_fields(i)]
             out.append(_INT2.pack(len(fields)))
             for f in fields:
-                out += (_INT4.pack(len(f)), f)
+                out += (_INT4.pack(-1),) if f is None else (_INT4.pack(len(f)), f)  # length -1: NULL
         out.append(_INT2.pack(-1))
         return b"".join(out)
 
@@ -315,50 +318,10 @@ class Repository:
         # collection whole, never a mix (a dropped one retries: run_tx resolves again).
         c = c or catalog.resolve(cur, collection)
         catalog.check_model(c, q.model_id, len(q.vector))
-        where: list[str] = []
-        params: list[Any] = []
-        if q.labels:
-            where.append("label = ANY(%s)")
-            params.append(list(q.labels))
-        if q.source:
-            where.append("source = %s")
-            params.append(q.source)
-        # The query image itself is dropped after the scan: a WHERE on id would make every query filtered.
-        limit = q.k + (1 if q.exclude_id is not None else 0)
-        vec = self.dialect.literal(q.vector)
-        if q.exact:
-            rows = self._exact(cur, c, where, [vec, *params, vec], limit)
-        else:
-            for statement in self.dialect.search_settings(limit, self.breadth.ef(c.name), q.filtered):
-                cur.execute(statement)
-            if not q.filtered:
-                # Vectors live out of line (TOAST), so the heap looks small and, once ef_search is large
-                # (200 at 30k rows), the planner prefers a full scan + sort: 190 ms instead of 3.
-                cur.execute("SET LOCAL enable_seqscan = off")
-            cur.execute(self._search_sql(c, where, limit), [vec, *params, vec])
-            rows = cur.fetchall()
-            if len(rows) < limit:
-                # The graph ran out before k matches (a selective filter): an exact scan is the fallback.
-                rows = self._exact(cur, c, where, [vec, *params, vec], limit)
-        hits = [Hit(r[0], 1.0 - float(r[5]), r[1], r[2], r[3], r[4])
-                for r in rows if r[5] is not None and r[0] != q.exclude_id]
-        hits.sort(key=lambda h: -h.score)  # relaxed_order iterative scans may be slightly out of order
-        hits = hits[: q.k]
-        if q.min_score is not None:
-            hits = [h for h in hits if h.score >= q.min_score]
+        default = (self.config.date_cutoff_gap, self.config.date_cutoff_fraction or None)
+        hits = filters.search(cur, self.dialect, c.table, q, self.breadth.ef(c.name), self.config.max_k, default,
+                              c.half)
         return hits, (time.perf_counter() - started) * 1000
-
-    def _search_sql(self, c: Coll, where: list[str], limit: int) -> str:
-        dist = f"v <=> %s{self.dialect.cast(c.half)}"
-        clause = f"WHERE {' AND '.join(where)} " if where else ""
-        return (f"SELECT id, label, source, width, height, {dist} FROM {c.table} "
-                f"{clause}ORDER BY {dist} LIMIT {int(limit)}")
-
-    def _exact(self, cur: cursor, c: Coll, where: list[str], args: list[Any], limit: int) -> list[tuple[Any, ...]]:
-        cur.execute("SET LOCAL enable_indexscan = off")
-        cur.execute(self._search_sql(c, ["v IS NOT NULL", *where], limit), args)
-        return cur.fetchall()
-
     def _vector_of(self, cur: cursor, c: Coll, image_id: int) -> str:
         """The stored vector of an image, in the dialect's text form."""
         row = _fetchone(cur, f"SELECT v::text FROM {c.table} WHERE id = %s", (image_id,))
@@ -398,8 +361,7 @@ class Repository:
             cur.execute(f"SELECT {META_COLUMNS}, thumbnail FROM {c.table} WHERE id = ANY(%s) {where} ORDER BY id",
                         (scanned,))
             rows = cur.fetchall()
-            cells: list[list[Any]] = [[v if v is not None else "" for v in row[:-1]] for row in rows]
-            metas = [ImageMeta(*row) for row in cells]
+            metas = [photo_sql.meta_from_row(row[:-1]) for row in rows]
             return metas, [bytes(row[-1] or b"") for row in rows], scanned
 
         return run_tx(self.pool, work, timeout_s)
@@ -429,10 +391,20 @@ class Repository:
         return bytes(row[0])
 
     def labels(self, timeout_s: float | None, collection: str = "") -> list[tuple[str, int]]:
-        """Every label with its count."""
-        return run_tx(self.pool, lambda cur: _fetchall(
-            cur, f"SELECT label, count(*) FROM {catalog.resolve(cur, collection).table} GROUP BY label "
-            "ORDER BY label"), timeout_s)
+        """Every label with its count (labels are tags now: photo_sql.label_counts)."""
+        return run_tx(self.pool, lambda cur: photo_sql.label_counts(cur, catalog.resolve(cur, collection).table),
+                      timeout_s)
+
+    def update_tags(self, ids: Sequence[int], add: tuple[str, ...], remove: tuple[str, ...],
+                    timeout_s: float | None, collection: str = "") -> list[int]:
+        """Add and remove tags of many images in one transaction; returns the ids that exist."""
+        return run_tx(self.pool, lambda cur: photo_sql.update_tags(
+            cur, catalog.resolve(cur, collection).table, ids, add, remove), timeout_s)
+
+    def tags(self, timeout_s: float | None, collection: str = "") -> list[tuple[str, int]]:
+        """Every tag with its count."""
+        return run_tx(self.pool, lambda cur: photo_sql.tag_counts(cur, catalog.resolve(cur, collection).table),
+                      timeout_s)
 
     def exists(self, shas: Sequence[str], timeout_s: float | None, collection: str = "") -> list[str]:
         """The stored subset of `shas`, in the order asked."""
@@ -525,9 +497,7 @@ def _refusal(item: NewImage, c: Coll, model: str) -> Mismatch:
 
 
 def _metas(cur: cursor) -> list[ImageMeta]:
-    # Rows adopted from the prototype have no sha256; the contract's strings have no NULL: "" instead.
-    rows: list[list[Any]] = [[v if v is not None else "" for v in row] for row in cur.fetchall()]
-    return [ImageMeta(*row) for row in rows]
+    return [photo_sql.meta_from_row(row) for row in cur.fetchall()]
 
 
 def _parse_vector(text: str) -> np.ndarray:

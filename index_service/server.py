@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from index_service import catalog, domain, duplicates
+from index_service import catalog, domain, duplicates, photo_pb
 from index_service.catalog import CollInfo
 from index_service.config import Config
 from index_service.domain import (
@@ -149,9 +149,10 @@ class IndexServicer(FilesServicer, index_pb2_grpc.IndexServicer):
         return domain.NewImage(
             sha256=item.sha256, original=item.original,
             content_type=item.content_type or "application/octet-stream", thumbnail=item.thumbnail,
-            width=item.width, height=item.height, label=item.label, source=item.source,
+            width=item.width, height=item.height, label=item.label.strip(), source=item.source,
             file_name=item.file_name, vector=vector, model_id=item.model_id,
             file_mtime_ns=item.file_mtime_ns, record_file=item.record_file,
+            tags=photo_pb.item_tags(item), facts=photo_pb.facts_from_pb(item.facts),
         )
 
     def Search(self, request: index_pb2.SearchRequest, context: grpc.ServicerContext) -> index_pb2.SearchResponse:
@@ -185,6 +186,8 @@ class IndexServicer(FilesServicer, index_pb2_grpc.IndexServicer):
             vector=vector, k=request.k, labels=tuple(request.filter.labels), source=request.filter.source,
             min_score=request.min_score if request.HasField("min_score") else None,
             exact=request.exact, exclude_id=exclude, model_id=model_id,
+            photo=photo_pb.filter_from_pb(request.filter, MAX_TEXT),
+            order=photo_pb.order_from_pb(request, self.config.max_k),
         )
 
     def Get(self, request: index_pb2.GetRequest, context: grpc.ServicerContext) -> index_pb2.GetResponse:
@@ -353,6 +356,24 @@ class IndexServicer(FilesServicer, index_pb2_grpc.IndexServicer):
         return index_pb2.FindDuplicatesResponse(
             groups=[g for g in groups if len(g.members) > 1], last_id=found.last_id, scanned=found.scanned,
             total=found.total, done=found.done)
+    def UpdateTags(
+        self, request: index_pb2.UpdateTagsRequest, context: grpc.ServicerContext
+    ) -> index_pb2.UpdateTagsResponse:
+        """Add and remove tags of several images in one transaction."""
+        self._ready()
+        if not request.ids:
+            raise InvalidArgument("no ids")
+        _check_ids(request.ids, self.config.max_batch * 10)
+        add, remove = photo_pb.update_tags_args(request)
+        updated = self.repo.update_tags(list(request.ids), add, remove, _timeout(context), request.collection)
+        log.info("tags of %d image(s): +%d -%d", len(updated), len(add), len(remove))
+        return index_pb2.UpdateTagsResponse(updated=updated)
+
+    def ListTags(self, request: index_pb2.ListTagsRequest, context: grpc.ServicerContext) -> index_pb2.ListTagsResponse:
+        """Every tag with the number of images carrying it."""
+        self._ready()
+        rows = self.repo.tags(_timeout(context), request.collection)
+        return index_pb2.ListTagsResponse(tags=[index_pb2.TagCount(tag=t, count=n) for t, n in rows])
 
     def _original(self, meta: domain.ImageMeta) -> bytes:
         """The stored original of an image; empty for an adopted row or a missing file (logged)."""
@@ -381,8 +402,7 @@ def _chunks(data: Iterator[bytes], content_type: str, total: int, sha256: str) -
 
 def _search_pb(hits: list[domain.Hit], ms: float) -> index_pb2.SearchResponse:
     return index_pb2.SearchResponse(
-        hits=[index_pb2.Hit(id=h.id, score=h.score, label=h.label, source=h.source, width=h.width,
-                            height=h.height) for h in hits],
+        hits=[photo_pb.hit_pb(h) for h in hits],
         search_ms=ms,
     )
 
@@ -407,7 +427,7 @@ def _meta_pb(m: domain.ImageMeta) -> index_pb2.ImageMeta:
     return index_pb2.ImageMeta(
         id=m.id, sha256=m.sha256, label=m.label, source=m.source, file_name=m.file_name, width=m.width,
         height=m.height, content_type=m.content_type, size_bytes=m.size_bytes, model_id=m.model_id,
-        created_at=m.created_at, original_ref=m.original_ref,
+        created_at=m.created_at, original_ref=m.original_ref, **photo_pb.meta_fields(m),
     )
 
 
