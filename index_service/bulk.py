@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from psycopg2.extensions import cursor
 
@@ -41,7 +43,8 @@ class BulkLoads:
     def __init__(self, pool: Pool, min_rows: int, idle_s: float) -> None:
         self.pool, self.min_rows, self.idle_s = pool, min_rows, idle_s
         self._lock = threading.Lock()
-        self._waiting: dict[str, float] = {}  # collection -> monotonic time of its last upsert
+        self._waiting: dict[str, float] = {}  # collection -> monotonic time its last upsert ended
+        self._in_flight: dict[str, int] = {}  # collection -> upserts under way
 
     def starting(self, collection: str, expected_rows: int, timeout_s: float | None) -> None:
         """Before an upsert: defer the index of an empty collection a large load is about to fill."""
@@ -54,11 +57,27 @@ class BulkLoads:
             with self._lock:
                 self._waiting[c.name] = time.monotonic()
 
-    def touched(self, collection: str) -> None:
-        """An upsert reached `collection` (a name, not an alias): its deferred build waits longer."""
-        with self._lock:
-            if collection in self._waiting:
-                self._waiting[collection] = time.monotonic()
+    @contextmanager
+    def upserting(self) -> Iterator[Callable[[str], None]]:
+        """Around one upsert call: the function it gets marks the collection (a name, not an alias) busy
+        until the call ends, so a deferred build waits for the pause after it."""
+        busy: set[str] = set()
+
+        def mark(collection: str) -> None:
+            if collection not in busy:
+                busy.add(collection)
+                with self._lock:
+                    self._in_flight[collection] = self._in_flight.get(collection, 0) + 1
+
+        try:
+            yield mark
+        finally:
+            now = time.monotonic()
+            with self._lock:
+                for name in busy:
+                    self._in_flight[name] -= 1
+                    if name in self._waiting:
+                        self._waiting[name] = now
 
     def wait_for(self, collection: str) -> None:
         """Defer `collection`'s index until its upserts pause (at start-up: a large one left unindexed)."""
@@ -74,7 +93,8 @@ class BulkLoads:
         """Collections whose upserts have paused long enough for their index to be built."""
         now = time.monotonic()
         with self._lock:
-            return sorted(name for name, last in self._waiting.items() if now - last >= self.idle_s)
+            return sorted(name for name, last in self._waiting.items()
+                          if now - last >= self.idle_s and not self._in_flight.get(name))
 
     def waiting(self) -> list[str]:
         """Collections whose index is deferred."""

@@ -77,6 +77,14 @@ def server_settings(memory: int | None = None, cpus: int | None = None) -> dict[
     }
 
 
+def embedded_settings(tune: bool, overrides: dict[str, str], memory: int | None = None,
+                      cpus: int | None = None) -> dict[str, str]:
+    """The embedded server's settings: tuned from the machine (unless `tune` is off), then the overrides."""
+    out = server_settings(memory, cpus) if tune else {}
+    out.update(overrides)
+    return out
+
+
 def parse_settings(text: str) -> dict[str, str]:
     """`key=value,key=value` (INDEX_PG_SETTINGS); raises ValueError naming a bad entry."""
     out: dict[str, str] = {}

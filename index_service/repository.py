@@ -169,13 +169,15 @@ class Repository:
         self.bulk.starting(collection, expected_rows, timeout_s)
         unique = {item.sha256: item for item in items}
         ordered = [unique[sha] for sha in sorted(unique)]
-        out: dict[str, UpsertOutcome] = run_tx(
-            self.pool, lambda cur: self._upsert_tx(cur, ordered, collection), timeout_s)
+        with self.bulk.upserting() as busy:  # a deferred index build waits until upserts pause
+            out: dict[str, UpsertOutcome] = run_tx(
+                self.pool, lambda cur: self._upsert_tx(cur, ordered, collection, busy), timeout_s)
         return [out[item.sha256] for item in items]
 
-    def _upsert_tx(self, cur: cursor, items: list[NewImage], collection: str) -> dict[str, UpsertOutcome]:
+    def _upsert_tx(self, cur: cursor, items: list[NewImage], collection: str,
+                   busy: Callable[[str], None]) -> dict[str, UpsertOutcome]:
         c = catalog.resolve(cur, collection)
-        self.bulk.touched(c.name)
+        busy(c.name)
         model = catalog.claim_model(cur, c, items[0].model_id)
         out = {i.sha256: UpsertOutcome(i.sha256, error=_refusal(i, c, model))
                for i in items if i.model_id != model or len(i.vector) != c.dim}
