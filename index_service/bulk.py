@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from psycopg2.extensions import cursor
 
-from index_service import catalog
+from index_service import catalog, sizes
 from index_service.catalog import Coll
 from index_service.pool import Pool, one_row, run_tx
 
@@ -105,3 +105,13 @@ class BulkLoads:
 def _defer(cur: cursor, collection: str) -> tuple[Coll, bool]:
     c = catalog.resolve(cur, collection)
     return c, defer_index(cur, c)
+
+
+def unindexed(cur: cursor, state: Callable[[cursor, Coll], str]) -> list[tuple[str, int]]:
+    """The collections without a ready index (by `state`), with their estimated rows."""
+    out = []
+    for name in catalog.names(cur):
+        c = catalog.resolve(cur, name)
+        if state(cur, c) != "ready":
+            out.append((name, sizes.estimate_rows(cur, c)))
+    return out

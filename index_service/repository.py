@@ -16,7 +16,7 @@ import psycopg2
 from psycopg2 import errors
 from psycopg2.extensions import connection, cursor
 
-from index_service import builds, catalog, sizes
+from index_service import builds, bulk, catalog, sizes
 from index_service.bulk import BulkLoads
 from index_service.catalog import Coll, CollInfo
 from index_service.config import Config
@@ -36,6 +36,7 @@ from index_service.domain import (
 from index_service.media import MediaStore
 from index_service.migrations import ID_SEQUENCE, Collection, Context, migrate
 from index_service.pool import Pool, one_row, run_tx
+from index_service.replica import Reads
 from semsearch_common.errors import Reason
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,8 @@ class Repository:
         self.pool = Pool(dsn, config.pool_size, config.connect_timeout_s, self._setup)
         self._collection: Collection | None = None
         self.bulk = BulkLoads(self.pool, config.bulk_min_rows, config.bulk_idle_s)
+        self.reads = Reads(self.pool, config.read_dsn, config.pool_size, config.connect_timeout_s, self._setup,
+                           config.read_retry_s)  # searches: on the replica when one is configured
         self._build_lock = threading.Lock()  # one index build at a time: each may take most of the memory
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -100,21 +103,13 @@ class Repository:
         self._collection = collection
         self.pool.clear()  # connections made before the dialect was known lack its session setup
         if not self.config.defer_index:
-            for name, rows in run_tx(self.pool, self._unindexed, None):
+            for name, rows in run_tx(self.pool, lambda cur: bulk.unindexed(cur, _index_state), None):
                 if rows <= self.config.stats_exact_max:
                     self.build_index(concurrently=False, timeout_s=None, collection=name)
                 else:  # a large build must not hold up SERVING: the background builds it
                     self.bulk.wait_for(name)
         return collection
 
-    def _unindexed(self, cur: cursor) -> list[tuple[str, int]]:
-        """The collections without a ready index, with their estimated rows."""
-        out = []
-        for name in catalog.names(cur):
-            c = catalog.resolve(cur, name)
-            if _index_state(cur, c) != "ready":
-                out.append((name, sizes.estimate_rows(cur, c)))
-        return out
 
     @property
     def ready(self) -> bool:
@@ -160,6 +155,7 @@ class Repository:
     def close(self) -> None:
         """Close pooled connections."""
         self.pool.clear()
+        self.reads.close()
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -264,7 +260,7 @@ class Repository:
 
     def search(self, q: SearchQuery, timeout_s: float | None, collection: str = "") -> tuple[list[Hit], float]:
         """Nearest rows by cosine distance; k rows whenever k rows match, filters included."""
-        return run_tx(self.pool, lambda cur: self._search_tx(cur, q, collection), timeout_s)
+        return self.reads.run(lambda cur: self._search_tx(cur, q, collection), timeout_s)
 
     def search_similar(self, image_id: int, q: SearchQuery, timeout_s: float | None,
                        collection: str = "") -> tuple[list[Hit], float]:
@@ -275,7 +271,7 @@ class Repository:
             vector = _parse_vector(self._vector_of(cur, c, image_id))
             return self._search_tx(cur, dataclasses.replace(q, vector=vector), collection, c)
 
-        return run_tx(self.pool, work, timeout_s)
+        return self.reads.run(work, timeout_s)
 
     def _search_tx(self, cur: cursor, q: SearchQuery, collection: str,
                    c: Coll | None = None) -> tuple[list[Hit], float]:
@@ -420,6 +416,7 @@ class Repository:
             "postgres_version": pg_version, "index_params": params, "index_state": _index_state(cur, c),
             "model_ids": sizes.models(cur, c), "dim": c.dim, "table_bytes": table_bytes, "index_bytes": index_bytes,
             "media_bytes": size.media_bytes, "collection": c.name, "estimated": size.estimated,
+            "reads_from_replica": self.reads.on_replica,
         }
 
     def build_index(self, concurrently: bool, timeout_s: float | None, collection: str = "") -> tuple[bool, float]:
