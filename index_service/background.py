@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from index_service.domain import ServiceError
+from index_service.domain import NotFound, ServiceError
 
 if TYPE_CHECKING:
     from index_service.config import Config
@@ -69,8 +69,11 @@ class Background:
     def _build_due(self) -> None:
         for name in self.repo.bulk.due():
             log.info("building the deferred index of collection %s", name)
-            # Concurrently: upserts that arrive meanwhile are not blocked for the build's minutes.
-            self.repo.build_index(concurrently=True, timeout_s=None, collection=name)
+            try:
+                # Concurrently: upserts that arrive meanwhile are not blocked for the build's minutes.
+                self.repo.build_index(concurrently=True, timeout_s=None, collection=name)
+            except NotFound:  # dropped meanwhile
+                self.repo.bulk.built(name)
 
     def _sweep_step(self) -> bool:
         """One bounded step of the current pass, starting a pass when one is due; True while one runs."""
