@@ -62,7 +62,7 @@ class Config:
     log_level: str = "INFO"
     log_format: str = "text"
     # Stats counts exactly up to this many rows and estimates above (see index_service/sizes.py).
-    stats_exact_max: int = 20_000
+    stats_exact_max: int = 10_000
     # exact=true is refused above this many rows (0: never): 1.2 s warm, 5.6 s cold at 300,000 here.
     exact_max_rows: int = 500_000
     # The media sweep: files looked at per step, pause between steps (it runs off the health thread).
@@ -131,7 +131,7 @@ class Config:
             pg_stop_on_exit=r.bool("pg_stop_on_exit", True),
             log_level=r.str("log_level", "INFO", LEVELS),
             log_format=r.str("log_format", "text", FORMATS),
-            stats_exact_max=r.int("stats_exact_max", 20_000, 0, 10_000_000),
+            stats_exact_max=r.int("stats_exact_max", 10_000, 0, 10_000_000),
             exact_max_rows=r.int("exact_max_rows", 500_000, 0, 2**62),
             sweep_batch=r.int("sweep_batch", 500, 1, 1_000_000),
             sweep_pause_s=r.float("sweep_pause_s", 0.05, 0.0, 60.0),
