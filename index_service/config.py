@@ -78,6 +78,7 @@ class Config:
     # Searches go to this streaming replica when set; the primary stands in while it is away.
     read_dsn: str | None = None
     read_retry_s: float = 5.0
+    read_max_lag_s: float = 0.0  # 0: searches take the replica as it is
 
     @property
     def media_dir(self) -> Path:
@@ -141,6 +142,7 @@ class Config:
             pg_settings=_pg_settings(r),
             read_dsn=r.raw("read_dsn"),
             read_retry_s=r.float("read_retry_s", 5.0, 0.1, 3600),
+            read_max_lag_s=r.float("read_max_lag_s", 0.0, 0.0, 86_400),
         )
 
 

@@ -74,7 +74,7 @@ class Repository:
         self._collection: Collection | None = None
         self.bulk = BulkLoads(self.pool, config.bulk_min_rows, config.bulk_idle_s)
         self.reads = Reads(self.pool, config.read_dsn, config.pool_size, config.connect_timeout_s, self._setup,
-                           config.read_retry_s)  # searches: on the replica when one is configured
+                           config.read_retry_s, config.read_max_lag_s)  # searches: on a replica if configured
         self._build_lock = threading.Lock()  # one index build at a time: each may take most of the memory
 
     # -- lifecycle --------------------------------------------------------------------------------

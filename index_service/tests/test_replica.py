@@ -97,3 +97,22 @@ def test_searches_follow_the_replica_through_lag_loss_and_return(
         _until(lambda: _top(running, vecs[3]) == fourth)
     finally:
         running.stop()
+
+
+def test_a_replica_further_behind_than_the_limit_leaves_searches_to_the_primary(
+        tmp_path: Path, pg_dsn: str, replica: EmbeddedPostgres) -> None:
+    read_dsn = replica.dsn(pg_dsn.rsplit("dbname=", 1)[1])
+    rng = np.random.default_rng(61)
+    vecs = [unit(rng) for _ in range(2)]
+    running = start_server(make_config(tmp_path, pg_dsn, read_dsn=read_dsn, read_max_lag_s=0.5))
+    try:
+        first = _add(running, vecs[0], "a")
+        _until(lambda: _top(running, vecs[0]) == first)  # caught up: the replica answers
+        _replay(replica, on=False)
+        second = _add(running, vecs[1], "b")
+        time.sleep(1.0)  # the replica holds WAL it has not replayed, older than the limit
+        assert _top(running, vecs[1]) == second, "a lagging replica hands the search to the primary"
+        assert _on_replica(running), "lag is not loss: the replica stays in use"
+    finally:
+        _replay(replica, on=True)
+        running.stop()
