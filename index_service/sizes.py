@@ -9,12 +9,15 @@ that from Postgres' own statistics, which inserts and deletes keep current witho
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from psycopg2.extensions import cursor
 
-from index_service.catalog import Coll
 from index_service.pool import one_row
 from semsearch_common.errors import FailedPrecondition, Reason
+
+if TYPE_CHECKING:  # catalog asks this module for its counts
+    from index_service.catalog import Coll
 
 # Up to this many rows a collection is counted (and its media summed) exactly.
 EXACT_MAX = 10_000
@@ -48,6 +51,16 @@ def size(cur: cursor, c: Coll, exact_max: int = EXACT_MAX) -> Size:
             return Size(int(count), int(media), estimated=False)
         rows = exact_max + 1  # statistics behind (a crash reset them): at least what the count saw
     return Size(rows, int(rows * _mean_media_bytes(cur, c, rows)), estimated=True)
+
+
+def count(cur: cursor, c: Coll, exact_max: int = EXACT_MAX) -> int:
+    """The row count alone: exact up to `exact_max` rows, estimated above (as in `size`)."""
+    rows = estimate_rows(cur, c)
+    if rows > exact_max:
+        return rows
+    cur.execute(f"SELECT count(*) FROM (SELECT 1 FROM {c.table} LIMIT %s) AS head", (exact_max + 1,))
+    exact = int(one_row(cur)[0])
+    return exact if exact <= exact_max else exact_max + 1  # statistics behind: at least what was seen
 
 
 def estimate_rows(cur: cursor, c: Coll) -> int:
