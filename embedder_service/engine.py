@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -21,6 +21,7 @@ from embedder_service.model import ClipModel
 from embedder_service.preprocess import Decoded, ImageError, decode, spec_of
 from embedder_service.tokenizer import TextTokenizer
 from semsearch_common import errors
+from semsearch_common.exif import Facts
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class ImageResult:
     height: int
     content_type: str
     thumbnail: bytes | None
+    facts: Facts = field(default_factory=Facts)  # what the file's EXIF says (capture time, camera, place)
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ class Engine:
             for i, inferred in pending.items():
                 d = decoded[i]
                 out[i] = ImageResult(inferred.result(timeout=_left(deadline)), d.width, d.height,
-                                     d.content_type, d.thumbnail)
+                                     d.content_type, d.thumbnail, d.facts)
         except FutureTimeout:
             raise DeadlineExceeded("deadline passed while embedding images") from None
         finally:

@@ -1,4 +1,4 @@
-"""Image bytes to the image tower's input tensor, plus size, content type and a thumbnail, from one decode.
+"""Image bytes to the image tower's input tensor, plus size, content type, thumbnail and EXIF facts, from one decode.
 
 With the CLIP rule (shortest_edge_center_crop, bicubic) the tensor equals transformers' CLIPImageProcessor
 (its PIL backend, the one used without torchvision): composite transparency onto white, PIL bicubic resize
@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import io
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from embedder_service.models.bundle import CLIP_MEAN, CLIP_STD, ImageSpec
-from semsearch_common import sniff
+from semsearch_common import exif, sniff
 from semsearch_common.errors import InvalidArgument
 
 
@@ -36,6 +36,7 @@ class Decoded:
     height: int
     content_type: str
     thumbnail: bytes | None  # JPEG, longest side thumbnail_size; None when none was asked for
+    facts: exif.Facts = field(default_factory=exif.Facts)  # what the file's EXIF says, read from this open
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,10 @@ _HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 # EXIF orientation -> whether the x and y axes run backwards after transposition; 5 to 8 also swap them.
 _REVERSED_AXES = {2: (True, False), 3: (True, True), 4: (False, True), 5: (False, False), 6: (True, False),
                   7: (True, True), 8: (False, True)}
+# EXIF orientation -> the transposition that makes the picture upright (as ImageOps.exif_transpose does).
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
 Region = tuple[float, float, float, float]  # left, top, right, bottom in pixels of a decoded image
 # Above this many pixels the full shortest-side resize is skipped for a crop-only resize (extreme
 # aspect ratios: a 1x100000 strip would need a 224x22400000 intermediate).
@@ -97,10 +102,13 @@ def decode(data: bytes, spec: PreprocessSpec, thumbnail_size: int = 0) -> Decode
         try:
             scale = _request_draft(im, spec.image_size, thumbnail_size) if spec.draft else 1
             im.load()
-            orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
-            orientation = orientation if orientation in _REVERSED_AXES else 1
-            ImageOps.exif_transpose(im, in_place=True)
-            rgb = _to_rgb(im)
+            # After load: a PNG's eXIf chunk may follow its pixels. The reader never raises for bad EXIF.
+            facts = exif.read(im)
+            orientation = facts.orientation
+            # Transposed here rather than by ImageOps.exif_transpose, which re-encodes the EXIF block and
+            # would fail the image on the very metadata the reader chose to ignore.
+            upright = im.transpose(_UPRIGHT[orientation]) if orientation in _UPRIGHT else im
+            rgb = _to_rgb(upright)
         except _DECODE_ERRORS as exc:
             raise ImageError(f"corrupt or truncated {im.format} image: {exc}") from None
         if orientation >= 5:
@@ -108,7 +116,7 @@ def decode(data: bytes, spec: PreprocessSpec, thumbnail_size: int = 0) -> Decode
         region = _draft_region(rgb.size, width / scale, height / scale, orientation)
         pixels = _clip_pixels(rgb, region, width, height, spec)
         thumbnail = _thumbnail(rgb, region, _fit(width, height, thumbnail_size)) if thumbnail_size else None
-    return Decoded(pixels, width, height, content_type, thumbnail)
+    return Decoded(pixels, width, height, content_type, thumbnail, facts)
 
 
 def _open(data: bytes, spec: PreprocessSpec) -> Image.Image:

@@ -12,6 +12,7 @@ from typing import Protocol
 import grpc
 from google.rpc import status_pb2
 
+from embedder_service import facts
 from embedder_service.config import EmbedderConfig
 from embedder_service.engine import ImageResult, TextError, TextResult
 from embedder_service.models.bundle import Bundle
@@ -135,7 +136,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
             else:
                 out.results.add(key=item.key, embedding=result.embedding, width=result.width,
                                 height=result.height, content_type=result.content_type,
-                                thumbnail=result.thumbnail or b"")
+                                thumbnail=result.thumbnail or b"", facts=facts.to_proto(result.facts))
         return out
 
     def _texts(self, engine: EngineLike, request: embedder_pb2.EmbedTextsRequest,

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.clients import Api, Backends
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
-from gateway.middleware import BodyLimit, Observe, SecurityHeaders
+from gateway.middleware import BodyLimit, HeadAsGet, Observe, SecurityHeaders
 from gateway.routes import images, meta, search
 from semsearch_common.logs import Throttled
 
@@ -39,6 +39,7 @@ def create_app(config: GatewayConfig, connect: Callable[[GatewayConfig], Api] = 
                   docs_url=None, redoc_url=None,  # their CDN scripts would need a looser CSP
                   description="Semantic image search: search by words or by example, add and remove pictures.")
     _install_error_handlers(app)
+    app.add_middleware(HeadAsGet)  # innermost: the others see the request's own method
     app.add_middleware(BodyLimit, limit=config.max_request_bytes)
     app.add_middleware(Observe)
     app.add_middleware(SecurityHeaders)

@@ -57,7 +57,7 @@ class Api(Protocol):
     """What the routes need from the services (Backends, or a fake in route tests)."""
 
     async def close(self) -> None: ...
-    async def embed_text(self, text: str, deadline: Deadline) -> tuple[list[float], str, bool]: ...
+    async def embed_texts(self, texts: list[str], deadline: Deadline) -> embedder_pb2.EmbedTextsResponse: ...
     async def embed_images(self, images: list[tuple[str, bytes]], thumbnail_size: int,
                            deadline: Deadline) -> embedder_pb2.EmbedImagesResponse: ...
     async def model_info(self, deadline: Deadline) -> embedder_pb2.ModelInfo: ...
@@ -104,13 +104,11 @@ class Backends:
 
     # -- embedder ---------------------------------------------------------------------------------
 
-    async def embed_text(self, text: str, deadline: Deadline) -> tuple[list[float], str, bool]:
-        """The vector of one text, the model id that made it, and whether the text was cut."""
-        response = await self._call("embedder", "EmbedTexts", embedder_pb2.EmbedTextsRequest(texts=[text]), deadline)
-        result = response.results[0]
-        if result.HasField("error"):
-            raise ApiError(400, result.error.message)
-        return list(result.embedding), response.model_id, result.truncated
+    async def embed_texts(self, texts: list[str], deadline: Deadline) -> embedder_pb2.EmbedTextsResponse:
+        """Embed texts in one call; per-item errors (and the truncated flags) stay inside the response."""
+        request = embedder_pb2.EmbedTextsRequest(texts=texts)
+        reply: embedder_pb2.EmbedTextsResponse = await self._call("embedder", "EmbedTexts", request, deadline)
+        return reply
 
     async def embed_images(self, images: list[tuple[str, bytes]], thumbnail_size: int,
                            deadline: Deadline) -> embedder_pb2.EmbedImagesResponse:

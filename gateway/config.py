@@ -37,6 +37,9 @@ class GatewayConfig:
     index_addr: str = "127.0.0.1:50052"
     # Bearer token for the write endpoints (upload, delete); empty = open.
     token: str = field(default="", repr=False)  # kept out of logs
+    # Key that signs search cursors (`next`); replicas behind one address must share it. Empty = a random key
+    # per process: cursors then stop working after a restart or on another replica (a 400: search again).
+    cursor_key: str = field(default="", repr=False)  # kept out of logs
     # Serve write endpoints without a token on a non-loopback address anyway.
     allow_open_writes: bool = False
     max_file_mb: float = 32.0

@@ -119,3 +119,37 @@ async def _send_error(send: Send, err: ApiError) -> None:
                           (b"connection", b"close")]
     await send({"type": "http.response.start", "status": err.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class HeadAsGet:
+    """Answers HEAD wherever GET is answered: the GET's status and headers, no body.
+
+    Starlette's plain routes do this themselves, FastAPI's API routes do not (HEAD was a 405), and listing
+    HEAD on each route would put a second operation per path into the OpenAPI spec. A streamed body (an
+    original image) is cut off after the headers: finishing the response makes the server report the
+    client gone, which stops the stream and with it the index's download.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+        finished = False
+
+        async def headers_only(message: Message) -> None:
+            nonlocal finished
+            if message["type"] == "http.response.start":
+                await send(message)
+            elif message["type"] == "http.response.body" and not finished:
+                finished = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        # A copy: the server must still see HEAD (uvicorn then sends no body and checks no length).
+        inner = {**scope, "method": "GET"}
+        try:
+            await self.app(inner, receive, headers_only)
+        finally:
+            if "route" in inner:  # for Observe's metrics, which label requests by route template
+                scope["route"] = inner["route"]

@@ -46,6 +46,8 @@ class SearchResult(BaseModel):
     has_more: bool = Field(description="whether asking with a larger offset may give more hits")
     timings: Timings
     truncated: bool = Field(False, description="the text was longer than the model's context and was cut")
+    next: str | None = Field(None, description="cursor of the next page for GET /api/search/next; null when "
+                                               "there is none (the last page, or GATEWAY_MAX_DEPTH reached)")
 
 
 class ImageInfo(BaseModel):
@@ -153,3 +155,9 @@ class Ready(BaseModel):
     ready: bool
     embedder: bool
     index: bool
+
+
+class QueryErrorBody(ErrorBody):
+    """A refused search: when the query's words are at fault, `position` is where (a character offset)."""
+
+    position: int | None = Field(None, description="offset in `q` (0 = its first character) of the part at fault")

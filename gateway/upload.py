@@ -64,7 +64,8 @@ async def _embed_and_store(batch: list[int], uploads: list[Upload], outcomes: li
             sha256=hashlib.sha256(up.data).hexdigest(), original=up.data,
             content_type=result.content_type or up.content_type, thumbnail=result.thumbnail,
             width=result.width, height=result.height, label=label, source=source,
-            file_name=_safe_name(up.name), embedding=result.embedding, model_id=embedded.model_id)))
+            file_name=_safe_name(up.name), embedding=result.embedding, model_id=embedded.model_id,
+            facts=result.facts)))
     if items:
         await _store(items, uploads, outcomes, backends, deadline, collection)
 

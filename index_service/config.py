@@ -79,6 +79,9 @@ class Config:
     read_dsn: str | None = None
     read_retry_s: float = 5.0
     read_max_lag_s: float = 0.0  # 0: searches take the replica as it is
+    # Where the prototype's stored paths resolve when its folder now lives elsewhere (None: as stored).
+    prototype_root: Path | None = None
+    adopt_batch: int = 32  # adopted rows made whole per transaction
 
     @property
     def media_dir(self) -> Path:
@@ -143,6 +146,8 @@ class Config:
             read_dsn=r.raw("read_dsn"),
             read_retry_s=r.float("read_retry_s", 5.0, 0.1, 3600),
             read_max_lag_s=r.float("read_max_lag_s", 0.0, 0.0, 86_400),
+            prototype_root=r.path("prototype_root", Path()) if r.raw("prototype_root") else None,
+            adopt_batch=r.int("adopt_batch", 32, 1, 1000),
         )
 
 

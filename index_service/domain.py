@@ -65,6 +65,8 @@ class NewImage:
     file_name: str
     vector: np.ndarray
     model_id: str
+    file_mtime_ns: int = 0
+    record_file: bool = False  # a folder sync's item: record (source, file_name) as a file of the collection
 
 
 @dataclass(frozen=True)

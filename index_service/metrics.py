@@ -10,3 +10,5 @@ from prometheus_client import Counter, Gauge
 UPSERTED = Counter("index_upserted_items", "Upserted items by outcome", ["outcome"])
 DB_UP = Gauge("index_database_up", "1 while the database is reachable and migrated")
 PG_RESTARTS = Counter("index_postgres_restarts", "Restarts of the embedded Postgres after its postmaster died")
+ADOPTED = Counter("index_adopted_rows", "Prototype rows whose file was adopted, by outcome "
+                  "(whole, duplicate, missing, unreadable)", ["outcome"])

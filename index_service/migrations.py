@@ -174,12 +174,27 @@ def m5_collections(cur: cursor, ctx: Context) -> None:
     cur.execute("INSERT INTO aliases (alias, collection) VALUES (%s, %s)", (DEFAULT_ALIAS, FIRST_COLLECTION))
 
 
+def m7_files(cur: cursor, ctx: Context) -> None:
+    """Folder syncs' records (index_service.files): each file (source, path) and the image it shows; the
+    images a sync stored. Paths compare byte-wise (COLLATE "C"): the loader pages by path in that order."""
+    cur.execute(
+        "CREATE TABLE files (collection text NOT NULL REFERENCES collections ON DELETE CASCADE, "
+        'source text NOT NULL, path text COLLATE "C" NOT NULL, image_id bigint NOT NULL, '
+        "size_bytes bigint NOT NULL, mtime_ns bigint NOT NULL, PRIMARY KEY (collection, source, path))")
+    cur.execute("CREATE INDEX files_image ON files (collection, image_id)")
+    cur.execute(
+        "CREATE TABLE synced_images (collection text NOT NULL REFERENCES collections ON DELETE CASCADE, "
+        "image_id bigint NOT NULL, source text NOT NULL, PRIMARY KEY (collection, image_id))")
+    cur.execute("CREATE INDEX synced_images_source ON synced_images (collection, source)")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[cursor, Context], None]]] = [
     (1, "metadata table", m1_meta),
     (2, "vector extension", m2_extension),
     (3, "images table (adopts the prototype's image_table)", m3_images),
     (4, "filter indexes", m4_filters),
     (5, "collections and aliases", m5_collections),
+    (7, "files of folder syncs", m7_files),
 ]
 
 

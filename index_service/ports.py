@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from index_service.catalog import Coll, CollInfo
 from index_service.domain import Hit, ImageMeta, NewImage, SearchQuery, ServiceError, UpsertOutcome
+from index_service.files import FileLink, FileRecord
 
 
 class Store(Protocol):
@@ -58,6 +59,15 @@ class Store(Protocol):
                     collection: str = "") -> tuple[bool, float]: ...
 
     def index_state(self, timeout_s: float | None, collection: str = "") -> str: ...
+
+    def list_files(self, source: str, after: str, limit: int, timeout_s: float | None,
+                   collection: str = "") -> list[FileRecord]: ...
+
+    def link_files(self, source: str, links: Sequence[FileLink], timeout_s: float | None,
+                   collection: str = "") -> list[int]: ...
+
+    def remove_files(self, source: str, paths: Sequence[str], timeout_s: float | None,
+                     collection: str = "") -> tuple[int, list[int]]: ...
 
 
 class Media(Protocol):

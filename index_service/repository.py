@@ -16,7 +16,7 @@ import psycopg2
 from psycopg2 import errors
 from psycopg2.extensions import connection, cursor
 
-from index_service import builds, bulk, catalog, sizes
+from index_service import builds, bulk, catalog, files, sizes
 from index_service.bulk import BulkLoads
 from index_service.catalog import Coll, CollInfo
 from index_service.config import Config
@@ -37,6 +37,8 @@ from index_service.media import MediaStore
 from index_service.migrations import ID_SEQUENCE, Collection, Context, migrate
 from index_service.pool import Pool, one_row, run_tx
 from index_service.replica import Reads
+from index_service.shas import lock_keys as _lock_keys
+from index_service.shas import present as _present
 from semsearch_common.errors import Reason
 
 log = logging.getLogger(__name__)
@@ -52,16 +54,6 @@ _INT2, _INT4, _INT8 = struct.Struct(">h"), struct.Struct(">i"), struct.Struct(">
 INSERT_COLUMNS = (
     "id, sha256, label, source, file_name, width, height, content_type, size_bytes, model_id, thumbnail, v"
 )
-
-
-def _lock_keys(cur: cursor, shas: Sequence[str], session: bool = False) -> None:
-    """Per-sha256 advisory locks in one global order, so concurrent batches never deadlock."""
-    fn = "pg_advisory_lock" if session else "pg_advisory_xact_lock"
-    cur.execute(
-        f"SELECT {fn}(k) FROM (SELECT DISTINCT hashtextextended(s, 0) AS k "
-        "FROM unnest(%s::text[]) AS s ORDER BY k) AS keys",
-        (list(shas),),
-    )
 
 
 class Repository:
@@ -193,6 +185,7 @@ class Repository:
                             io.BytesIO(self._copy_rows(new, ids)))
             out.update({i.sha256: UpsertOutcome(i.sha256, id=ids[i.sha256], created=True) for i in new})
         out.update({sha: UpsertOutcome(sha, id=row_id) for sha, row_id in existing.items()})
+        files.record_upserted(cur, c, items, out)
         return out
 
     def _ids_for(self, cur: cursor, c: Coll, shas: list[str]) -> dict[str, int]:
@@ -230,21 +223,33 @@ class Repository:
             c = catalog.resolve(cur, collection)
             cur.execute(f"SELECT sha256 FROM {c.table} WHERE id = ANY(%s) AND sha256 IS NOT NULL", (list(ids),))
             shas = [row[0] for row in cur.fetchall()]
-            _lock_keys(cur, shas, session=True)
-            try:
+
+            def change() -> list[tuple[int, str | None]]:
                 cur.execute(f"DELETE FROM {c.table} WHERE id = ANY(%s) RETURNING id, sha256", (list(ids),))
-                deleted = cur.fetchall()
-                # A file another collection still references stays (the per-sha locks keep this exact).
-                kept = _present(cur, [sha for _, sha in deleted if sha])
-                cur.connection.commit()
-                for _, sha in deleted:
-                    if sha and sha not in kept:
-                        self.media.delete(sha)
-                return sorted(row_id for row_id, _ in deleted)
-            finally:
-                cur.execute("SELECT pg_advisory_unlock_all()")
+                deleted: list[tuple[int, str | None]] = cur.fetchall()
+                files.forget_images(cur, c, [row_id for row_id, _ in deleted])
+                return deleted
+
+            return self._delete_locked(cur, shas, change)
 
         return run_tx(self.pool, work, timeout_s)
+
+    def _delete_locked(self, cur: cursor, shas: list[str],
+                       change: Callable[[], list[tuple[int, str | None]]]) -> list[int]:
+        """Run `change` (it deletes rows, returning their ids and shas) under session locks on `shas`, commit,
+        then delete the originals no collection references; returns the deleted ids."""
+        _lock_keys(cur, shas, session=True)
+        try:
+            deleted = change()
+            # A file another collection still references stays (the per-sha locks keep this exact).
+            kept = _present(cur, [sha for _, sha in deleted if sha])
+            cur.connection.commit()
+            for _, sha in deleted:
+                if sha and sha not in kept:
+                    self.media.delete(sha)
+            return sorted(row_id for row_id, _ in deleted)
+        finally:
+            cur.execute("SELECT pg_advisory_unlock_all()")
 
     def with_orphans(self, shas: list[str], remove: Callable[[list[str]], None]) -> None:
         """Call `remove` with the shas that have no row, holding their locks (for the media sweep)."""
@@ -256,7 +261,25 @@ class Repository:
 
         run_tx(self.pool, work, 60.0)
 
+    def link_files(self, source: str, links: Sequence[files.FileLink], timeout_s: float | None,
+                   collection: str = "") -> list[int]:
+        """Record files whose content the collection holds; the image id of each (0: not held)."""
+        return run_tx(self.pool, lambda cur: files.link(cur, catalog.resolve(cur, collection), source, links),
+                      timeout_s)
+
+    def remove_files(self, source: str, paths: Sequence[str], timeout_s: float | None,
+                     collection: str = "") -> tuple[int, list[int]]:
+        """Forget gone files of a source and delete the synced images no file shows; (removed, deleted ids)."""
+        return run_tx(self.pool, lambda cur: files.remove(cur, catalog.resolve(cur, collection), source, paths,
+                                                          self._delete_locked), timeout_s)
+
     # -- reads ------------------------------------------------------------------------------------
+
+    def list_files(self, source: str, after: str, limit: int, timeout_s: float | None,
+                   collection: str = "") -> list[files.FileRecord]:
+        """A page of the files recorded under a source, by path."""
+        return run_tx(self.pool, lambda cur: files.list_files(cur, catalog.resolve(cur, collection), source, after,
+                                                              limit), timeout_s)
 
     def search(self, q: SearchQuery, timeout_s: float | None, collection: str = "") -> tuple[list[Hit], float]:
         """Nearest rows by cosine distance; k rows whenever k rows match, filters included."""
@@ -471,15 +494,6 @@ def _refusal(item: NewImage, c: Coll, model: str) -> Mismatch:
                         "another collection or re-embed everything")
     return Mismatch(f"vector has {len(item.vector)} dimensions, collection {c.name!r} has {c.dim}",
                     reason=Reason.DIMENSION_MISMATCH)
-
-
-def _present(cur: cursor, shas: list[str]) -> set[str]:
-    """The shas some collection holds a row of (originals are shared by sha256 across collections)."""
-    present: set[str] = set()
-    for table in catalog.tables(cur):
-        cur.execute(f"SELECT sha256 FROM {table} WHERE sha256 = ANY(%s)", (shas,))
-        present.update(r[0] for r in cur.fetchall())
-    return present
 
 
 def _metas(cur: cursor) -> list[ImageMeta]:

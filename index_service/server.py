@@ -24,6 +24,7 @@ from index_service.domain import (
     Unavailable,
     UpsertOutcome,
 )
+from index_service.files_server import FilesServicer, check_path, check_source
 from index_service.media import MediaStore
 from index_service.metrics import UPSERTED
 from index_service.ports import Serving
@@ -35,6 +36,7 @@ from semsearch_common.server import Server, ServerSettings
 from semsearch_common.server import create_server as create_grpc_server
 
 if TYPE_CHECKING:
+    from index_service.adopt import Adopter
     from index_service.background import Background
     from index_service.monitor import DbMonitor
     from index_service.pg import EmbeddedPostgres
@@ -56,6 +58,7 @@ class Deps:
     monitor: DbMonitor | None = None
     background: Background | None = None  # the media sweep and deferred index builds
     postgres: EmbeddedPostgres | None = None  # set when the service runs its own cluster: the monitor revives it
+    adopter: Adopter | None = None  # makes the prototype's adopted rows whole in the background
 
     @classmethod
     def build(cls, config: Config, dsn: str, postgres: EmbeddedPostgres | None = None) -> Deps:
@@ -69,6 +72,8 @@ class Deps:
             self.monitor.stop()
         if self.background is not None:
             self.background.stop()
+        if self.adopter is not None:
+            self.adopter.stop()
         self.repo.close()
 
     def failed(self, err: ServiceError) -> None:
@@ -85,7 +90,7 @@ def _timeout(context: grpc.ServicerContext) -> float:
     return 0.0 if remaining is None else max(0.0, remaining)
 
 
-class IndexServicer(index_pb2_grpc.IndexServicer):
+class IndexServicer(FilesServicer, index_pb2_grpc.IndexServicer):
     """semsearch.v1.Index over a Repository."""
 
     def __init__(self, config: Config, deps: Serving) -> None:
@@ -134,11 +139,15 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
             domain.check_text(name, getattr(item, name), MAX_TEXT)
         domain.check_image_fields(item.content_type, item.width, item.height)
         vector = domain.check_vector(item.embedding, dim, self.config.norm_tolerance)
+        if item.record_file:
+            check_source(item.source)
+            check_path(item.file_name)
         return domain.NewImage(
             sha256=item.sha256, original=item.original,
             content_type=item.content_type or "application/octet-stream", thumbnail=item.thumbnail,
             width=item.width, height=item.height, label=item.label, source=item.source,
             file_name=item.file_name, vector=vector, model_id=item.model_id,
+            file_mtime_ns=item.file_mtime_ns, record_file=item.record_file,
         )
 
     def Search(self, request: index_pb2.SearchRequest, context: grpc.ServicerContext) -> index_pb2.SearchResponse:
@@ -398,4 +407,8 @@ def serve(config: Config, deps: Deps) -> Server:
 
     server = create_server(config, deps)
     start_monitor(config, deps, server.set_serving)
+    # Imported once the port is ours: Pillow's import is not worth paying for an instance that is refused.
+    from index_service.adopt import start_adopter
+
+    deps.adopter = start_adopter(config, deps.repo, deps.media)
     return server

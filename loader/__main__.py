@@ -1,4 +1,4 @@
-"""The loader CLI: `python -m loader caltech256 …` or `python -m loader dir PATH …` (see --help)."""
+"""The loader CLI: `python -m loader caltech256 …`, `dir PATH …`, `reembed …` or `sync DIR …` (see --help)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from loader import archive, pipeline, reembed, sources
+from loader import archive, pipeline, reembed, sources, sync_cli
 from loader.archive import ArchiveError
 from loader.clients import LoadError
 from loader.config import ConfigError, LoaderConfig, LoaderEnv
@@ -73,6 +73,7 @@ def build_parser(env: LoaderEnv | None = None) -> argparse.ArgumentParser:
     labels.add_argument("--no-label", action="store_true", help="store the images without a label")
     _common(folder, env, default_source="")
     _reembed_parser(commands, env)
+    sync_cli.add_parser(commands, env)
     return parser
 
 
@@ -241,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "reembed":
         return _reembed(args)
+    if args.command == "sync":
+        return sync_cli.run(args)
     try:
         config = config_of(args, args.source)
         walk, source = candidates_of(args, config)

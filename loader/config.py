@@ -67,6 +67,8 @@ class LoaderConfig:
     progress_interval_s: float = 10.0
     # The index collection or alias to load into; empty: the alias "default".
     collection: str = ""
+    # A folder sync: each upsert also records its file (source, relative path, mtime) in the index.
+    record_files: bool = False
 
     def check(self) -> None:
         """Reject values that cannot work, naming the option."""

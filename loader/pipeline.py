@@ -220,7 +220,9 @@ class Pipeline:
                 items.append((f, index_pb2.UpsertItem(
                     sha256=f.sha256, original=f.data, content_type=r.content_type, thumbnail=r.thumbnail,
                     width=r.width, height=r.height, label=f.candidate.label, source=self.config.source,
-                    file_name=f.candidate.rel, embedding=r.embedding, model_id=response.model_id)))
+                    file_name=f.candidate.rel, embedding=r.embedding, model_id=response.model_id,
+                    facts=r.facts, file_mtime_ns=f.candidate.mtime_ns or f.mtime_ns,
+                    record_file=self.config.record_files)))
         if items:
             self._put(self.upsert_q, items)
 

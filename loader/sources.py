@@ -33,6 +33,7 @@ class Candidate:
     rel: str  # POSIX path relative to the root: the stored file name and the shard key
     label: str
     skip: str | None = None
+    mtime_ns: int = 0  # set by a folder sync: the modification time it recorded before reading
 
 
 @dataclass(frozen=True)
@@ -91,13 +92,14 @@ def is_caltech_junk(rel: PurePosixPath) -> bool:
 
 
 def walk(root: Path, labeler: Labeler, junk: Callable[[PurePosixPath], bool] = lambda rel: False,
-         shard: Shard = Shard()) -> Iterator[Candidate]:
+         shard: Shard = Shard(), onerror: Callable[[OSError], None] | None = None) -> Iterator[Candidate]:
     """Every file under root in a stable (sorted) order, lazily, with its label or skip reason.
 
     Hidden folders (.git, .thumbnails, ...) are not entered and folder symlinks are not followed,
-    so a tree with a link loop still ends; file symlinks are read like files.
+    so a tree with a link loop still ends; file symlinks are read like files. A folder that cannot be
+    listed raises, unless `onerror` takes the error (and the walk goes on without that folder).
     """
-    for folder, dirs, files in os.walk(root, onerror=_raise):
+    for folder, dirs, files in os.walk(root, onerror=onerror or _raise):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         base = Path(folder)
         for name in sorted(files):
@@ -125,6 +127,7 @@ class FileData:
     candidate: Candidate
     data: bytes
     sha256: str
+    mtime_ns: int = 0  # the file's modification time (os.stat), sent apart from its EXIF capture time
 
 
 def read(candidate: Candidate, max_bytes: int) -> FileData | str:
@@ -132,7 +135,8 @@ def read(candidate: Candidate, max_bytes: int) -> FileData | str:
 
     Raises OSError when the file cannot be read (the caller reports it as a failure).
     """
-    size = candidate.path.stat().st_size
+    stat = candidate.path.stat()
+    size = stat.st_size
     if size == 0:
         return EMPTY
     if size > max_bytes:
@@ -142,4 +146,4 @@ def read(candidate: Candidate, max_bytes: int) -> FileData | str:
         return EMPTY
     if image_type(data) is None:  # by content: names and suffixes can lie
         return NOT_IMAGE
-    return FileData(candidate, data, hashlib.sha256(data).hexdigest())
+    return FileData(candidate, data, hashlib.sha256(data).hexdigest(), stat.st_mtime_ns)

@@ -12,6 +12,7 @@ from embedder_service.engine import DeadlineExceeded, ImageResult, TextError, Te
 from embedder_service.models.bundle import Bundle, ImageSpec
 from embedder_service.preprocess import ImageError
 from semsearch_common.errors import ServiceError
+from semsearch_common.exif import Facts
 
 DIM = 8
 
@@ -41,6 +42,7 @@ class FakeEngine:
     def __init__(self) -> None:
         self.model = FakeModel()
         self.fail: ServiceError | None = None
+        self.facts = Facts()  # what every good image "says" about itself
         self.calls: list[tuple[str, int, float | None, bool]] = []  # (what, items, timeout, wait_for_room)
         self.closed = False
         self._open = threading.Event()
@@ -64,7 +66,8 @@ class FakeEngine:
         self._enter("images", len(datas), timeout, wait_for_room)
         try:
             return [ImageError("not an image") if d.startswith(b"bad") else
-                    ImageResult(vector(len(d)), 32, 24, "image/jpeg", b"thumb" if thumbnail_size else None)
+                    ImageResult(vector(len(d)), 32, 24, "image/jpeg", b"thumb" if thumbnail_size else None,
+                                self.facts)
                     for d in datas]
         finally:
             self._leave()

@@ -27,6 +27,7 @@ from embedder_service.tests import images
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc
 from semsearch_common import channels
 from semsearch_common.status import call_reason
+from tests.support import exif as written
 from tests.support.health import NOT_SERVING, wait_status
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT.value[0]
@@ -336,3 +337,17 @@ def test_undecodable_request_bytes_are_invalid_argument_not_internal(served) -> 
     with pytest.raises(grpc.RpcError) as err:
         list(stream(iter([bad]), timeout=10))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_facts_come_back_from_the_same_decode_over_a_real_server(stub) -> None:
+    lying = written.block(exif=[written.ascii(written.DATE_TIME_ORIGINAL, "1900:01:01 00:00:00")])
+    files = [written.photo(written.full(6), 64, 48), written.photo(lying), written.photo(None, fmt="PNG")]
+    results = embed(stub, files)
+    stated, lie, silent = (r.facts for r in results)
+    assert (results[0].width, results[0].height) == (48, 64)  # orientation 6: upright is portrait
+    assert stated.taken_at == written.FULL_TAKEN_AT and stated.taken_offset_minutes == 120
+    assert (stated.camera_make, stated.camera_model) == ("Canon", "Canon EOS R5")
+    assert abs(stated.latitude - 48.8582) < 1e-6 and abs(stated.longitude - 2.2945) < 1e-6
+    assert not results[1].HasField("error") and not lie.HasField("taken_at")
+    assert list(lie.notes) == ["DateTimeOriginal 1900:01:01 00:00:00 is before 1970; ignored"]
+    assert silent == type(silent)() and results[2].HasField("facts")

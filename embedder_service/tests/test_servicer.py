@@ -15,6 +15,7 @@ from embedder_service.tests.fake_engine import DIM, FakeEngine
 from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc
 from semsearch_common import status
 from semsearch_common.channels import channel
+from semsearch_common.exif import Facts
 from tests.support.health import NOT_SERVING, SERVING, wait_status
 
 CONFIG = EmbedderConfig(port=0, max_images_per_request=4, max_texts_per_request=3, thumbnail_max=128)
@@ -153,3 +154,22 @@ def test_loading_until_attached_then_serving_and_released_on_stop(engine: FakeEn
     finally:
         server.stop(0)
     assert engine.closed
+
+
+def test_facts_reach_the_response_with_optional_fields_unset_where_the_file_says_nothing(
+        stub, engine: FakeEngine) -> None:
+    engine.facts = Facts(taken_at=1622894582, taken_offset_minutes=120, camera_make="Canon",
+                         camera_model="EOS R5", latitude=48.8582, longitude=2.2945, orientation=6,
+                         notes=("Model cut",))
+    stated = stub.EmbedImages(images(b"x" * 10, b"bad"), timeout=5).results
+    facts = stated[0].facts
+    assert (facts.taken_at, facts.taken_offset_minutes, facts.camera_make, facts.camera_model) == (
+        1622894582, 120, "Canon", "EOS R5")
+    assert (facts.latitude, facts.longitude, list(facts.notes)) == (48.8582, 2.2945, ["Model cut"])
+    assert not stated[1].HasField("facts")  # an error carries no facts
+    engine.facts = Facts(camera_model="EOS R5")
+    silent = stub.EmbedImages(images(b"x" * 10), timeout=5).results[0].facts
+    assert not silent.HasField("taken_at") and not silent.HasField("taken_offset_minutes")
+    assert not silent.HasField("latitude") and not silent.HasField("longitude")
+    streamed = next(iter(stub.StreamEmbedImages(iter([images(b"x" * 10)]), timeout=5)))
+    assert streamed.results[0].facts.camera_model == "EOS R5"

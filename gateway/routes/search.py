@@ -1,5 +1,6 @@
 """Search routes: by words, by example image, and more like a stored image."""
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -8,14 +9,21 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from gateway import images, schemas, upload
+from gateway import images, query, schemas
 from gateway.clients import Api, Deadline
 from gateway.config import GatewayConfig
+from gateway.cursor import CursorError, PageRequest, Signer
 from gateway.errors import ApiError
-from gateway.routes.common import ERRORS, Backend, Collection, ImageId, check_text, image_urls
+from gateway.querying import parts_of, query_vector
+from gateway.routes.common import ERRORS, Backend, Collection, ImageId, Responses, check_text, image_urls
 from protos.semsearch.v1 import index_pb2
 
 MAX_LABELS = 50
+MAX_CURSOR_CHARS = 16_000  # the guard refuses longer URLs anyway (414); a 2000-d float32 vector needs 11,000
+# The search routes' 400 names the place in the query that went wrong (`position`).
+SEARCH_ERRORS: Responses = {**ERRORS, 400: {"model": schemas.QueryErrorBody}}
+PAGING_HELP = ("Every page carries `next`, a cursor for the page after it (null at the end): "
+               "GET /api/search/next?cursor=… returns that page without embedding anything again.")
 
 
 @dataclass(frozen=True)
@@ -63,64 +71,117 @@ def router(config: GatewayConfig) -> APIRouter:
         for lb in p.labels:
             check_text("label", lb, 200)
 
+    signer = Signer(config.cursor_key)
+
     async def run_search(b: Api, vector: list[float] | None, image_id: int | None, model_id: str,
                          p: SearchParams, deadline: Deadline, started: float, embed_ms: float,
                          truncated: bool = False) -> Response:
         check(p)
-        depth, filt, floor, k, offset = p.depth, p.filter(), p.min_score, p.k, p.offset
-        t0 = time.perf_counter()
+        depth, filt, floor = p.depth, p.filter(), p.min_score
+        # The offset parameter asks for offset + k hits and skips the first ones here, as it always did (any
+        # index answers it alike); the cursor of the reply asks the index for the next page alone instead.
+        request: PageRequest
         if image_id is None:
-            try:
-                reply = await b.search(index_pb2.SearchRequest(vector=vector, k=depth, filter=filt, min_score=floor,
-                                                               model_id=model_id, collection=p.collection), deadline)
-            except ApiError as err:
-                raise await _mismatch(b, err, p.collection, model_id, deadline) from None
+            request = index_pb2.SearchRequest(vector=vector, k=depth, filter=filt, min_score=floor,
+                                              model_id=model_id, collection=p.collection)
         else:
-            reply = await b.similar(index_pb2.SearchSimilarRequest(id=image_id, k=depth, filter=filt,
-                                                                   min_score=floor, collection=p.collection), deadline)
+            request = index_pb2.SearchSimilarRequest(id=image_id, k=depth, filter=filt, min_score=floor,
+                                                     collection=p.collection)
+        return await page(b, request, p.offset, p.k, deadline, started, embed_ms, truncated)
+
+    async def page(b: Api, request: PageRequest, skip: int, k: int, deadline: Deadline, started: float,
+                   embed_ms: float, truncated: bool) -> Response:
+        """One page: the index asked for request.k hits from request.offset, the first `skip` dropped here."""
+        t0 = time.perf_counter()
+        if isinstance(request, index_pb2.SearchRequest):
+            try:
+                reply = await b.search(request, deadline)
+            except ApiError as err:
+                raise await _mismatch(b, err, request.collection, request.model_id, deadline) from None
+        else:
+            reply = await b.similar(request, deadline)
         search_ms = (time.perf_counter() - t0) * 1000
+        start = request.offset + skip
+        has_more = len(reply.hits) == request.k and start + k < config.max_depth
+        following = None
+        if has_more:
+            after = copy.deepcopy(request)
+            after.offset, after.k = start + k, min(k, config.max_depth - start - k)
+            following = signer.encode(after, truncated)
         # Built as plain dicts: the hot path skips pydantic's validation of our own output (the model,
         # schemas.SearchResult, still documents it, and the schema-conformance fuzz test checks it).
         total_ms = (time.perf_counter() - started) * 1000
         return JSONResponse({
-            "hits": [_hit(h, p.collection) for h in reply.hits[offset:]], "offset": offset, "k": k,
-            "has_more": len(reply.hits) == depth and depth < config.max_depth, "truncated": truncated,
+            "hits": [_hit(h, request.collection) for h in reply.hits[skip:]], "offset": start, "k": k,
+            "has_more": has_more, "next": following, "truncated": truncated,
             "timings": {"embed_ms": embed_ms, "search_ms": search_ms, "database_ms": reply.search_ms,
                         "total_ms": total_ms},
         }, headers={"Server-Timing": f"embed;dur={embed_ms:.1f}, search;dur={search_ms:.1f}, total;dur={total_ms:.1f}"})
 
-    @routes.get("/api/search", response_model=schemas.SearchResult, responses=ERRORS)
-    async def search_text(b: Backend, q: Annotated[str, Query(description="what to look for")], p: Params
-                          ) -> Response:
+    @routes.get("/api/search", response_model=schemas.SearchResult, responses=SEARCH_ERRORS,
+                summary="Search by words", description=f"Search by words. {query.HELP} {PAGING_HELP}")
+    async def search_text(b: Backend, q: Annotated[str, Query(description="what to look for, in the query "
+                                                                          "language described above")],
+                          p: Params) -> Response:
         """Search by words."""
         started = time.perf_counter()
         text = q.strip()
         if not text:
             raise ApiError(400, "the query is empty")
         check_text("q", text, config.max_query_chars, too_long=413)
+        parts = parts_of(q)
         check(p)  # refuse bad parameters before spending an embedding
         deadline = Deadline(config.search_deadline_s)
-        vector, model_id, truncated = await b.embed_text(text, deadline)
+        made = await query_vector(b, parts, None, 1.0, deadline)
         embed_ms = (time.perf_counter() - started) * 1000
-        return await run_search(b, vector, None, model_id, p, deadline, started, embed_ms, truncated)
+        return await run_search(b, made.vector, None, made.model_id, p, deadline, started, embed_ms, made.truncated)
 
-    @routes.post("/api/search/image", response_model=schemas.SearchResult, responses=ERRORS)
+    @routes.post("/api/search/image", response_model=schemas.SearchResult, responses=SEARCH_ERRORS,
+                 summary="Search by example",
+                 description="Search by example: the image is embedded, not stored. With `q`, the image is one more "
+                             f"part of the query, added with `weight`. {query.HELP} {PAGING_HELP}")
     async def search_image(b: Backend, file: Annotated[UploadFile, File(description="the example image")],
-                           p: Params) -> Response:
+                           p: Params,
+                           q: Annotated[str, Query(description="words to combine with the image (optional)")] = "",
+                           weight: Annotated[float, Query(description=f"the image's weight among the parts, "
+                                                          f"{query.MIN_WEIGHT:g} to {query.MAX_WEIGHT:g}")] = 1.0,
+                           ) -> Response:
         """Search by example: the image is embedded, not stored."""
         started = time.perf_counter()
         check(p)
+        check_text("q", q.strip(), config.max_query_chars, too_long=413)
+        parts = parts_of(q, image=True)
+        if not (math.isfinite(weight) and query.MIN_WEIGHT <= weight <= query.MAX_WEIGHT):
+            raise ApiError(400, f"weight must be a number from {query.MIN_WEIGHT:g} to {query.MAX_WEIGHT:g}")
         data = await file.read(config.max_file_bytes + 1)
         images.check(data, file.filename or "image", config.max_file_bytes, config.max_pixels)
         deadline = Deadline(config.search_deadline_s)
-        reply = await b.embed_images([("query", data)], 0, deadline)
-        result = reply.results[0]
-        if result.HasField("error"):
-            raise ApiError(upload.ITEM_HTTP.get(result.error.code, 400), result.error.message)
+        made = await query_vector(b, parts, data, weight, deadline)
         embed_ms = (time.perf_counter() - started) * 1000
-        return await run_search(b, list(result.embedding), None, reply.model_id, p, deadline, started, embed_ms)
+        return await run_search(b, made.vector, None, made.model_id, p, deadline, started, embed_ms, made.truncated)
 
-    @routes.get("/api/images/{image_id}/similar", response_model=schemas.SearchResult, responses=ERRORS)
+    @routes.get("/api/search/next", response_model=schemas.SearchResult, responses=ERRORS,
+                summary="The next page of a search",
+                description="The page a search's `next` cursor names: the same query vector, collection, filters "
+                            "and page size, read from the cursor, so nothing is embedded or uploaded again and the "
+                            "index is asked for this page's hits only. A cursor is opaque and signed: one that was "
+                            "changed or cut, or made by a gateway with another GATEWAY_CURSOR_KEY, is a 400.")
+    async def next_page(b: Backend, cursor: Annotated[str, Query(
+            min_length=1, max_length=MAX_CURSOR_CHARS, pattern=r"^[A-Za-z0-9_-]+$",
+            description="the `next` of the page before")]) -> Response:
+        """The next page of a search (text, image or similar), from its cursor."""
+        started = time.perf_counter()
+        try:
+            request, truncated = signer.decode(cursor)
+        except CursorError as err:
+            raise ApiError(400, f"cursor: {err}; search again") from None
+        if not 1 <= request.k <= config.max_k or request.offset + request.k > config.max_depth:
+            raise ApiError(400, "cursor: it asks beyond this gateway's limits (GATEWAY_MAX_K, GATEWAY_MAX_DEPTH); "
+                                "search again")
+        return await page(b, request, 0, request.k, Deadline(config.search_deadline_s), started, 0.0, truncated)
+
+    @routes.get("/api/images/{image_id}/similar", response_model=schemas.SearchResult, responses=ERRORS,
+                description=f"More like this: neighbours of a stored image, the image itself excluded. {PAGING_HELP}")
     async def similar(b: Backend, image_id: ImageId, p: Params) -> Response:
         """More like this: neighbours of a stored image, the image itself excluded."""
         started = time.perf_counter()

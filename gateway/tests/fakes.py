@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
@@ -10,12 +12,13 @@ import grpc
 from gateway.clients import Deadline, guarded
 from gateway.config import GatewayConfig
 from gateway.limits import FALLBACK, Limits
-from protos.semsearch.v1 import embedder_pb2, index_pb2
+from protos.semsearch.v1 import common_pb2, embedder_pb2, index_pb2
 from semsearch_common.errors import ServiceError
 from semsearch_common.status import to_grpc
 
 T = TypeVar("T")
 MODEL_ID = "fake-model@1"
+DIM = 8  # of the hash vectors embed_texts answers
 
 
 def rpc_error(err: ServiceError) -> grpc.aio.AioRpcError:
@@ -41,6 +44,12 @@ class FakeBackends:
         self.stored: list[int] = []  # items per Upsert call
         self.asked: list[tuple[str, str]] = []  # (method, collection) of each index call that names one
         self.catalog = [index_pb2.Collection(name="main", model_id=MODEL_ID, dim=2, aliases=["default"])]
+        self.facts = common_pb2.PhotoFacts()  # what every embedded image "says" about itself
+        self.upserted: list[index_pb2.UpsertItem] = []  # every item of every Upsert call
+        self.texts: list[list[str]] = []  # the texts of each EmbedTexts call
+        self.vectors: dict[str, list[float]] = {}  # what embed_texts answers for a text (else a hash vector)
+        self.searches: list[index_pb2.SearchRequest | index_pb2.SearchSimilarRequest] = []  # each index search
+        self.corpus = 1  # how many hits a search finds in all (ids 1.., best first), paged by k and offset
 
     async def _answer(self, backend: str, method: str, reply: T) -> T:
         async def call() -> T:
@@ -54,15 +63,27 @@ class FakeBackends:
     async def close(self) -> None:
         """Nothing to close."""
 
-    async def embed_text(self, text: str, deadline: Deadline) -> tuple[list[float], str, bool]:
-        """A constant unit vector."""
-        return await self._answer("embedder", "EmbedTexts", ([1.0, 0.0], MODEL_ID, False))
+    async def embed_texts(self, texts: list[str], deadline: Deadline) -> embedder_pb2.EmbedTextsResponse:
+        """The vector set in `vectors` for a text, else one made from its hash; texts over 77 characters are cut."""
+        self.texts.append(list(texts))
+        results = [embedder_pb2.TextEmbedding(embedding=self.vector_of(t), truncated=len(t) > 77) for t in texts]
+        return await self._answer("embedder", "EmbedTexts",
+                                  embedder_pb2.EmbedTextsResponse(results=results, model_id=MODEL_ID))
+
+    def vector_of(self, text: str) -> list[float]:
+        """What the fake embeds a text as: `vectors[text]`, else a fixed unit vector of DIM values from its hash."""
+        if text in self.vectors:
+            return self.vectors[text]
+        raw = [b - 127.5 for b in hashlib.sha256(text.encode()).digest()[:DIM]]
+        norm = math.sqrt(sum(x * x for x in raw))
+        return [x / norm for x in raw]
 
     async def embed_images(self, images: list[tuple[str, bytes]], thumbnail_size: int,
                            deadline: Deadline) -> embedder_pb2.EmbedImagesResponse:
         """A unit vector per image."""
         self.embedded.append(len(images))
-        results = [embedder_pb2.ImageEmbedding(key=key, embedding=[1.0, 0.0], width=8, height=8) for key, _ in images]
+        results = [embedder_pb2.ImageEmbedding(key=key, embedding=[1.0, 0.0], width=8, height=8, facts=self.facts)
+                   for key, _ in images]
         return await self._answer("embedder", "EmbedImages",
                                   embedder_pb2.EmbedImagesResponse(results=results, model_id=MODEL_ID))
 
@@ -75,20 +96,29 @@ class FakeBackends:
         return self.published
 
     async def search(self, request: index_pb2.SearchRequest, deadline: Deadline) -> index_pb2.SearchResponse:
-        """One hit."""
+        """Hits `offset + 1 ..` of a corpus of `corpus` hits (one by default), at most k."""
         self.asked.append(("Search", request.collection))
-        return await self._answer("index", "Search", index_pb2.SearchResponse(hits=[index_pb2.Hit(id=1, score=1.0)]))
+        self.searches.append(request)
+        return await self._answer("index", "Search", index_pb2.SearchResponse(hits=self._hits(request)))
 
     async def similar(self, request: index_pb2.SearchSimilarRequest,
                       deadline: Deadline) -> index_pb2.SearchResponse:
-        """No hits."""
+        """Hits as for search, the image itself left out (so none of image 1 by default)."""
         self.asked.append(("SearchSimilar", request.collection))
-        return await self._answer("index", "SearchSimilar", index_pb2.SearchResponse())
+        self.searches.append(request)
+        hits = self._hits(request, leave_out=request.id)
+        return await self._answer("index", "SearchSimilar", index_pb2.SearchResponse(hits=hits))
+
+    def _hits(self, request: index_pb2.SearchRequest | index_pb2.SearchSimilarRequest,
+              leave_out: int = 0) -> list[index_pb2.Hit]:
+        ids = [i for i in range(1, self.corpus + 1) if i != leave_out][request.offset:request.offset + request.k]
+        return [index_pb2.Hit(id=i, score=1.0 - (i - 1) / 1000) for i in ids]
 
     async def upsert(self, items: list[index_pb2.UpsertItem], deadline: Deadline,
                      collection: str = "") -> index_pb2.UpsertResponse:
         """Every item created, with ids from 1."""
         self.stored.append(len(items))
+        self.upserted.extend(items)
         self.asked.append(("Upsert", collection))
         results = [index_pb2.UpsertResult(id=n + 1, sha256=item.sha256, created=True) for n, item in enumerate(items)]
         return await self._answer("index", "Upsert", index_pb2.UpsertResponse(results=results))

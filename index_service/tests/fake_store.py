@@ -10,6 +10,7 @@ import numpy as np
 
 from index_service.catalog import Coll, CollInfo
 from index_service.domain import Hit, ImageMeta, Mismatch, NewImage, NotFound, SearchQuery, ServiceError, UpsertOutcome
+from index_service.files import FileLink, FileRecord
 from semsearch_common.errors import Reason
 
 DIM = 8
@@ -27,6 +28,8 @@ class FakeStore:
         self.model: str | None = None
         self.fail: ServiceError | None = None
         self.timeouts: dict[str, float | None] = {}
+        self.files: dict[tuple[str, str], tuple[int, int, int]] = {}  # (source, path) -> (image id, size, mtime)
+        self.synced: set[int] = set()  # images a folder sync stored
 
     def _call(self, name: str, timeout_s: float | None) -> None:
         self.timeouts[name] = timeout_s
@@ -64,9 +67,13 @@ class FakeStore:
             if found:
                 out.append(UpsertOutcome(item.sha256, id=found[0]))
             else:
-                new_id = len(self.rows) + 1
+                new_id = max(self.rows, default=0) + 1
                 self.rows[new_id] = item
                 out.append(UpsertOutcome(item.sha256, id=new_id, created=True))
+                if item.record_file:
+                    self.synced.add(new_id)
+            if item.record_file:
+                self.files[(item.source, item.file_name)] = (out[-1].id, len(item.original), item.file_mtime_ns)
         return out
 
     def search(self, q: SearchQuery, timeout_s: float | None, collection: str = "") -> tuple[list[Hit], float]:
@@ -129,6 +136,35 @@ class FakeStore:
     def index_state(self, timeout_s: float | None, collection: str = "") -> str:
         self._call("index_state", timeout_s)
         return "ready"
+
+    def list_files(self, source: str, after: str, limit: int, timeout_s: float | None,
+                   collection: str = "") -> list[FileRecord]:
+        self._call("list_files", timeout_s)
+        paths = sorted((p for s, p in self.files if s == source and p > after), key=lambda p: p.encode())[:limit]
+        out = []
+        for path in paths:
+            image_id, size, mtime = self.files[(source, path)]
+            row = self.rows.get(image_id)
+            out.append(FileRecord(path, size, mtime, row.sha256 if row else "", image_id if row else 0))
+        return out
+
+    def link_files(self, source: str, links: Sequence[FileLink], timeout_s: float | None,
+                   collection: str = "") -> list[int]:
+        self._call("link_files", timeout_s)
+        held = {r.sha256: i for i, r in self.rows.items()}
+        for f in links:
+            if f.sha256 in held:
+                self.files[(source, f.path)] = (held[f.sha256], f.size_bytes, f.mtime_ns)
+        return [held.get(f.sha256, 0) for f in links]
+
+    def remove_files(self, source: str, paths: Sequence[str], timeout_s: float | None,
+                     collection: str = "") -> tuple[int, list[int]]:
+        self._call("remove_files", timeout_s)
+        removed = sum(self.files.pop((source, p), None) is not None for p in paths)
+        shown = {image_id for image_id, _, _ in self.files.values()}
+        gone = sorted(i for i in self.synced if i not in shown and self.rows.pop(i, None) is not None)
+        self.synced -= set(gone)
+        return removed, gone
 
     def _row(self, image_id: int) -> NewImage:
         if image_id not in self.rows:
