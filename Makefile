@@ -8,7 +8,7 @@ GENERATED := $(PROTOS:.proto=_pb2.py)
 MODEL ?= hub
 MODELS_DIR ?= .cache/models
 
-.PHONY: install protos contract run test test-fast typecheck browser clean bench lock test-deploy docker-engine
+.PHONY: install protos contract run test test-fast typecheck browser clean bench lock test-deploy docker-engine axe
 install: $(STAMP) $(GENERATED)
 
 # Everything the tests need, at the versions of uv.lock (requirements/dev.txt, hash-checked), then the CPU
@@ -43,7 +43,7 @@ contract: install
 run: install
 	$(PY) -m deploy --model $(MODEL) --cache $(MODELS_DIR) $(ARGS)
 
-test: install browser contract
+test: install browser axe contract
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest
@@ -80,3 +80,7 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .cache protos/semsearch/v1/*_pb2*.py protos/semsearch/v1/*_pb2*.pyi
+
+# axe-core, the page's accessibility checker (gateway/tests/test_page_a11y.py), from npm into .cache/axe.
+axe: install
+	$(PY) -m tests.support.axe

@@ -34,6 +34,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "loader": ("bench.loader", ["--images", "256", "--rounds", "2"], []),
     "gateway": ("bench.gateway", ["--rows", "3000", "--requests", "40", "--requests-16", "8", "--rounds", "1"], []),
     "load": ("bench.search_load", ["--rows", "3000", "--clients", "8", "--seconds", "10"], []),
+    "duplicates": ("bench.duplicates", ["--rows", "3000", "--planted", "100", "--exact-sample", "10"], []),
 }
 OWN_LOAD = "search_load"
 RUN_META = "report_run"
@@ -222,6 +223,24 @@ def load_sections(loads: list[tuple[str, dict[str, Any]]], plot: Callable[..., s
     return "\n\n".join(parts), goals
 
 
+def duplicates_section(dup: dict[str, Any]) -> tuple[str, list[Goal]]:
+    """The near-duplicate scan against the exact answers, and its recall goal."""
+    rows = [{"what": "FindDuplicates over the whole collection (HNSW)", "seconds": f"{dup['scan_s']:.1f}",
+             "ms per image": f"{dup['scan_ms_per_image']:.2f}"},
+            {"what": "Postgres exact scan (sampled, projected)", "seconds": f"{dup['pg_exact_scan_projected_s']:.1f}",
+             "ms per image": f"{dup['pg_exact_ms_per_image']:.2f}"},
+            {"what": "numpy all pairs in memory (ground truth)", "seconds": f"{dup['numpy_all_pairs_s']:.1f}",
+             "ms per image": f"{dup['numpy_all_pairs_s'] * 1000 / dup['rows']:.2f}"}]
+    text = ["## Near-duplicates", "", f"{dup['rows']:,} clustered 512-d rows with {dup['planted_pairs']:,} planted "
+            f"near-copies, max_distance {dup['max_distance']}, pages of {dup['limit']}: planted-pair recall "
+            f"{dup['planted_recall']:.3f}, {dup['groups_reported']} groups reported of {dup['groups_exact']} exact "
+            f"({dup['groups_identical_to_exact']:.3f} identical).", "", table(rows, list(rows[0]))]
+    big = dup["rows"] >= 30_000
+    goals: list[Goal] = [("duplicates", "planted-pair recall ≥ 0.95 at 30,000 rows",
+                          f"{dup['planted_recall']:.3f} at {dup['rows']:,}", big and dup["planted_recall"] >= 0.95)]
+    return "\n".join(text), goals
+
+
 def build(results: Path, out: Path) -> Path:
     """Write out/report.md and out/report/*.png from the JSON in results; returns the report's path."""
     figures = out / "report"
@@ -248,7 +267,8 @@ def build(results: Path, out: Path) -> Path:
         ("index", None if idx is None else partial(index_section, idx, plot)),
         ("loader", None if ld is None else partial(loader_section, ld, plot)),
         ("gateway", None if gw is None else partial(gateway_section, gw, idx, load, plot)),
-        ("load", partial(load_sections, loads, plot) if loads else None)]
+        ("load", partial(load_sections, loads, plot) if loads else None),
+        ("near-duplicates", None if (dup := read(results, "duplicates")) is None else partial(duplicates_section, dup))]
     for name, make in makers:
         if make is None:
             sections.append(f"## {name.capitalize()}\n\nNot measured: no results JSON.")

@@ -16,7 +16,7 @@ from gateway.clients import Api, Backends
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
 from gateway.middleware import BodyLimit, HeadAsGet, Observe, SecurityHeaders
-from gateway.routes import images, meta, search
+from gateway.routes import duplicates, images, meta, search
 from semsearch_common.logs import Throttled
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def create_app(config: GatewayConfig, connect: Callable[[GatewayConfig], Api] = 
     app.add_middleware(Observe)
     app.add_middleware(SecurityHeaders)
 
-    for area in (search, images, meta):
+    for area in (search, images, meta, duplicates):
         app.include_router(area.router(config))
 
     @app.get("/", response_class=FileResponse, include_in_schema=False)

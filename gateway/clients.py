@@ -19,6 +19,9 @@ from semsearch_common import channels
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# The bytes GetImage streams, by the name the image routes use ("" = the original).
+VARIANTS = {"": index_pb2.IMAGE_VARIANT_ORIGINAL, "thumb": index_pb2.IMAGE_VARIANT_THUMBNAIL,
+            "display": index_pb2.IMAGE_VARIANT_DISPLAY}
 
 BACKEND_CALLS = Counter("gateway_backend_calls", "gRPC calls to the backends", ["backend", "method", "code"])
 BACKEND_LATENCY = Histogram("gateway_backend_seconds", "gRPC call latency", ["backend", "method"],
@@ -72,9 +75,11 @@ class Api(Protocol):
     async def labels(self, deadline: Deadline, collection: str = "") -> list[index_pb2.LabelCount]: ...
     async def stats(self, deadline: Deadline, collection: str = "") -> index_pb2.StatsResponse: ...
     async def collections(self, deadline: Deadline) -> list[index_pb2.Collection]: ...
-    async def open_image(self, image_id: int, thumbnail: bool, deadline: Deadline,
+    async def open_image(self, image_id: int, variant: str, deadline: Deadline,
                          collection: str = "") -> tuple[index_pb2.ImageChunk, AsyncGenerator[bytes, None]]: ...
     async def serving(self, deadline: Deadline) -> dict[str, bool]: ...
+    async def duplicates(self, request: index_pb2.FindDuplicatesRequest,
+                         deadline: Deadline) -> index_pb2.FindDuplicatesResponse: ...
 
 
 class Backends:
@@ -189,15 +194,14 @@ class Backends:
         response = await self._call("index", "ListCollections", index_pb2.ListCollectionsRequest(), deadline)
         return list(response.collections)
 
-    async def open_image(self, image_id: int, thumbnail: bool, deadline: Deadline,
+    async def open_image(self, image_id: int, variant: str, deadline: Deadline,
                          collection: str = "") -> tuple[index_pb2.ImageChunk, AsyncGenerator[bytes, None]]:
-        """The first chunk (content type, size, hash) and an iterator over all the bytes.
+        """The first chunk (content type, size, hash) and an iterator over all the bytes of a VARIANTS name.
 
         Reading the first chunk before answering turns NOT_FOUND into a 404 instead of a broken stream.
         """
-        variant = index_pb2.IMAGE_VARIANT_THUMBNAIL if thumbnail else index_pb2.IMAGE_VARIANT_ORIGINAL
-        call = self.index.GetImage(index_pb2.GetImageRequest(id=image_id, variant=variant, collection=collection),
-                                   timeout=deadline.remaining())
+        request = index_pb2.GetImageRequest(id=image_id, variant=VARIANTS[variant], collection=collection)
+        call = self.index.GetImage(request, timeout=deadline.remaining())
         try:
             first = await self._await("index", "GetImage", call.read())
         except BaseException:  # an error, or the caller's own deadline cancelling the wait (asyncio.wait_for)
@@ -218,6 +222,12 @@ class Backends:
                 call.cancel()  # the HTTP client went away: stop the stream upstream too
 
         return first, body()
+
+    async def duplicates(self, request: index_pb2.FindDuplicatesRequest,
+                         deadline: Deadline) -> index_pb2.FindDuplicatesResponse:
+        """One page of the near-duplicate scan."""
+        reply: index_pb2.FindDuplicatesResponse = await self._call("index", "FindDuplicates", request, deadline)
+        return reply
 
     # -- health -----------------------------------------------------------------------------------
 

@@ -161,3 +161,36 @@ class QueryErrorBody(ErrorBody):
     """A refused search: when the query's words are at fault, `position` is where (a character offset)."""
 
     position: int | None = Field(None, description="offset in `q` (0 = its first character) of the part at fault")
+class DuplicateMember(BaseModel):
+    """One image of a near-duplicate group."""
+
+    id: int
+    distance: float = Field(description="cosine distance to the group's first image (0 for that one)")
+    label: str
+    file_name: str
+    width: int
+    height: int
+    size_bytes: int
+    content_type: str
+    created_at: int = Field(description="seconds since the epoch, UTC")
+    thumbnail_url: str
+    image_url: str
+    display_url: str = Field(description="a JPEG of about 1600 px on the long side, for viewing")
+
+
+class DuplicateGroup(BaseModel):
+    """Images that are near-copies of each other: the smallest id first, then by distance to it."""
+
+    members: list[DuplicateMember] = Field(description="two to 64 images")
+    truncated: bool = Field(description="the group reached 64 images and stopped growing (max_distance too loose)")
+
+
+class DuplicatePage(BaseModel):
+    """The near-duplicate groups found in one page of the scan, and how far the scan has come."""
+
+    groups: list[DuplicateGroup] = Field(description="groups whose smallest id lies in this page; often none")
+    max_distance: float
+    scanned: int = Field(description="images walked so far (progress: scanned / total)")
+    total: int = Field(description="images in the collection now")
+    next: int | None = Field(description="pass as `after` for the next page; null when the scan is done")
+    done: bool

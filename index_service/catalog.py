@@ -15,6 +15,7 @@ from index_service.pool import one_row
 from semsearch_common.errors import FailedPrecondition, Reason, ServiceError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}\Z")  # also a safe part of a table name: no quoting needed
+VECTOR_TYPES = ("float32", "float16")  # how a collection stores its vectors (float16: half the bytes)
 
 
 class AlreadyExists(ServiceError):
@@ -32,6 +33,12 @@ class Coll:
     table: str
     dim: int
     model_id: str | None
+    vector_type: str = "float32"
+
+    @property
+    def half(self) -> bool:
+        """Whether vectors are stored (pgvector: halfvec) or indexed (Lantern: quant_bits=16) at half size."""
+        return self.vector_type == "float16"
 
     @property
     def index(self) -> str:
@@ -61,14 +68,14 @@ def resolve(cur: cursor, name: str) -> Coll:
     """The collection an alias points at, or the collection of that name; empty means the default alias."""
     name = name or DEFAULT_ALIAS
     cur.execute(
-        "SELECT name, table_name, dim, model_id FROM collections "
+        "SELECT name, table_name, dim, model_id, vector_type FROM collections "
         "WHERE name = coalesce((SELECT collection FROM aliases WHERE alias = %s), %s)",
         (name, name),
     )
     row = cur.fetchone()
     if row is None:
         raise NotFound(f"no collection or alias named {name!r}")
-    return Coll(row[0], row[1], int(row[2]), row[3])
+    return Coll(row[0], row[1], int(row[2]), row[3], row[4])
 
 
 def tables(cur: cursor) -> list[str]:
@@ -101,9 +108,13 @@ def check_model(coll: Coll, model_id: str, dim: int) -> None:
         raise Mismatch(f"collection {coll.name!r} holds model {coll.model_id!r}, the query comes from {model_id!r}")
 
 
-def create(cur: cursor, dialect: Dialect, name: str, model_id: str, dim: int) -> Coll:
+def create(cur: cursor, dialect: Dialect, name: str, model_id: str, dim: int,
+           vector_type: str = "float32") -> Coll:
     """A new empty collection: its table (ids from the shared sequence) and filter indexes."""
     check_name("collection", name)
+    if vector_type not in VECTOR_TYPES:
+        raise InvalidArgument(f"vector_type {vector_type!r} must be one of {', '.join(VECTOR_TYPES)}")
+    half = vector_type == "float16"
     cur.execute("SELECT 1 FROM collections WHERE name = %s UNION ALL SELECT 1 FROM aliases WHERE alias = %s",
                 (name, name))
     if cur.fetchone():
@@ -111,15 +122,15 @@ def create(cur: cursor, dialect: Dialect, name: str, model_id: str, dim: int) ->
     table = f"images_{name}"
     cur.execute(
         f"CREATE TABLE {table} (id bigint PRIMARY KEY DEFAULT nextval('{ID_SEQUENCE}'), "
-        f"v {dialect.column_type(dim)}, original_ref text, {COLUMNS})"
+        f"v {dialect.column_type(dim, half)}, original_ref text, {COLUMNS})"
     )
     cur.execute(f"ALTER TABLE {table} ALTER COLUMN model_id DROP DEFAULT")
     cur.execute(f"ALTER TABLE {table} ALTER COLUMN thumbnail SET STORAGE EXTERNAL")
     cur.execute(f"CREATE INDEX {table}_label ON {table} (label)")
     cur.execute(f"CREATE INDEX {table}_source ON {table} (source)")
-    cur.execute("INSERT INTO collections (name, table_name, model_id, dim) VALUES (%s, %s, %s, %s)",
-                (name, table, model_id, dim))
-    return Coll(name, table, dim, model_id)
+    cur.execute("INSERT INTO collections (name, table_name, model_id, dim, vector_type) VALUES (%s, %s, %s, %s, %s)",
+                (name, table, model_id, dim, vector_type))
+    return Coll(name, table, dim, model_id, vector_type)
 
 
 def drop(cur: cursor, name: str) -> int:
@@ -162,16 +173,16 @@ def set_alias(cur: cursor, alias: str, collection: str, expected: str) -> str:
 
 def list_all(cur: cursor) -> list[CollInfo]:
     """Every collection with its row count and aliases, by name."""
-    cur.execute("SELECT name, table_name, dim, model_id, extract(epoch FROM created_at)::bigint FROM collections "
-                "ORDER BY name")
+    cur.execute("SELECT name, table_name, dim, model_id, extract(epoch FROM created_at)::bigint, vector_type "
+                "FROM collections ORDER BY name")
     rows = cur.fetchall()
     cur.execute("SELECT collection, alias FROM aliases ORDER BY alias")
     aliases: dict[str, list[str]] = {}
     for coll, alias in cur.fetchall():
         aliases.setdefault(coll, []).append(alias)
     out = []
-    for name, table, dim, model, created in rows:
-        coll = Coll(name, table, int(dim), model)
+    for name, table, dim, model, created, vector_type in rows:
+        coll = Coll(name, table, int(dim), model, vector_type)
         # Exact up to sizes.EXACT_MAX rows, estimated above: the page lists collections on every load.
         out.append(CollInfo(coll, sizes.count(cur, coll), int(created), tuple(aliases.get(name, []))))
     return out

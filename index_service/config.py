@@ -48,6 +48,13 @@ class Config:
     # "auto": sized from the collection at each build (index_service.pgtune.build_memory).
     maintenance_work_mem: str = "auto"
     build_workers: int = field(default_factory=pgtune.build_workers)
+    # Searches keep this recall@10 (0 = off: ef stays INDEX_HNSW_EF); measured on a sample in the background.
+    # Off by default when INDEX_HNSW_EF is set: an explicit breadth is a fixed one.
+    target_recall: float = 0.98
+    recall_queries: int = 50
+    recall_interval_s: float = 3600.0
+    recall_budget_s: float = 120.0
+    vector_type: str = "float32"  # of new collections; float16 halves the vectors and the index
     connect_timeout_s: int = 5
     health_interval_s: float = 2.0
     orphan_grace_s: float = 3600.0
@@ -124,6 +131,11 @@ class Config:
             synchronous_commit=r.bool("synchronous_commit", True),
             maintenance_work_mem=r.str("maintenance_work_mem", "auto"),
             build_workers=r.int("build_workers", pgtune.build_workers(), 0, 64),
+            target_recall=r.float("target_recall", 0.0 if r.raw("hnsw_ef") else 0.98, 0.0, 0.999),
+            recall_queries=r.int("recall_queries", 50, 1, 10_000),
+            recall_interval_s=r.float("recall_interval_s", 3600.0, 1.0, 1e7),
+            recall_budget_s=r.float("recall_budget_s", 120.0, 0.1, 86_400),
+            vector_type=r.str("vector_type", "float32", ("float32", "float16")),
             connect_timeout_s=r.int("connect_timeout_s", 5, 1, 300),
             health_interval_s=r.float("health_interval_s", 2.0, 0.05, 3600),
             orphan_grace_s=r.float("orphan_grace_s", 3600.0, 0.0, 1e9),

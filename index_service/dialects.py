@@ -40,11 +40,11 @@ class Lantern:
     method: str = "lantern_hnsw"
     opclass: str = "dist_cos_ops"
 
-    def column_type(self, dim: int) -> str:
-        """Lantern indexes REAL[] (no float8[]); the index carries the dimension."""
+    def column_type(self, dim: int, half: bool = False) -> str:
+        """Lantern indexes REAL[] (no float8[]); the index carries the dimension (and the quantization)."""
         return "REAL[]"
 
-    def cast(self) -> str:
+    def cast(self, half: bool = False) -> str:
         """The cast that turns a text parameter into the column's type."""
         return "::real[]"
 
@@ -52,7 +52,7 @@ class Lantern:
         """The text form of a vector parameter."""
         return "{" + _floats(vec) + "}"
 
-    def binary(self, vec: np.ndarray) -> bytes:
+    def binary(self, vec: np.ndarray, half: bool = False) -> bytes:
         """The column value in COPY's binary format: a one-dimensional float4 array (element OID 700)."""
         cells = np.empty(len(vec), dtype=[("size", ">i4"), ("value", ">f4")])
         cells["size"], cells["value"] = 4, vec
@@ -62,8 +62,10 @@ class Lantern:
         """Loads the library so its settings exist in the session (SET LOCAL needs them)."""
         return ["LOAD 'lantern'"]
 
-    def index_ddl(self, table: str, index: str, dim: int, p: HnswParams, concurrently: bool) -> str:
-        """CREATE INDEX with the options Lantern knows (`dim`, not `dims`; ef is the search breadth)."""
+    def index_ddl(self, table: str, index: str, dim: int, p: HnswParams, concurrently: bool,
+                  half: bool = False) -> str:
+        """CREATE INDEX with the options Lantern knows (`dim`, not `dims`; ef is the search breadth);
+        half-size vectors are the index's `quant_bits=16` (the table keeps REAL[])."""
         _check("dim", dim, 1, 2000)
         _check("m", p.m, 2, 128)
         _check("ef_construction", p.ef_construction, 1, 400)
@@ -71,13 +73,20 @@ class Lantern:
         how = "CONCURRENTLY " if concurrently else ""
         return (
             f"CREATE INDEX {how}IF NOT EXISTS {index} ON {table} USING lantern_hnsw (v dist_cos_ops) "
-            f"WITH (m={p.m}, ef_construction={p.ef_construction}, ef={p.ef}, dim={dim})"
+            f"WITH (m={p.m}, ef_construction={p.ef_construction}, ef={p.ef}, dim={dim}"
+            f"{', quant_bits=16' if half else ''})"
         )
 
-    def search_settings(self, k: int, p: HnswParams, filtered: bool) -> list[str]:
-        """init_k >= k so the scan's first batch already holds k rows (lantern_hnsw.ef has no effect)."""
+    def search_settings(self, k: int, ef: int, filtered: bool) -> list[str]:
+        """init_k >= k so the scan's first batch already holds k rows (lantern_hnsw.ef has no effect:
+        the breadth is the index's own `ef`, changed by `widen`)."""
         init_k = min(max(k, 10), 1000)
         return [f"SET LOCAL lantern_hnsw.init_k = {init_k}"]
+
+    def widen(self, index: str, ef: int) -> list[str]:
+        """A wider search beam: Lantern reads `ef` from the index, so set it and rebuild without locking."""
+        ef = min(_check("ef", ef, 1, 1000), 400)  # Lantern's ceiling
+        return [f"ALTER INDEX {index} SET (ef = {ef})", f"REINDEX INDEX CONCURRENTLY {index}"]
 
     def adopt_column(self, table: str, dim: int) -> list[str]:
         """The prototype's REAL[] column is already Lantern's type."""
@@ -97,43 +106,50 @@ class PgVector:
     method: str = "hnsw"
     opclass: str = "vector_cosine_ops"
 
-    def column_type(self, dim: int) -> str:
-        """A typed column: pgvector checks the dimension on insert."""
-        return f"vector({_check('dim', dim, 1, 2000)})"
+    def column_type(self, dim: int, half: bool = False) -> str:
+        """A typed column: pgvector checks the dimension on insert; halfvec stores 2 bytes a value."""
+        return f"{'halfvec' if half else 'vector'}({_check('dim', dim, 1, 4000 if half else 2000)})"
 
-    def cast(self) -> str:
+    def cast(self, half: bool = False) -> str:
         """The cast that turns a text parameter into the column's type."""
-        return "::vector"
+        return "::halfvec" if half else "::vector"
 
     def literal(self, vec: np.ndarray) -> str:
         """The text form of a vector parameter."""
         return "[" + _floats(vec) + "]"
 
-    def binary(self, vec: np.ndarray) -> bytes:
-        """The column value in COPY's binary format (pgvector's vector_recv: dim, unused, float4s)."""
-        return struct.pack(">hh", len(vec), 0) + vec.astype(">f4").tobytes()
+    def binary(self, vec: np.ndarray, half: bool = False) -> bytes:
+        """The column value in COPY's binary format (pgvector's vector_recv / halfvec_recv: dim, unused,
+        then float4s or IEEE half floats, big-endian)."""
+        return struct.pack(">hh", len(vec), 0) + vec.astype(">f2" if half else ">f4").tobytes()
 
     def session_setup(self) -> list[str]:
         """Nothing to load: hnsw.* settings exist once the extension is installed."""
         return []
 
-    def index_ddl(self, table: str, index: str, dim: int, p: HnswParams, concurrently: bool) -> str:
-        """CREATE INDEX … USING hnsw (v vector_cosine_ops)."""
+    def index_ddl(self, table: str, index: str, dim: int, p: HnswParams, concurrently: bool,
+                  half: bool = False) -> str:
+        """CREATE INDEX … USING hnsw (v vector_cosine_ops), or halfvec_cosine_ops for half-size vectors."""
         _check("m", p.m, 2, 100)
         _check("ef_construction", p.ef_construction, max(4, 2 * p.m), 1000)
         how = "CONCURRENTLY " if concurrently else ""
         return (
-            f"CREATE INDEX {how}IF NOT EXISTS {index} ON {table} USING hnsw (v vector_cosine_ops) "
+            f"CREATE INDEX {how}IF NOT EXISTS {index} ON {table} USING hnsw (v {'halfvec' if half else 'vector'}"
+            "_cosine_ops) "
             f"WITH (m={p.m}, ef_construction={p.ef_construction})"
         )
 
-    def search_settings(self, k: int, p: HnswParams, filtered: bool) -> list[str]:
+    def search_settings(self, k: int, ef: int, filtered: bool) -> list[str]:
         """ef_search >= k bounds the rows a scan returns; iterative scans keep filtered queries at k."""
-        ef_search = min(max(p.ef, k), 1000)
+        ef_search = min(max(ef, k), 1000)
         out = [f"SET LOCAL hnsw.ef_search = {ef_search}"]
         if filtered:
             out.append("SET LOCAL hnsw.iterative_scan = relaxed_order")
         return out
+
+    def widen(self, index: str, ef: int) -> list[str]:
+        """Nothing to rebuild: ef_search is a per-query setting."""
+        return []
 
     def adopt_column(self, table: str, dim: int) -> list[str]:
         """Turns the prototype's REAL[] into vector(dim) in place."""

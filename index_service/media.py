@@ -22,6 +22,8 @@ FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 UNWRITABLE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 CHUNK = 64 * 1024
 OrphanCheck = Callable[[list[str], Callable[[list[str]], None]], None]
+# Files made from an original and kept beside it as <sha256><suffix> (renditions.py); they go with it.
+RENDITION_SUFFIXES = (".display.jpg",)
 
 
 class MediaStore:
@@ -90,8 +92,25 @@ class MediaStore:
         return self.path_for(sha256).stat().st_size
 
     def delete(self, sha256: str) -> None:
-        """Remove the file if present."""
+        """Remove the file and its renditions if present."""
         self.path_for(sha256).unlink(missing_ok=True)
+        for suffix in RENDITION_SUFFIXES:
+            self.rendition_path(sha256, suffix).unlink(missing_ok=True)
+
+    def rendition_path(self, sha256: str, suffix: str) -> Path:
+        """Where a file made from `sha256`'s original lives: beside it, as <sha256><suffix>."""
+        if suffix not in RENDITION_SUFFIXES:
+            raise ValueError(f"unknown rendition {suffix!r}")
+        return self.path_for(sha256).with_name(sha256 + suffix)
+
+    def put_rendition(self, path: Path, data: bytes) -> None:
+        """Write a rendition whole or not at all (temp file, fsync, rename): a crash never leaves half of one."""
+        tmp = path.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        try:
+            _write(tmp, data, fsync=True)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def sweep(self, with_orphans: OrphanCheck, grace_s: float, batch: int = 1000) -> int:
         """Remove files older than `grace_s` whose sha256 has no row (crash leftovers); returns the count.
@@ -120,10 +139,17 @@ class MediaStore:
                 if path.name.startswith(TMP_PREFIX):
                     path.unlink(missing_ok=True)
                     removed += 1
-            shas = [p.name for p in names if SHA256_RE.match(p.name) and p == self.path_for(p.name)]
+            shas = list(dict.fromkeys(sha for p in names if (sha := self._owner(p))))
             if shas:
                 with_orphans(shas, remove)
             yield removed
+
+    def _owner(self, path: Path) -> str | None:
+        """The sha256 whose original or rendition `path` is, where that file belongs; None for anything else."""
+        sha, suffix = path.name[:64], path.name[64:]
+        if suffix in ("", *RENDITION_SUFFIXES) and SHA256_RE.match(sha) and path.parent == self.path_for(sha).parent:
+            return sha
+        return None
 
     def _old_files(self, cutoff: float) -> Iterator[Path]:
         for dirpath, _dirs, files in os.walk(self.root):

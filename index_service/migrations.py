@@ -186,6 +186,9 @@ def m7_files(cur: cursor, ctx: Context) -> None:
         "CREATE TABLE synced_images (collection text NOT NULL REFERENCES collections ON DELETE CASCADE, "
         "image_id bigint NOT NULL, source text NOT NULL, PRIMARY KEY (collection, image_id))")
     cur.execute("CREATE INDEX synced_images_source ON synced_images (collection, source)")
+def m11_vector_types(cur: cursor, ctx: Context) -> None:
+    """Each collection records how it stores vectors: float32 (every existing one) or float16."""
+    cur.execute("ALTER TABLE collections ADD COLUMN vector_type text NOT NULL DEFAULT 'float32'")
 
 
 MIGRATIONS: list[tuple[int, str, Callable[[cursor, Context], None]]] = [
@@ -195,6 +198,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[cursor, Context], None]]] = [
     (4, "filter indexes", m4_filters),
     (5, "collections and aliases", m5_collections),
     (7, "files of folder syncs", m7_files),
+    (11, "vector types of collections", m11_vector_types),
 ]
 
 

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from index_service.catalog import Coll, CollInfo
 from index_service.domain import Hit, ImageMeta, NewImage, SearchQuery, ServiceError, UpsertOutcome
+from index_service.duplicates import Scan
 from index_service.files import FileLink, FileRecord
 
 
@@ -26,7 +27,8 @@ class Store(Protocol):
 
     def collections(self, timeout_s: float | None) -> list[CollInfo]: ...
 
-    def create_collection(self, name: str, model_id: str, dim: int, timeout_s: float | None) -> Coll: ...
+    def create_collection(self, name: str, model_id: str, dim: int, timeout_s: float | None,
+                          vector_type: str = "") -> Coll: ...
 
     def drop_collection(self, name: str, timeout_s: float | None) -> int: ...
 
@@ -68,6 +70,8 @@ class Store(Protocol):
 
     def remove_files(self, source: str, paths: Sequence[str], timeout_s: float | None,
                      collection: str = "") -> tuple[int, list[int]]: ...
+    def find_duplicates(self, max_distance: float, after_id: int, limit: int, timeout_s: float | None,
+                        collection: str = "") -> Scan: ...
 
 
 class Media(Protocol):
@@ -76,6 +80,13 @@ class Media(Protocol):
     def open(self, sha256: str) -> Iterator[bytes]: ...
 
     def size(self, sha256: str) -> int: ...
+
+
+class Displays(Protocol):
+    """Display renditions of the originals (index_service.renditions.Renditions)."""
+
+    def display(self, sha256: str, content_type: str, width: int,
+                height: int) -> tuple[str, int, Iterator[bytes]]: ...
 
 
 class Serving(Protocol):
@@ -88,3 +99,6 @@ class Serving(Protocol):
     def media(self) -> Media: ...
 
     def failed(self, err: ServiceError) -> None: ...
+
+    @property
+    def renditions(self) -> Displays: ...

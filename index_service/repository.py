@@ -16,7 +16,7 @@ import psycopg2
 from psycopg2 import errors
 from psycopg2.extensions import connection, cursor
 
-from index_service import builds, bulk, catalog, files, sizes
+from index_service import builds, bulk, catalog, duplicates, files, sizes
 from index_service.bulk import BulkLoads
 from index_service.catalog import Coll, CollInfo
 from index_service.config import Config
@@ -36,6 +36,7 @@ from index_service.domain import (
 from index_service.media import MediaStore
 from index_service.migrations import ID_SEQUENCE, Collection, Context, migrate
 from index_service.pool import Pool, one_row, run_tx
+from index_service.recall import Breadth, RecallKeeper, collections_with_index
 from index_service.replica import Reads
 from index_service.shas import lock_keys as _lock_keys
 from index_service.shas import present as _present
@@ -68,6 +69,8 @@ class Repository:
         self.reads = Reads(self.pool, config.read_dsn, config.pool_size, config.connect_timeout_s, self._setup,
                            config.read_retry_s, config.read_max_lag_s)  # searches: on a replica if configured
         self._build_lock = threading.Lock()  # one index build at a time: each may take most of the memory
+        # No recall target (INDEX_TARGET_RECALL=0, or INDEX_HNSW_EF alone): the breadth stays where it was set.
+        self.breadth = Breadth(config.hnsw.ef, fixed=not config.target_recall)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -128,9 +131,11 @@ class Repository:
         """Every collection with its count and aliases."""
         return run_tx(self.pool, catalog.list_all, timeout_s)
 
-    def create_collection(self, name: str, model_id: str, dim: int, timeout_s: float | None) -> Coll:
-        """A new empty collection (its HNSW index is built separately)."""
-        return run_tx(self.pool, lambda cur: catalog.create(cur, self.dialect, name, model_id, dim), timeout_s)
+    def create_collection(self, name: str, model_id: str, dim: int, timeout_s: float | None,
+                          vector_type: str = "") -> Coll:
+        """A new empty collection (its HNSW index is built separately); vector_type empty: the configured one."""
+        kind = vector_type or self.config.vector_type
+        return run_tx(self.pool, lambda cur: catalog.create(cur, self.dialect, name, model_id, dim, kind), timeout_s)
 
     def drop_collection(self, name: str, timeout_s: float | None) -> int:
         """Drop a collection no alias uses; its originals go with the next orphan sweep unless shared."""
@@ -139,6 +144,29 @@ class Repository:
     def set_alias(self, alias: str, collection: str, expected: str, timeout_s: float | None) -> str:
         """Move an alias in one transaction; returns the collection it pointed at before."""
         return run_tx(self.pool, lambda cur: catalog.set_alias(cur, alias, collection, expected), timeout_s)
+
+    def recall_keeper(self) -> RecallKeeper:
+        """The background recall estimator of every indexed collection (server.serve starts it)."""
+        c = self.config
+        return RecallKeeper(self.breadth, lambda: self.dialect, lambda work, t: run_tx(self.pool, work, t),
+                            lambda: run_tx(self.pool, collections_with_index, 30.0), c.target_recall,
+                            c.recall_queries, c.recall_interval_s, c.recall_budget_s, on_widen=self._widen)
+
+    def _widen(self, c: Coll, ef: int) -> None:
+        """Apply a wider breadth that lives in the index itself (Lantern: a concurrent rebuild)."""
+        statements = self.dialect.widen(c.index, ef)
+        if not statements:
+            return
+        log.info("rebuilding %s with ef %d for the recall target", c.index, ef)
+        with self.pool.connection(None) as (conn, _):
+            conn.autocommit = True  # REINDEX CONCURRENTLY cannot run in a transaction block
+            try:
+                with conn.cursor() as cur:
+                    for statement in statements:
+                        cur.execute(statement)
+            finally:
+                if not conn.closed:
+                    conn.autocommit = False
 
     def ping(self, timeout_s: float) -> None:
         """A round trip to the database."""
@@ -182,7 +210,7 @@ class Repository:
             ids = self._ids_for(cur, c, [i.sha256 for i in new])
             # COPY straight into the table: every new sha256 is locked by us, so no one else can insert it.
             cur.copy_expert(f"COPY {c.table} ({INSERT_COLUMNS}) FROM STDIN WITH (FORMAT binary)",
-                            io.BytesIO(self._copy_rows(new, ids)))
+                            io.BytesIO(self._copy_rows(new, ids, c.half)))
             out.update({i.sha256: UpsertOutcome(i.sha256, id=ids[i.sha256], created=True) for i in new})
         out.update({sha: UpsertOutcome(sha, id=row_id) for sha, row_id in existing.items()})
         files.record_upserted(cur, c, items, out)
@@ -202,14 +230,15 @@ class Repository:
             ids.update(zip(fresh, [r[0] for r in cur.fetchall()], strict=True))
         return ids
 
-    def _copy_rows(self, items: list[NewImage], ids: dict[str, int]) -> bytes:
+    def _copy_rows(self, items: list[NewImage], ids: dict[str, int], half: bool = False) -> bytes:
         """The rows in COPY's binary format: no text formatting of floats, no hex of thumbnails."""
         out = [COPY_HEADER]
         for i in items:
             fields = [_INT8.pack(ids[i.sha256]), i.sha256.encode(), i.label.encode(), i.source.encode(),
                       i.file_name.encode(),
                       _INT4.pack(i.width), _INT4.pack(i.height), i.content_type.encode(),
-                      _INT8.pack(len(i.original)), i.model_id.encode(), i.thumbnail, self.dialect.binary(i.vector)]
+                      _INT8.pack(len(i.original)), i.model_id.encode(), i.thumbnail,
+                      self.dialect.binary(i.vector, half)]
             out.append(_INT2.pack(len(fields)))
             for f in fields:
                 out += (_INT4.pack(len(f)), f)
@@ -318,7 +347,7 @@ class Repository:
             sizes.check_exact(cur, c, self.config.exact_max_rows)
             rows = self._exact(cur, c, where, [vec, *params, vec], limit)
         else:
-            for statement in self.dialect.search_settings(limit, self.config.hnsw, q.filtered):
+            for statement in self.dialect.search_settings(limit, self.breadth.ef(c.name), q.filtered):
                 cur.execute(statement)
             if not q.filtered:
                 # Vectors live out of line (TOAST), so the heap looks small and, once ef_search is large
@@ -338,7 +367,7 @@ class Repository:
         return hits, (time.perf_counter() - started) * 1000
 
     def _search_sql(self, c: Coll, where: list[str], limit: int) -> str:
-        dist = f"v <=> %s{self.dialect.cast()}"
+        dist = f"v <=> %s{self.dialect.cast(c.half)}"
         clause = f"WHERE {' AND '.join(where)} " if where else ""
         return (f"SELECT id, label, source, width, height, {dist} FROM {c.table} "
                 f"{clause}ORDER BY {dist} LIMIT {int(limit)}")
@@ -393,6 +422,19 @@ class Repository:
 
         return run_tx(self.pool, work, timeout_s)
 
+    def find_duplicates(self, max_distance: float, after_id: int, limit: int, timeout_s: float | None,
+                        collection: str = "") -> duplicates.Scan:
+        """Near-duplicate groups among the next `limit` images above `after_id` (duplicates.py), with metadata."""
+
+        def work(cur: cursor) -> duplicates.Scan:
+            c = catalog.resolve(cur, collection)
+            found = duplicates.scan(cur, c, self.dialect, self.breadth.ef(c.name), max_distance, after_id, limit)
+            cur.execute(f"SELECT {META_COLUMNS} FROM {c.table} WHERE id = ANY(%s)",
+                        ([i for g in found.groups for i in g.ids],))
+            return dataclasses.replace(found, metas={m.id: m for m in _metas(cur)})
+
+        return run_tx(self.pool, work, timeout_s)
+
     def thumbnail(self, image_id: int, timeout_s: float | None, collection: str = "") -> bytes:
         """The stored thumbnail of an image."""
         row = run_tx(self.pool, lambda cur: _fetchone(
@@ -439,8 +481,17 @@ class Repository:
             "postgres_version": pg_version, "index_params": params, "index_state": _index_state(cur, c),
             "model_ids": sizes.models(cur, c), "dim": c.dim, "table_bytes": table_bytes, "index_bytes": index_bytes,
             "media_bytes": size.media_bytes, "collection": c.name, "estimated": size.estimated,
-            "reads_from_replica": self.reads.on_replica,
+            "reads_from_replica": self.reads.on_replica, "vector_type": c.vector_type,
+            **self._recall_stats(c),
         }
+
+    def _recall_stats(self, c: Coll) -> dict[str, Any]:
+        estimate = self.breadth.estimate(c.name)
+        out: dict[str, Any] = {"recall_target": self.config.target_recall, "search_breadth": self.breadth.ef(c.name)}
+        if estimate is not None:
+            out.update(recall_estimate=estimate.recall, recall_queries=estimate.queries,
+                       recall_measured_at=int(estimate.at))
+        return out
 
     def build_index(self, concurrently: bool, timeout_s: float | None, collection: str = "") -> tuple[bool, float]:
         """Create the HNSW index if missing (dropping a failed concurrent build); returns (built, seconds)."""
@@ -473,7 +524,7 @@ class Repository:
                     ms = 0 if timeout_s is None else max(1, int(timeout_s * 1000))
                     cur.execute(f"SET statement_timeout = {ms}")
                     started = time.perf_counter()
-                    cur.execute(self.dialect.index_ddl(c.table, c.index, c.dim, self.config.hnsw, concurrently))
+                    cur.execute(self.dialect.index_ddl(c.table, c.index, c.dim, self.config.hnsw, concurrently, c.half))
                     seconds = time.perf_counter() - started
                     cur.execute("RESET statement_timeout")
                     builds.report_spill(conn, c, memory)

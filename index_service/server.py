@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from index_service import catalog, domain
+from index_service import catalog, domain, duplicates
 from index_service.catalog import CollInfo
 from index_service.config import Config
 from index_service.domain import (
@@ -28,6 +28,7 @@ from index_service.files_server import FilesServicer, check_path, check_source
 from index_service.media import MediaStore
 from index_service.metrics import UPSERTED
 from index_service.ports import Serving
+from index_service.renditions import Renditions
 from index_service.repository import Repository
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
 from semsearch_common import status
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from index_service.background import Background
     from index_service.monitor import DbMonitor
     from index_service.pg import EmbeddedPostgres
+    from index_service.recall import RecallKeeper
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +59,13 @@ class Deps:
     media: MediaStore
     monitor: DbMonitor | None = None
     background: Background | None = None  # the media sweep and deferred index builds
+    keeper: RecallKeeper | None = None  # measures recall and widens the search breadth (serve starts it)
     postgres: EmbeddedPostgres | None = None  # set when the service runs its own cluster: the monitor revives it
     adopter: Adopter | None = None  # makes the prototype's adopted rows whole in the background
+    renditions: Renditions = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.renditions = Renditions(self.media)
 
     @classmethod
     def build(cls, config: Config, dsn: str, postgres: EmbeddedPostgres | None = None) -> Deps:
@@ -74,6 +81,8 @@ class Deps:
             self.background.stop()
         if self.adopter is not None:
             self.adopter.stop()
+        if self.keeper is not None:
+            self.keeper.stop()
         self.repo.close()
 
     def failed(self, err: ServiceError) -> None:
@@ -205,6 +214,10 @@ class IndexServicer(FilesServicer, index_pb2_grpc.IndexServicer):
             raise NotFound(f"image {request.id} came from the prototype; its original is not stored "
                            f"(reference: {meta.original_ref})")
         try:
+            if request.variant == index_pb2.IMAGE_VARIANT_DISPLAY:
+                content_type, size, shown = self.deps.renditions.display(
+                    meta.sha256, meta.content_type, meta.width, meta.height)
+                return _chunks(shown, content_type, size, meta.sha256)
             size = self.deps.media.size(meta.sha256)
         except FileNotFoundError:
             log.error("image %d: media file %s is missing", request.id, meta.sha256)
@@ -277,12 +290,12 @@ class IndexServicer(FilesServicer, index_pb2_grpc.IndexServicer):
         if not 1 <= request.dim <= MAX_DIM:
             raise InvalidArgument(f"dim must be between 1 and {MAX_DIM}")
         timeout = _timeout(context)
-        coll = self.repo.create_collection(request.name, request.model_id, request.dim, timeout)
+        coll = self.repo.create_collection(request.name, request.model_id, request.dim, timeout, request.vector_type)
         if not self.config.defer_index:
             self.repo.build_index(False, timeout, coll.name)
-        log.info("created collection %s (%s, dim %d)", coll.name, coll.model_id, coll.dim)
-        return index_pb2.CreateCollectionResponse(
-            collection=index_pb2.Collection(name=coll.name, model_id=coll.model_id or "", dim=coll.dim))
+        log.info("created collection %s (%s, dim %d, %s)", coll.name, coll.model_id, coll.dim, coll.vector_type)
+        return index_pb2.CreateCollectionResponse(collection=index_pb2.Collection(
+            name=coll.name, model_id=coll.model_id or "", dim=coll.dim, vector_type=coll.vector_type))
 
     def DropCollection(
         self, request: index_pb2.DropCollectionRequest, context: grpc.ServicerContext
@@ -329,6 +342,24 @@ class IndexServicer(FilesServicer, index_pb2_grpc.IndexServicer):
         out.left_out = sum(1 for i in scanned if i <= out.last_id) - len(out.images)
         return out
 
+    def FindDuplicates(
+        self, request: index_pb2.FindDuplicatesRequest, context: grpc.ServicerContext
+    ) -> index_pb2.FindDuplicatesResponse:
+        """Near-duplicate groups among the next `limit` images, and the scan's progress."""
+        self._ready()
+        duplicates.check(request.max_distance, request.after_id, request.limit)
+        found = self.repo.find_duplicates(request.max_distance, request.after_id, request.limit, _timeout(context),
+                                          request.collection)
+        groups = [index_pb2.DuplicateGroup(
+            members=[index_pb2.DuplicateMember(image=_meta_pb(found.metas[i]), distance=d)
+                     for i, d in zip(g.ids, g.distances, strict=True) if i in found.metas],
+            truncated=g.truncated) for g in found.groups]
+        log.debug("duplicates after %d: %d group(s), %d of %d scanned", request.after_id, len(groups), found.scanned,
+                  found.total)
+        return index_pb2.FindDuplicatesResponse(
+            groups=[g for g in groups if len(g.members) > 1], last_id=found.last_id, scanned=found.scanned,
+            total=found.total, done=found.done)
+
     def _original(self, meta: domain.ImageMeta) -> bytes:
         """The stored original of an image; empty for an adopted row or a missing file (logged)."""
         if not meta.sha256:
@@ -365,7 +396,7 @@ def _search_pb(hits: list[domain.Hit], ms: float) -> index_pb2.SearchResponse:
 def _collection_pb(info: CollInfo) -> index_pb2.Collection:
     c = info.coll
     return index_pb2.Collection(name=c.name, model_id=c.model_id or "", dim=c.dim, count=info.count,
-                                created_at=info.created_at, aliases=list(info.aliases))
+                                created_at=info.created_at, aliases=list(info.aliases), vector_type=c.vector_type)
 
 
 def _check_ids(ids: Any, limit: int) -> None:
@@ -411,4 +442,7 @@ def serve(config: Config, deps: Deps) -> Server:
     from index_service.adopt import start_adopter
 
     deps.adopter = start_adopter(config, deps.repo, deps.media)
+    if config.target_recall:
+        deps.keeper = deps.repo.recall_keeper()
+        deps.keeper.start()
     return server

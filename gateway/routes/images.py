@@ -75,16 +75,17 @@ def router(config: GatewayConfig) -> APIRouter:
             raise ApiError(404, f"no image with id {image_id}")
         return schemas.Deleted(deleted=image_id)
 
-    async def serve_image(b: Api, request: Request, image_id: int, thumbnail: bool, collection: str) -> Response:
+    async def serve_image(b: Api, request: Request, image_id: int, variant: str, collection: str) -> Response:
         # The index must start within the download deadline (a hung index is a quick 504); the bytes then
         # have the upload's budget, so a big original still reaches a slow client whole.
         try:
             first, body = await asyncio.wait_for(
-                b.open_image(image_id, thumbnail, Deadline(config.upload_deadline_s), collection),
+                b.open_image(image_id, variant, Deadline(config.upload_deadline_s), collection),
                 config.download_deadline_s)
         except TimeoutError:
             raise ApiError(504, "the index service did not answer in time") from None
-        etag = f'"{first.sha256}{"-thumb" if thumbnail else ""}"'
+        suffix = f"-{variant}" if variant else ""
+        etag = f'"{first.sha256}{suffix}"'
         headers = {"ETag": etag, "Cache-Control": IMAGE_CACHE}
         if etag in request.headers.get("if-none-match", ""):
             await body.aclose()
@@ -94,7 +95,10 @@ def router(config: GatewayConfig) -> APIRouter:
         # SVG, a header-breaking string) is served as opaque bytes, so no browser runs it as a page.
         media_type = first.content_type if first.content_type in images.SERVED_TYPES else "application/octet-stream"
         ext = media_type.rsplit("/", 1)[-1] if media_type in images.SERVED_TYPES else "bin"
-        headers["Content-Disposition"] = f'inline; filename="{image_id}{"-thumb" if thumbnail else ""}.{ext}"'
+        headers["Content-Disposition"] = f'inline; filename="{image_id}{suffix}.{ext}"'
+        if request.method == "HEAD":  # the headers of GET, without pulling the bytes from the index
+            await body.aclose()
+            return Response(status_code=200, headers=headers, media_type=media_type)
         return StreamingResponse(body, media_type=media_type, headers=headers)
 
     image_responses: Responses = {200: {"content": {"image/*": {}}, "description": "the image bytes"}, 304: {},
@@ -103,11 +107,18 @@ def router(config: GatewayConfig) -> APIRouter:
     @routes.get("/images/{image_id}", response_class=Response, responses=image_responses)
     async def original(b: Backend, request: Request, image_id: ImageId, collection: Collection = "") -> Response:
         """The original file, as uploaded."""
-        return await serve_image(b, request, image_id, False, collection)
+        return await serve_image(b, request, image_id, "", collection)
 
     @routes.get("/images/{image_id}/thumb", response_class=Response, responses=image_responses)
     async def thumbnail(b: Backend, request: Request, image_id: ImageId, collection: Collection = "") -> Response:
         """A small JPEG of the image."""
-        return await serve_image(b, request, image_id, True, collection)
+        return await serve_image(b, request, image_id, "thumb", collection)
+
+    @routes.get("/images/{image_id}/display", response_class=Response, responses=image_responses)
+    @routes.head("/images/{image_id}/display", response_class=Response, responses=image_responses)
+    async def display(b: Backend, request: Request, image_id: ImageId, collection: Collection = "") -> Response:
+        """A JPEG of about 1600 px on the long side for viewing, made once by the index and kept (EXIF
+        orientation applied); the original itself when it is that small already and a type browsers show."""
+        return await serve_image(b, request, image_id, "display", collection)
 
     return routes

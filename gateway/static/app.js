@@ -93,6 +93,7 @@ async function runSearch(append = false) {
   } else {
     const form = new FormData();
     form.append("file", state.queryFile);
+    if (state.q) params.set("q", state.q);  // words combined with the example image (example.js)
     request = api(`/api/search/image?${params}`, { method: "POST", body: form, signal: controller.signal });
   }
   setBusy(true, append);
@@ -102,10 +103,14 @@ async function runSearch(append = false) {
     state.hits = append ? state.hits.concat(result.hits) : result.hits;
     state.hasMore = result.has_more && result.hits.length > 0;
     hideAlert();
+    healed();
     render(result, append);
   } catch (err) {
     if (err.name === "AbortError" || seq !== state.seq) return;
+    state.hasMore = false;  // no stale "Load more" while the search is failing
+    $("load-more").hidden = true;
     showAlert(err.message, () => runSearch(append));
+    healLater(err, () => runSearch(append), seq);
     if (!append) { state.hits = []; render(null, false); }
   } finally {
     if (seq === state.seq) setBusy(false, append);
@@ -132,6 +137,7 @@ function onType() {
 function startTextSearch() {
   clearTimeout(debounceTimer);
   const q = $("q").value.trim();
+  if (state.mode === "image") { if (q !== state.q) { state.q = q; runSearch(); } return; }  // words change the example
   if (state.mode === "text" && q === state.q) return;
   if (!q) {
     if (state.mode !== "text") return;
@@ -156,6 +162,7 @@ function searchByImage(file) {
   state.similarTo = null;
   state.q = "";
   $("q").value = "";
+  examplePlaceholder();
   syncUrl();
   runSearch();
 }
@@ -166,6 +173,7 @@ function searchSimilar(hit) {
   state.queryFile = null;
   state.q = "";
   $("q").value = "";
+  examplePlaceholder();
   syncUrl();
   closeViewer();
   runSearch();
@@ -175,6 +183,9 @@ function clearExample() {
   state.mode = "idle";
   state.queryFile = null;
   state.similarTo = null;
+  state.q = "";
+  $("q").value = "";
+  examplePlaceholder();
   syncUrl();
   runSearch();
   $("q").focus();
@@ -244,7 +255,7 @@ function renderStatus(result) {
     if (state.mode === "image") {
       img.dataset.url = URL.createObjectURL(state.queryFile);
       img.src = img.dataset.url;
-      $("query-chip-text").textContent = "Similar to your image";
+      $("query-chip-text").textContent = exampleLabel();
     } else {
       img.dataset.url = "";
       img.src = state.similarTo.thumbnail_url;
@@ -301,10 +312,8 @@ function openViewer(index) {
   const label = hit.label || "Unlabelled";
   $("viewer-title").textContent = label;
   const img = $("viewer-img");
-  img.src = hit.thumbnail_url;  // shows at once; the original replaces it when loaded
-  const full = new Image();
-  full.onload = () => { if (state.current === index) img.src = hit.image_url; };
-  full.src = hit.image_url;
+  img.src = hit.thumbnail_url;  // shows at once; the display rendition replaces it when loaded
+  loadDisplay(hit, () => state.current === index);
   img.alt = `${label}, ${hit.width} by ${hit.height} pixels`;
   $("viewer-original").href = hit.image_url;
   $("viewer-prev").disabled = index === 0;
@@ -394,6 +403,7 @@ async function refreshStats() {
     $("footer-text").replaceChildren(...children);
     $("demo-banner").hidden = stats.semantic;
     $("token-field").hidden = !stats.write_token_required;
+    healNow();  // the backend answers again: a failed search need not wait for its countdown
     if (state.mode === "idle") showIdle();
   } catch (err) {
     state.stats = null;

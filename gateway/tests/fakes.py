@@ -50,6 +50,13 @@ class FakeBackends:
         self.vectors: dict[str, list[float]] = {}  # what embed_texts answers for a text (else a hash vector)
         self.searches: list[index_pb2.SearchRequest | index_pb2.SearchSimilarRequest] = []  # each index search
         self.corpus = 1  # how many hits a search finds in all (ids 1.., best first), paged by k and offset
+        self.variants: list[str] = []  # the variant of each open_image call
+        self.duplicate_requests: list[index_pb2.FindDuplicatesRequest] = []
+        self.duplicate_page = index_pb2.FindDuplicatesResponse(
+            groups=[index_pb2.DuplicateGroup(members=[
+                index_pb2.DuplicateMember(image=index_pb2.ImageMeta(id=3, file_name="a.jpg", width=40, height=30)),
+                index_pb2.DuplicateMember(image=index_pb2.ImageMeta(id=9, file_name="b.jpg"), distance=0.02)])],
+            last_id=10, scanned=10, total=25)
 
     async def _answer(self, backend: str, method: str, reply: T) -> T:
         async def call() -> T:
@@ -147,10 +154,11 @@ class FakeBackends:
         """The collections set on the fake (one by default)."""
         return await self._answer("index", "ListCollections", list(self.catalog))
 
-    async def open_image(self, image_id: int, thumbnail: bool, deadline: Deadline,
+    async def open_image(self, image_id: int, variant: str, deadline: Deadline,
                          collection: str = "") -> tuple[index_pb2.ImageChunk, AsyncIterator[bytes]]:
         """A three-byte file."""
         self.asked.append(("GetImage", collection))
+        self.variants.append(variant)
         first = await self._answer("index", "GetImage", index_pb2.ImageChunk(
             data=b"abc", content_type="image/png", total_size=3, sha256="00"))
 
@@ -162,3 +170,10 @@ class FakeBackends:
     async def serving(self, deadline: Deadline) -> dict[str, bool]:
         """Both serving."""
         return {"embedder": True, "index": True}
+
+    async def duplicates(self, request: index_pb2.FindDuplicatesRequest,
+                         deadline: Deadline) -> index_pb2.FindDuplicatesResponse:
+        """The page set on the fake (one group of two, 10 of 25 scanned)."""
+        self.duplicate_requests.append(request)
+        self.asked.append(("FindDuplicates", request.collection))
+        return await self._answer("index", "FindDuplicates", self.duplicate_page)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from index_service import duplicates
 from index_service.catalog import Coll, CollInfo
 from index_service.domain import Hit, ImageMeta, Mismatch, NewImage, NotFound, SearchQuery, ServiceError, UpsertOutcome
 from index_service.files import FileLink, FileRecord
@@ -45,7 +46,8 @@ class FakeStore:
     def collections(self, timeout_s: float | None) -> list[CollInfo]:
         return [CollInfo(self.collection("", timeout_s), len(self.rows), 1_700_000_000, ("default",))]
 
-    def create_collection(self, name: str, model_id: str, dim: int, timeout_s: float | None) -> Coll:
+    def create_collection(self, name: str, model_id: str, dim: int, timeout_s: float | None,
+                          vector_type: str = "") -> Coll:
         raise NotImplementedError("the fake holds one collection")
 
     def drop_collection(self, name: str, timeout_s: float | None) -> int:
@@ -165,6 +167,29 @@ class FakeStore:
         gone = sorted(i for i in self.synced if i not in shown and self.rows.pop(i, None) is not None)
         self.synced -= set(gone)
         return removed, gone
+    def find_duplicates(self, max_distance: float, after_id: int, limit: int, timeout_s: float | None,
+                        collection: str = "") -> duplicates.Scan:
+        """The real grouping over exact neighbours (every row, not the index's nearest few)."""
+        self._call("find_duplicates", timeout_s)
+        self.collection(collection, timeout_s)
+        ids = sorted(i for i in self.rows if i > after_id)
+        page, last = ids[:limit], (ids[:limit] or [after_id])[-1]
+
+        def neighbours(batch: list[int]) -> list[tuple[int, int]]:
+            return [(a, b) for a in batch for b in self.rows if b != a
+                    and 1.0 - float(self.rows[a].vector @ self.rows[b].vector) <= max_distance + duplicates.ROUNDING]
+
+        def distance(a: int, b: int) -> float:
+            return max(0.0, 1.0 - float(self.rows[a].vector @ self.rows[b].vector))
+
+        groups = []
+        for members, truncated in duplicates.groups(page, neighbours):
+            first = min(members)
+            rest = sorted(members - {first}, key=lambda i: (distance(first, i), i))
+            groups.append(duplicates.Group((first, *rest), (0.0, *(distance(first, i) for i in rest)), truncated))
+        metas = {m.id: m for m in self.get([i for g in groups for i in g.ids], timeout_s)}
+        return duplicates.Scan(groups, last, sum(1 for i in self.rows if i <= last), len(self.rows),
+                               len(ids) <= limit, metas)
 
     def _row(self, image_id: int) -> NewImage:
         if image_id not in self.rows:
@@ -191,12 +216,26 @@ class FakeMedia:
         return len(self._data(sha256))
 
 
+class FakeRenditions:
+    """Display renditions: the original itself, typed as JPEG; remembers which hashes were asked for."""
+
+    def __init__(self, media: FakeMedia) -> None:
+        self.media = media
+        self.asked: list[str] = []
+
+    def display(self, sha256: str, content_type: str, width: int, height: int) -> tuple[str, int, Iterator[bytes]]:
+        self.asked.append(sha256)
+        data = self.media._data(sha256)
+        return "image/jpeg", len(data), iter([data])
+
+
 class FakeDeps:
     """The servicer's dependencies (ports.Serving), remembering the errors the server reported."""
 
     def __init__(self) -> None:
         self.repo = FakeStore()
         self.media = FakeMedia(self.repo)
+        self.renditions = FakeRenditions(self.media)
         self.errors: list[ServiceError] = []
 
     def failed(self, err: ServiceError) -> None:

@@ -18,3 +18,13 @@ def test_binary_vector_forms_match_postgres_send_functions(pg_dsn: str) -> None:
         real_array, vector = cur.fetchone()
     assert bytes(real_array) == Lantern().binary(vec)
     assert bytes(vector) == PgVector().binary(vec)
+
+
+def test_binary_halfvec_form_matches_postgres(pg_dsn: str) -> None:
+    vec = np.random.default_rng(6).standard_normal(384).astype(np.float32)
+    vec /= np.linalg.norm(vec)
+    with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+        cur.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        cur.execute("SELECT halfvec_send(%s::halfvec)", (PgVector().literal(vec),))
+        (half,) = cur.fetchone()
+    assert bytes(half) == PgVector().binary(vec, half=True)

@@ -16,6 +16,7 @@ import psycopg2
 import pytest
 from grpc_health.v1 import health_pb2
 
+from index_service.migrations import MIGRATIONS
 from index_service.pg import EmbeddedPostgres
 from protos.semsearch.v1 import index_pb2
 from tests.support.health import wait_status
@@ -51,7 +52,7 @@ def test_prototype_table_is_adopted_in_place(tmp_path: Path, pg_dsn: str) -> Non
         running.stop()
     with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT version FROM index_migrations ORDER BY 1")
-        assert [r[0] for r in cur.fetchall()] == [1, 2, 3, 4, 5]
+        assert [r[0] for r in cur.fetchall()] == [version for version, _, _ in MIGRATIONS]
         cur.execute("SELECT to_regclass('image_table') IS NULL")
         assert cur.fetchone()[0]
 

@@ -41,11 +41,11 @@ def test_lantern_column_operator_and_settings() -> None:
     lantern = Lantern()
     assert lantern.column_type(512) == "REAL[]" and lantern.cast() == "::real[]"
     assert lantern.literal(np.array([0.5, -1.0], dtype=np.float32)) == "{0.5,-1}"
-    assert lantern.search_settings(10, P, filtered=False) == ["SET LOCAL lantern_hnsw.init_k = 10"]
-    assert lantern.search_settings(250, P, filtered=True) == ["SET LOCAL lantern_hnsw.init_k = 250"]
-    assert lantern.search_settings(1, P, filtered=False) == ["SET LOCAL lantern_hnsw.init_k = 10"]
-    assert lantern.search_settings(5000, P, filtered=False) == ["SET LOCAL lantern_hnsw.init_k = 1000"]
-    settings = " ".join(lantern.search_settings(10, P, True))
+    assert lantern.search_settings(10, P.ef, filtered=False) == ["SET LOCAL lantern_hnsw.init_k = 10"]
+    assert lantern.search_settings(250, P.ef, filtered=True) == ["SET LOCAL lantern_hnsw.init_k = 250"]
+    assert lantern.search_settings(1, P.ef, filtered=False) == ["SET LOCAL lantern_hnsw.init_k = 10"]
+    assert lantern.search_settings(5000, P.ef, filtered=False) == ["SET LOCAL lantern_hnsw.init_k = 1000"]
+    settings = " ".join(lantern.search_settings(10, P.ef, True))
     assert "ef_search" not in settings and "lantern_hnsw.ef " not in settings and "pgvector_compat" not in settings
     assert lantern.adopt_column("images", 512) == [] and lantern.extension == "lantern"
     assert lantern.session_setup() == ["LOAD 'lantern'"]
@@ -57,8 +57,8 @@ def test_pgvector_sql() -> None:
     assert pgv.literal(np.array([0.25, 1.0], dtype=np.float32)) == "[0.25,1]"
     assert pgv.index_ddl("images", "i", 512, P, False) == (
         "CREATE INDEX IF NOT EXISTS i ON images USING hnsw (v vector_cosine_ops) WITH (m=16, ef_construction=64)")
-    assert pgv.search_settings(10, HnswParams(16, 64, 100), False) == ["SET LOCAL hnsw.ef_search = 100"]
-    assert pgv.search_settings(500, P, True) == [
+    assert pgv.search_settings(10, 100, False) == ["SET LOCAL hnsw.ef_search = 100"]
+    assert pgv.search_settings(500, P.ef, True) == [
         "SET LOCAL hnsw.ef_search = 500", "SET LOCAL hnsw.iterative_scan = relaxed_order"]
     assert pgv.adopt_column("images", 512) == [
         "ALTER TABLE images ALTER COLUMN v TYPE vector(512) USING v::vector(512)"]

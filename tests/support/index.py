@@ -93,3 +93,16 @@ def item(vec: np.ndarray, key: str, label: str = "cat", source: str = "test", mo
         thumbnail=thumb, width=640, height=480, label=label, source=source, file_name=f"{key}.jpg",
         embedding=vec.tolist(), model_id=model,
     )
+
+
+def near_copies(rng: np.random.Generator, vecs: np.ndarray, distances: np.ndarray) -> np.ndarray:
+    """One unit vector per row of `vecs` at the given cosine distance from it (a planted near-copy).
+
+    The noise is made orthogonal to the row, so cos = 1 / sqrt(1 + |noise|^2) exactly.
+    """
+    noise = rng.standard_normal(vecs.shape).astype(np.float32)
+    noise -= (noise * vecs).sum(axis=1, keepdims=True) * vecs
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    length = np.sqrt(1.0 / (1.0 - distances) ** 2 - 1.0)[:, None]
+    out = vecs + noise * length
+    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)

@@ -1,0 +1,118 @@
+"""The recall target on the real database: the estimate is right, a miss widens the breadth, searches use it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import pytest
+from psycopg2.extensions import cursor
+
+from index_service.config import HnswParams
+from index_service.pool import run_tx
+from index_service.recall import K, measure, neighbours
+from index_service.repository import Repository
+from index_service.tests.test_collections import create
+from protos.semsearch.v1 import index_pb2
+from tests.support.index import Running, item, make_config, start_server
+
+DIM, ROWS = 32, 3000
+T = TypeVar("T")
+
+
+@pytest.fixture
+def small_graph(tmp_path: Path, pg_dsn: str) -> Iterator[tuple[Running, np.ndarray, list[int]]]:
+    """An index with a deliberately poor graph (m=6, ef_construction=12, ef 11) over 3,000 random 32-d rows."""
+    config = make_config(tmp_path / "data", pg_dsn, hnsw=HnswParams(m=6, ef_construction=12, ef=11),
+                         target_recall=0.999, recall_queries=40, recall_interval_s=3600.0)
+    running = start_server(config)
+    create(running, "r", "m@1", DIM)
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((ROWS, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids: list[int] = []
+    for start in range(0, ROWS, 500):
+        batch = [item(vectors[i], f"k{i}", model="m@1") for i in range(start, min(ROWS, start + 500))]
+        reply = running.stub.Upsert(index_pb2.UpsertRequest(items=batch, collection="r"), timeout=60)
+        ids += [r.id for r in reply.results]
+    running.stub.BuildIndex(index_pb2.BuildIndexRequest(collection="r"), timeout=120)
+    yield running, vectors, ids
+    running.stop()
+
+
+def _truth(vectors: np.ndarray, row: int) -> list[int]:
+    order = np.argsort(-(vectors @ vectors[row]), kind="stable")
+    return [int(i) for i in order if i != row][:K]
+
+
+def test_exact_neighbours_match_numpy(small_graph: tuple[Running, np.ndarray, list[int]]) -> None:
+    running, vectors, ids = small_graph
+    repo: Repository = running.deps.repo
+    coll = repo.collection("r", 10)
+    row_of = {image_id: row for row, image_id in enumerate(ids)}
+    for row in (0, 17, 2999):
+        got = repo_tx(repo, partial(neighbours, dialect=repo.dialect, c=coll, image_id=ids[row], ef=11, exact=True))
+        assert [row_of[i] for i in got] == _truth(vectors, row)
+
+
+def repo_tx(repo: Repository, work: Callable[[cursor], T]) -> T:
+    return run_tx(repo.pool, work, 60.0)
+
+
+def test_a_miss_widens_the_breadth_and_searches_get_better(small_graph: tuple[Running, np.ndarray, list[int]]
+                                                            ) -> None:
+    running, vectors, ids = small_graph
+    repo: Repository = running.deps.repo
+    keeper = running.deps.keeper
+    assert keeper is not None
+    coll = repo.collection("r", 10)
+
+    def search_recall() -> float:
+        found = 0
+        for row in range(50, ROWS, 100):
+            reply = running.stub.Search(index_pb2.SearchRequest(vector=vectors[row].tolist(), k=K + 1,
+                                                                collection="r"), timeout=10)
+            got = {ids.index(h.id) for h in reply.hits} - {row}
+            found += len(got & set(_truth(vectors, row)))
+        return found / (30 * K)
+
+    before = search_recall()
+    estimate = keeper.check(coll)
+    assert estimate is not None and estimate.queries == 40 and estimate.ef == 11
+    assert estimate.recall < 0.999  # this graph cannot find everything at ef 11
+    assert abs(estimate.recall - before) < 0.15  # the sample agrees with what searches get
+    stats = running.stub.Stats(index_pb2.StatsRequest(collection="r"), timeout=10)
+    assert stats.search_breadth == 17 and stats.recall_queries == 40
+    assert stats.recall_estimate == pytest.approx(estimate.recall) and stats.recall_target == pytest.approx(0.999)
+    assert stats.recall_measured_at > 0
+    # Widen until the target holds (each check measures again at the new breadth).
+    for _ in range(12):
+        latest = keeper.check(coll)
+        if latest is not None and latest.recall >= 0.999:
+            break
+    assert repo.breadth.ef(coll.name) > 17
+    assert search_recall() > before
+
+
+def test_the_estimate_is_perfect_when_the_breadth_covers_the_collection(
+        small_graph: tuple[Running, np.ndarray, list[int]]) -> None:
+    running, _, _ = small_graph
+    repo: Repository = running.deps.repo
+    coll = repo.collection("r", 10)
+    estimate = measure(lambda work, t: run_tx(repo.pool, work, t), repo.dialect, coll, 1000, 20, 60.0)
+    assert estimate is not None and estimate.recall >= 0.98 and estimate.rows >= 1000
+
+
+def test_without_a_target_the_breadth_is_fixed_and_nothing_measures(tmp_path: Path, pg_dsn: str) -> None:
+    config = make_config(tmp_path / "data", pg_dsn, hnsw=HnswParams(m=4, ef_construction=8, ef=11), target_recall=0.0)
+    running = start_server(config)
+    try:
+        assert running.deps.repo.breadth.fixed and running.deps.keeper is None
+        assert running.deps.repo.breadth.grow_to("c1", 10_000_000) == 11
+        stats = running.stub.Stats(index_pb2.StatsRequest(), timeout=10)
+        assert (stats.search_breadth, stats.recall_target, stats.recall_estimate) == (11, 0.0, 0.0)
+    finally:
+        running.stop()
