@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from psycopg2.extensions import cursor
 
+from index_service import sizes
 from index_service.dialects import Dialect
 from index_service.domain import InvalidArgument, Mismatch, NotFound
 from index_service.migrations import COLUMNS, DEFAULT_ALIAS, ID_SEQUENCE, photo_indexes
@@ -183,7 +184,7 @@ def list_all(cur: cursor) -> list[CollInfo]:
         aliases.setdefault(coll, []).append(alias)
     out = []
     for name, table, dim, model, created, vector_type in rows:
-        cur.execute(f"SELECT count(*) FROM {table}")
-        out.append(CollInfo(Coll(name, table, int(dim), model, vector_type), int(one_row(cur)[0]), int(created),
-                            tuple(aliases.get(name, []))))
+        coll = Coll(name, table, int(dim), model, vector_type)
+        # Exact up to sizes.EXACT_MAX rows, estimated above: the page lists collections on every load.
+        out.append(CollInfo(coll, sizes.count(cur, coll), int(created), tuple(aliases.get(name, []))))
     return out

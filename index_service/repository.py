@@ -6,6 +6,7 @@ import dataclasses
 import io
 import logging
 import struct
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,7 +16,8 @@ import psycopg2
 from psycopg2 import errors
 from psycopg2.extensions import connection, cursor
 
-from index_service import catalog, duplicates, files, filters, photo_sql
+from index_service import builds, bulk, catalog, duplicates, files, filters, photo_sql, sizes
+from index_service.bulk import BulkLoads
 from index_service.catalog import Coll, CollInfo
 from index_service.config import Config
 from index_service.dialects import Dialect
@@ -35,6 +37,7 @@ from index_service.media import MediaStore
 from index_service.migrations import ID_SEQUENCE, Collection, Context, migrate
 from index_service.pool import Pool, one_row, run_tx
 from index_service.recall import Breadth, RecallKeeper, collections_with_index
+from index_service.replica import Reads
 from index_service.shas import lock_keys as _lock_keys
 from index_service.shas import present as _present
 from semsearch_common.errors import Reason
@@ -63,6 +66,10 @@ class Repository:
         self.media = media
         self.pool = Pool(dsn, config.pool_size, config.connect_timeout_s, self._setup)
         self._collection: Collection | None = None
+        self.bulk = BulkLoads(self.pool, config.bulk_min_rows, config.bulk_idle_s)
+        self.reads = Reads(self.pool, config.read_dsn, config.pool_size, config.connect_timeout_s, self._setup,
+                           config.read_retry_s, config.read_max_lag_s)  # searches: on a replica if configured
+        self._build_lock = threading.Lock()  # one index build at a time: each may take most of the memory
         # No recall target (INDEX_TARGET_RECALL=0, or INDEX_HNSW_EF alone): the breadth stays where it was set.
         self.breadth = Breadth(config.hnsw.ef, fixed=not config.target_recall)
 
@@ -92,9 +99,13 @@ class Repository:
         self._collection = collection
         self.pool.clear()  # connections made before the dialect was known lack its session setup
         if not self.config.defer_index:
-            for name in run_tx(self.pool, catalog.names, None):
-                self.build_index(concurrently=False, timeout_s=None, collection=name)
+            for name, rows in run_tx(self.pool, lambda cur: bulk.unindexed(cur, _index_state), None):
+                if rows <= self.config.stats_exact_max:
+                    self.build_index(concurrently=False, timeout_s=None, collection=name)
+                else:  # a large build must not hold up SERVING: the background builds it
+                    self.bulk.wait_for(name)
         return collection
+
 
     @property
     def ready(self) -> bool:
@@ -165,19 +176,25 @@ class Repository:
     def close(self) -> None:
         """Close pooled connections."""
         self.pool.clear()
+        self.reads.close()
 
     # -- writes -----------------------------------------------------------------------------------
 
-    def upsert(self, items: Sequence[NewImage], timeout_s: float | None, collection: str = "") -> list[UpsertOutcome]:
+    def upsert(self, items: Sequence[NewImage], timeout_s: float | None, collection: str = "",
+               expected_rows: int = 0) -> list[UpsertOutcome]:
         """Store a batch in one transaction; files are durable before the rows commit."""
+        self.bulk.starting(collection, expected_rows, timeout_s)
         unique = {item.sha256: item for item in items}
         ordered = [unique[sha] for sha in sorted(unique)]
-        out: dict[str, UpsertOutcome] = run_tx(
-            self.pool, lambda cur: self._upsert_tx(cur, ordered, collection), timeout_s)
+        with self.bulk.upserting() as busy:  # a deferred index build waits until upserts pause
+            out: dict[str, UpsertOutcome] = run_tx(
+                self.pool, lambda cur: self._upsert_tx(cur, ordered, collection, busy), timeout_s)
         return [out[item.sha256] for item in items]
 
-    def _upsert_tx(self, cur: cursor, items: list[NewImage], collection: str) -> dict[str, UpsertOutcome]:
+    def _upsert_tx(self, cur: cursor, items: list[NewImage], collection: str,
+                   busy: Callable[[str], None]) -> dict[str, UpsertOutcome]:
         c = catalog.resolve(cur, collection)
+        busy(c.name)
         model = catalog.claim_model(cur, c, items[0].model_id)
         out = {i.sha256: UpsertOutcome(i.sha256, error=_refusal(i, c, model))
                for i in items if i.model_id != model or len(i.vector) != c.dim}
@@ -298,7 +315,7 @@ class Repository:
 
     def search(self, q: SearchQuery, timeout_s: float | None, collection: str = "") -> tuple[list[Hit], float]:
         """Nearest rows by cosine distance; k rows whenever k rows match, filters included."""
-        return run_tx(self.pool, lambda cur: self._search_tx(cur, q, collection), timeout_s)
+        return self.reads.run(lambda cur: self._search_tx(cur, q, collection), timeout_s)
 
     def search_similar(self, image_id: int, q: SearchQuery, timeout_s: float | None,
                        collection: str = "") -> tuple[list[Hit], float]:
@@ -309,7 +326,7 @@ class Repository:
             vector = _parse_vector(self._vector_of(cur, c, image_id))
             return self._search_tx(cur, dataclasses.replace(q, vector=vector), collection, c)
 
-        return run_tx(self.pool, work, timeout_s)
+        return self.reads.run(work, timeout_s)
 
     def _search_tx(self, cur: cursor, q: SearchQuery, collection: str,
                    c: Coll | None = None) -> tuple[list[Hit], float]:
@@ -318,10 +335,13 @@ class Repository:
         # collection whole, never a mix (a dropped one retries: run_tx resolves again).
         c = c or catalog.resolve(cur, collection)
         catalog.check_model(c, q.model_id, len(q.vector))
+        if q.exact:
+            sizes.check_exact(cur, c, self.config.exact_max_rows)
         default = (self.config.date_cutoff_gap, self.config.date_cutoff_fraction or None)
         hits = filters.search(cur, self.dialect, c.table, q, self.breadth.ef(c.name), self.config.max_k, default,
                               c.half)
         return hits, (time.perf_counter() - started) * 1000
+
     def _vector_of(self, cur: cursor, c: Coll, image_id: int) -> str:
         """The stored vector of an image, in the dialect's text form."""
         row = _fetchone(cur, f"SELECT v::text FROM {c.table} WHERE id = %s", (image_id,))
@@ -422,23 +442,20 @@ class Repository:
         c = catalog.resolve(cur, collection)
         ext = self.dialect.extension
         cur.execute(
-            f"SELECT (SELECT count(*) FROM {c.table}), (SELECT extversion FROM pg_extension WHERE extname = %s), "
-            f"current_setting('server_version'), pg_table_size('{c.table}'), pg_indexes_size('{c.table}'), "
-            f"(SELECT coalesce(sum(size_bytes), 0) FROM {c.table} WHERE sha256 IS NOT NULL)",
-            (ext,),
+            "SELECT (SELECT extversion FROM pg_extension WHERE extname = %s), current_setting('server_version'), "
+            "pg_table_size(%s), pg_indexes_size(%s)",
+            (ext, c.table, c.table),
         )
-        count, version, pg_version, table_bytes, index_bytes, media_bytes = one_row(cur)
-        cur.execute(f"SELECT DISTINCT model_id FROM {c.table} ORDER BY 1")
-        models = [r[0] for r in cur.fetchall()]
-        if c.model_id is not None and c.model_id not in models:
-            models.append(c.model_id)
+        version, pg_version, table_bytes, index_bytes = one_row(cur)
+        size = sizes.size(cur, c, self.config.stats_exact_max)  # bounded: no full scan at any size
         params = self.dialect.index_params(self.config.hnsw)
         params.update(_reloptions(cur, c))
         return {
-            "count": count, "backend": self.dialect.name, "extension_version": version or "",
+            "count": size.count, "backend": self.dialect.name, "extension_version": version or "",
             "postgres_version": pg_version, "index_params": params, "index_state": _index_state(cur, c),
-            "model_ids": models, "dim": c.dim, "table_bytes": table_bytes, "index_bytes": index_bytes,
-            "media_bytes": int(media_bytes), "collection": c.name, "vector_type": c.vector_type,
+            "model_ids": sizes.models(cur, c), "dim": c.dim, "table_bytes": table_bytes, "index_bytes": index_bytes,
+            "media_bytes": size.media_bytes, "collection": c.name, "estimated": size.estimated,
+            "reads_from_replica": self.reads.on_replica, "vector_type": c.vector_type,
             **self._recall_stats(c),
         }
 
@@ -452,12 +469,19 @@ class Repository:
 
     def build_index(self, concurrently: bool, timeout_s: float | None, collection: str = "") -> tuple[bool, float]:
         """Create the HNSW index if missing (dropping a failed concurrent build); returns (built, seconds)."""
+        c = self.collection(collection, timeout_s)
+        if not self._build_lock.acquire(timeout=-1 if timeout_s is None else timeout_s):
+            raise DeadlineExceeded("another index build kept running past the deadline")
         try:
-            return self._build_index(concurrently, timeout_s, self.collection(collection, timeout_s))
+            result = self._build_index(concurrently, timeout_s, c)
+            self.bulk.built(c.name)
+            return result
         except errors.QueryCanceled:
             raise DeadlineExceeded("the index build ran out of time") from None
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as err:
             raise Unavailable(f"database unavailable: {str(err).strip()}") from None
+        finally:
+            self._build_lock.release()
 
     def _build_index(self, concurrently: bool, timeout_s: float | None, c: Coll) -> tuple[bool, float]:
         with self.pool.connection(timeout_s) as (conn, _):
@@ -469,15 +493,16 @@ class Repository:
                         return False, 0.0
                     if state == "invalid":
                         cur.execute(f"DROP INDEX IF EXISTS {c.index}")
-                    cur.execute(f"SET maintenance_work_mem = '{self.config.maintenance_work_mem}'")
-                    cur.execute("SET max_parallel_maintenance_workers = 2")
+                    memory = builds.prepare(cur, c, self.config)
+                    del conn.notices[:]
                     ms = 0 if timeout_s is None else max(1, int(timeout_s * 1000))
                     cur.execute(f"SET statement_timeout = {ms}")
                     started = time.perf_counter()
                     cur.execute(self.dialect.index_ddl(c.table, c.index, c.dim, self.config.hnsw, concurrently, c.half))
                     seconds = time.perf_counter() - started
                     cur.execute("RESET statement_timeout")
-                    log.info("built %s in %.1f s", c.index, seconds)
+                    builds.report_spill(conn, c, memory)
+                    log.info("built %s in %.1f s (maintenance_work_mem %s)", c.index, seconds, memory)
                     return True, seconds
             finally:
                 if not conn.closed:

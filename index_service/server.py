@@ -38,6 +38,7 @@ from semsearch_common.server import create_server as create_grpc_server
 
 if TYPE_CHECKING:
     from index_service.adopt import Adopter
+    from index_service.background import Background
     from index_service.monitor import DbMonitor
     from index_service.pg import EmbeddedPostgres
     from index_service.recall import RecallKeeper
@@ -57,6 +58,7 @@ class Deps:
     repo: Repository
     media: MediaStore
     monitor: DbMonitor | None = None
+    background: Background | None = None  # the media sweep and deferred index builds
     keeper: RecallKeeper | None = None  # measures recall and widens the search breadth (serve starts it)
     postgres: EmbeddedPostgres | None = None  # set when the service runs its own cluster: the monitor revives it
     adopter: Adopter | None = None  # makes the prototype's adopted rows whole in the background
@@ -75,6 +77,8 @@ class Deps:
         """Stop the monitor and close database connections."""
         if self.monitor is not None:
             self.monitor.stop()
+        if self.background is not None:
+            self.background.stop()
         if self.adopter is not None:
             self.adopter.stop()
         if self.keeper is not None:
@@ -122,7 +126,8 @@ class IndexServicer(FilesServicer, index_pb2_grpc.IndexServicer):
                 outcomes.append(None)
             except ServiceError as err:
                 outcomes.append(UpsertOutcome(item.sha256, error=err))
-        stored = iter(self.repo.upsert(valid, _timeout(context), request.collection) if valid else [])
+        stored = iter(self.repo.upsert(valid, _timeout(context), request.collection, request.expected_rows)
+                      if valid else [])
         results = [o if o is not None else next(stored) for o in outcomes]
         errors = [r.error for r in results if r.error is not None]
         if errors and len(errors) == len(results) and all(isinstance(e, Mismatch) for e in errors):
@@ -256,7 +261,8 @@ class IndexServicer(FilesServicer, index_pb2_grpc.IndexServicer):
         stats["index_state"] = enum_value(index_pb2.IndexState, stats["index_state"])
         return index_pb2.StatsResponse(
             **stats, max_k=c.max_k, max_upsert_items=c.max_batch, max_message_bytes=c.max_message_mb * 1024 * 1024,
-            max_ids_per_request=c.max_batch * 10, max_thumbnail_bytes=MAX_THUMBNAIL, max_text_chars=MAX_TEXT)
+            max_ids_per_request=c.max_batch * 10, max_thumbnail_bytes=MAX_THUMBNAIL, max_text_chars=MAX_TEXT,
+            max_exact_rows=c.exact_max_rows)
 
     def BuildIndex(
         self, request: index_pb2.BuildIndexRequest, context: grpc.ServicerContext

@@ -58,7 +58,8 @@ class FakeStore:
     def set_alias(self, alias: str, collection: str, expected: str, timeout_s: float | None) -> str:
         raise NotImplementedError("the fake holds one collection")
 
-    def upsert(self, items: Sequence[NewImage], timeout_s: float | None, collection: str = "") -> list[UpsertOutcome]:
+    def upsert(self, items: Sequence[NewImage], timeout_s: float | None, collection: str = "",
+               expected_rows: int = 0) -> list[UpsertOutcome]:
         self._call("upsert", timeout_s)
         out = []
         for item in items:
