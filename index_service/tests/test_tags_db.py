@@ -21,7 +21,7 @@ OLD_COLUMNS = migrations.COLUMNS.split(",\n    taken_at")[0] + "\n"
 def old_schema(dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A database as the code before migration 6 left it: collection c1 (default) and c2, rows with labels."""
     with monkeypatch.context() as m:
-        m.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:5])
+        m.setattr(migrations, "MIGRATIONS", [step for step in migrations.MIGRATIONS if step[0] != 6])
         m.setattr(migrations, "COLUMNS", OLD_COLUMNS)
         m.setattr(catalog, "COLUMNS", OLD_COLUMNS)
         m.setattr(catalog, "photo_indexes", lambda table: [])
@@ -62,8 +62,8 @@ def test_migration_6_gives_every_collection_tags_from_labels(tmp_path: Path, pg_
     finally:
         running.stop()
     with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
-        cur.execute("SELECT max(version) FROM index_migrations")
-        assert cur.fetchone()[0] == 6
+        cur.execute("SELECT version FROM index_migrations WHERE version = 6")
+        assert cur.fetchone() is not None
         cur.execute("SELECT indexname FROM pg_indexes WHERE indexname LIKE '%%tags' OR indexname LIKE '%%taken_at' "
                     "ORDER BY 1")
         assert sorted(r[0] for r in cur.fetchall()) == ["images_c2_tags", "images_c2_taken_at", "images_tags",
