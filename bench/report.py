@@ -23,6 +23,7 @@ from typing import Any
 
 from bench import plots
 from bench.common import machine, table
+from bench.filters import report_section as filters_report
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -35,6 +36,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "gateway": ("bench.gateway", ["--rows", "3000", "--requests", "40", "--requests-16", "8", "--rounds", "1"], []),
     "load": ("bench.search_load", ["--rows", "3000", "--clients", "8", "--seconds", "10"], []),
     "duplicates": ("bench.duplicates", ["--rows", "3000", "--planted", "100", "--exact-sample", "10"], []),
+    "filters": ("bench.filters", ["--rows", "3000", "--queries", "40"], []),
 }
 OWN_LOAD = "search_load"
 RUN_META = "report_run"
@@ -268,7 +270,8 @@ def build(results: Path, out: Path) -> Path:
         ("loader", None if ld is None else partial(loader_section, ld, plot)),
         ("gateway", None if gw is None else partial(gateway_section, gw, idx, load, plot)),
         ("load", partial(load_sections, loads, plot) if loads else None),
-        ("near-duplicates", None if (dup := read(results, "duplicates")) is None else partial(duplicates_section, dup))]
+        ("near-duplicates", None if (dup := read(results, "duplicates")) is None else partial(duplicates_section, dup)),
+        ("filters", None if (flt := read(results, "filters")) is None else lambda: (filters_report(flt), []))]
     for name, make in makers:
         if make is None:
             sections.append(f"## {name.capitalize()}\n\nNot measured: no results JSON.")

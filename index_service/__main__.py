@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from index_service import pgtune
 from index_service.config import Config, ConfigError
 from index_service.pg import EmbeddedPostgres
 from index_service.server import Deps, serve
@@ -29,7 +30,9 @@ def main() -> int:
     embedded: EmbeddedPostgres | None = None
     dsn = config.dsn
     if dsn is None:
-        embedded = EmbeddedPostgres(config.data_dir / "postgres", port=config.pg_port)
+        settings = pgtune.embedded_settings(config.pg_tune, dict(config.pg_settings))
+        log.info("embedded postgres settings: %s", ", ".join(f"{k}={v}" for k, v in settings.items()) or "defaults")
+        embedded = EmbeddedPostgres(config.data_dir / "postgres", port=config.pg_port, settings=settings)
         dsn = embedded.start()
         log.info("embedded postgres: %s", dsn)
     process.serve_metrics(config.metrics_port, config.host)

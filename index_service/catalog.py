@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from psycopg2.extensions import cursor
 
+from index_service import sizes
 from index_service.dialects import Dialect
 from index_service.domain import InvalidArgument, Mismatch, NotFound
-from index_service.migrations import COLUMNS, DEFAULT_ALIAS, ID_SEQUENCE
+from index_service.migrations import COLUMNS, DEFAULT_ALIAS, ID_SEQUENCE, photo_indexes
 from index_service.pool import one_row
 from semsearch_common.errors import FailedPrecondition, Reason, ServiceError
 
@@ -127,6 +128,8 @@ def create(cur: cursor, dialect: Dialect, name: str, model_id: str, dim: int,
     cur.execute(f"ALTER TABLE {table} ALTER COLUMN thumbnail SET STORAGE EXTERNAL")
     cur.execute(f"CREATE INDEX {table}_label ON {table} (label)")
     cur.execute(f"CREATE INDEX {table}_source ON {table} (source)")
+    for statement in photo_indexes(table):
+        cur.execute(statement)
     cur.execute("INSERT INTO collections (name, table_name, model_id, dim, vector_type) VALUES (%s, %s, %s, %s, %s)",
                 (name, table, model_id, dim, vector_type))
     return Coll(name, table, dim, model_id, vector_type)
@@ -181,7 +184,7 @@ def list_all(cur: cursor) -> list[CollInfo]:
         aliases.setdefault(coll, []).append(alias)
     out = []
     for name, table, dim, model, created, vector_type in rows:
-        cur.execute(f"SELECT count(*) FROM {table}")
-        out.append(CollInfo(Coll(name, table, int(dim), model, vector_type), int(one_row(cur)[0]), int(created),
-                            tuple(aliases.get(name, []))))
+        coll = Coll(name, table, int(dim), model, vector_type)
+        # Exact up to sizes.EXACT_MAX rows, estimated above: the page lists collections on every load.
+        out.append(CollInfo(coll, sizes.count(cur, coll), int(created), tuple(aliases.get(name, []))))
     return out

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from index_service import pgtune
 from semsearch_common.config import ConfigError, Env
 from semsearch_common.logs import FORMATS, LEVELS
 
@@ -44,7 +45,9 @@ class Config:
     max_batch: int = 1024
     norm_tolerance: float = 1e-3
     synchronous_commit: bool = True
-    maintenance_work_mem: str = "1GB"
+    # "auto": sized from the collection at each build (index_service.pgtune.build_memory).
+    maintenance_work_mem: str = "auto"
+    build_workers: int = field(default_factory=pgtune.build_workers)
     # Searches keep this recall@10 (0 = off: ef stays INDEX_HNSW_EF); measured on a sample in the background.
     # Off by default when INDEX_HNSW_EF is set: an explicit breadth is a fixed one.
     target_recall: float = 0.98
@@ -65,9 +68,30 @@ class Config:
     pg_stop_on_exit: bool = True
     log_level: str = "INFO"
     log_format: str = "text"
+    # Stats counts exactly up to this many rows and estimates above (see index_service/sizes.py).
+    stats_exact_max: int = 10_000
+    # exact=true is refused above this many rows (0: never): 1.2 s warm, 5.6 s cold at 300,000 here.
+    exact_max_rows: int = 500_000
+    # The media sweep: files looked at per step, pause between steps (it runs off the health thread).
+    sweep_batch: int = 500
+    sweep_pause_s: float = 0.05
+    # Bulk loads: an upsert announcing this many rows into an empty collection defers its index (0: never),
+    # built once upserts pause this long.
+    bulk_min_rows: int = 10_000
+    bulk_idle_s: float = 30.0
+    # The embedded Postgres: tuned from the machine unless pg_tune is off; pg_settings override either.
+    pg_tune: bool = True
+    pg_settings: tuple[tuple[str, str], ...] = ()
+    # Searches go to this streaming replica when set; the primary stands in while it is away.
+    read_dsn: str | None = None
+    read_retry_s: float = 5.0
+    read_max_lag_s: float = 0.0  # 0: searches take the replica as it is
     # Where the prototype's stored paths resolve when its folder now lives elsewhere (None: as stored).
     prototype_root: Path | None = None
     adopt_batch: int = 32  # adopted rows made whole per transaction
+    # The relevance cutoff of a date-sorted search that asks for none (see README: relative, per query).
+    date_cutoff_gap: float = 0.05
+    date_cutoff_fraction: float = 0.0  # 0: no fraction bound
 
     @property
     def media_dir(self) -> Path:
@@ -108,7 +132,8 @@ class Config:
             max_batch=r.int("max_batch", 1024, 1, 100_000),
             norm_tolerance=r.float("norm_tolerance", 1e-3, 0.0, 0.5),
             synchronous_commit=r.bool("synchronous_commit", True),
-            maintenance_work_mem=r.str("maintenance_work_mem", "1GB"),
+            maintenance_work_mem=r.str("maintenance_work_mem", "auto"),
+            build_workers=r.int("build_workers", pgtune.build_workers(), 0, 64),
             target_recall=r.float("target_recall", 0.0 if r.raw("hnsw_ef") else 0.98, 0.0, 0.999),
             recall_queries=r.int("recall_queries", 50, 1, 10_000),
             recall_interval_s=r.float("recall_interval_s", 3600.0, 1.0, 1e7),
@@ -125,6 +150,27 @@ class Config:
             pg_stop_on_exit=r.bool("pg_stop_on_exit", True),
             log_level=r.str("log_level", "INFO", LEVELS),
             log_format=r.str("log_format", "text", FORMATS),
+            stats_exact_max=r.int("stats_exact_max", 10_000, 0, 10_000_000),
+            exact_max_rows=r.int("exact_max_rows", 500_000, 0, 2**62),
+            sweep_batch=r.int("sweep_batch", 500, 1, 1_000_000),
+            sweep_pause_s=r.float("sweep_pause_s", 0.05, 0.0, 60.0),
+            bulk_min_rows=r.int("bulk_min_rows", 10_000, 0, 2**62),
+            bulk_idle_s=r.float("bulk_idle_s", 30.0, 0.1, 86_400),
+            pg_tune=r.bool("pg_tune", True),
+            pg_settings=_pg_settings(r),
+            read_dsn=r.raw("read_dsn"),
+            read_retry_s=r.float("read_retry_s", 5.0, 0.1, 3600),
+            read_max_lag_s=r.float("read_max_lag_s", 0.0, 0.0, 86_400),
             prototype_root=r.path("prototype_root", Path()) if r.raw("prototype_root") else None,
             adopt_batch=r.int("adopt_batch", 32, 1, 1000),
+            date_cutoff_gap=r.float("date_cutoff_gap", 0.05, 0.0, 2.0),
+            date_cutoff_fraction=r.float("date_cutoff_fraction", 0.0, 0.0, 1.0),
         )
+
+
+def _pg_settings(r: Env) -> tuple[tuple[str, str], ...]:
+    raw = r.str("pg_settings", "")
+    try:
+        return tuple(pgtune.parse_settings(raw).items())
+    except ValueError as err:
+        raise ConfigError(f"{r.name('pg_settings')}={raw!r}: {err}") from None

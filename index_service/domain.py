@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from index_service.photos import Facts, Filter, Order
 from semsearch_common.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -67,6 +68,8 @@ class NewImage:
     model_id: str
     file_mtime_ns: int = 0
     record_file: bool = False  # a folder sync's item: record (source, file_name) as a file of the collection
+    tags: tuple[str, ...] = ()  # cleaned and sorted, the label included
+    facts: Facts = field(default_factory=Facts)
 
 
 @dataclass(frozen=True)
@@ -91,11 +94,13 @@ class SearchQuery:
     exact: bool = False
     exclude_id: int | None = None
     model_id: str = ""  # when set, the collection must hold this model
+    photo: Filter = field(default_factory=Filter)
+    order: Order = field(default_factory=Order)
 
     @property
     def filtered(self) -> bool:
         """Whether a WHERE clause narrows the candidates."""
-        return bool(self.labels or self.source)
+        return bool(self.labels or self.source or self.photo.active)
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,9 @@ class Hit:
     source: str
     width: int
     height: int
+    tags: tuple[str, ...] = ()
+    taken_at: int | None = None
+    below_cutoff: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,9 @@ class ImageMeta:
     model_id: str
     created_at: int
     original_ref: str
+    tags: tuple[str, ...] = ()
+    facts: Facts = field(default_factory=Facts)
+    file_mtime_ns: int = 0
 
 
 def check_vector(values: Any, dim: int, tolerance: float) -> np.ndarray:

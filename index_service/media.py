@@ -118,16 +118,23 @@ class MediaStore:
         `with_orphans(shas, remove)` must call `remove(orphans)` while it holds the per-sha locks that
         upserts take, so a file being re-added concurrently is never removed.
         """
+        removed = sum(self.sweep_steps(with_orphans, grace_s, batch))
+        if removed:
+            log.info("media sweep removed %d orphan file(s)", removed)
+        return removed
+
+    def sweep_steps(self, with_orphans: OrphanCheck, grace_s: float, batch: int) -> Iterator[int]:
+        """The sweep as a lazy walk: each step looks at most at `batch` files and yields its removals."""
         cutoff = time.time() - grace_s
-        removed = 0
-
-        def remove(shas: list[str]) -> None:
-            nonlocal removed
-            for sha in shas:
-                self.delete(sha)
-                removed += 1
-
         for names in _batched(self._old_files(cutoff), batch):
+            removed = 0
+
+            def remove(shas: list[str]) -> None:
+                nonlocal removed
+                for sha in shas:
+                    self.delete(sha)
+                    removed += 1
+
             for path in names:
                 if path.name.startswith(TMP_PREFIX):
                     path.unlink(missing_ok=True)
@@ -135,9 +142,7 @@ class MediaStore:
             shas = list(dict.fromkeys(sha for p in names if (sha := self._owner(p))))
             if shas:
                 with_orphans(shas, remove)
-        if removed:
-            log.info("media sweep removed %d orphan file(s)", removed)
-        return removed
+            yield removed
 
     def _owner(self, path: Path) -> str | None:
         """The sha256 whose original or rendition `path` is, where that file belongs; None for anything else."""

@@ -33,8 +33,25 @@ COLUMNS = """
     size_bytes bigint NOT NULL DEFAULT 0,
     model_id text NOT NULL DEFAULT 'unknown',
     thumbnail bytea,
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    taken_at bigint,
+    taken_offset_minutes smallint,
+    camera_make text NOT NULL DEFAULT '',
+    camera_model text NOT NULL DEFAULT '',
+    latitude double precision,
+    longitude double precision,
+    file_mtime_ns bigint NOT NULL DEFAULT 0,
+    tags text[] NOT NULL DEFAULT '{}'
 """
+# The columns migration 6 added (photo facts and tags), as `name type…` lines of COLUMNS.
+PHOTO_COLUMNS = ("taken_at", "taken_offset_minutes", "camera_make", "camera_model", "latitude", "longitude",
+                 "file_mtime_ns", "tags")
+
+
+def photo_indexes(table: str) -> list[str]:
+    """Indexes behind the tag filters (GIN: && and @>) and date filters and sorts (B-tree on taken_at)."""
+    return [f"CREATE INDEX IF NOT EXISTS {table}_tags ON {table} USING gin (tags)",
+            f"CREATE INDEX IF NOT EXISTS {table}_taken_at ON {table} (taken_at)"]
 
 
 @dataclass(frozen=True)
@@ -174,6 +191,23 @@ def m5_collections(cur: cursor, ctx: Context) -> None:
     cur.execute("INSERT INTO aliases (alias, collection) VALUES (%s, %s)", (DEFAULT_ALIAS, FIRST_COLLECTION))
 
 
+def m6_photos(cur: cursor, ctx: Context) -> None:
+    """Photo facts and tags on every collection's table; each row's label becomes its first tag."""
+    wanted = [c.strip() for c in _columns() if c.split()[0] in PHOTO_COLUMNS]
+    for table in _collection_tables(cur):
+        # Columns with constant defaults are added without rewriting the table (Postgres 11+).
+        cur.execute(f"ALTER TABLE {table} " + ", ".join(f"ADD COLUMN IF NOT EXISTS {c}" for c in wanted))
+        cur.execute(f"UPDATE {table} SET tags = ARRAY[left(btrim(label), 100)] "
+                    "WHERE btrim(label) <> '' AND tags = '{}'")
+        for statement in photo_indexes(table):
+            cur.execute(statement)
+
+
+def _collection_tables(cur: cursor) -> list[str]:
+    cur.execute("SELECT table_name FROM collections ORDER BY name")
+    return [r[0] for r in cur.fetchall()]
+
+
 def m7_files(cur: cursor, ctx: Context) -> None:
     """Folder syncs' records (index_service.files): each file (source, path) and the image it shows; the
     images a sync stored. Paths compare byte-wise (COLLATE "C"): the loader pages by path in that order."""
@@ -186,6 +220,8 @@ def m7_files(cur: cursor, ctx: Context) -> None:
         "CREATE TABLE synced_images (collection text NOT NULL REFERENCES collections ON DELETE CASCADE, "
         "image_id bigint NOT NULL, source text NOT NULL, PRIMARY KEY (collection, image_id))")
     cur.execute("CREATE INDEX synced_images_source ON synced_images (collection, source)")
+
+
 def m11_vector_types(cur: cursor, ctx: Context) -> None:
     """Each collection records how it stores vectors: float32 (every existing one) or float16."""
     cur.execute("ALTER TABLE collections ADD COLUMN vector_type text NOT NULL DEFAULT 'float32'")
@@ -197,6 +233,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[cursor, Context], None]]] = [
     (3, "images table (adopts the prototype's image_table)", m3_images),
     (4, "filter indexes", m4_filters),
     (5, "collections and aliases", m5_collections),
+    (6, "photo facts and tags", m6_photos),
     (7, "files of folder syncs", m7_files),
     (11, "vector types of collections", m11_vector_types),
 ]

@@ -1,5 +1,8 @@
 """The database monitor: migrates once Postgres is reachable, then keeps the health status in step with it.
 
+It does nothing that grows with the collection: the media sweep and deferred index builds run on
+index_service.background's thread.
+
 When the service runs its own Postgres, the monitor also restarts that cluster in place if its postmaster
 dies: the gRPC server, its clients' channels and the pool's DSN all stay as they are.
 """
@@ -8,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from index_service.background import Background
 from index_service.config import Config
 from index_service.domain import ServiceError
 from index_service.metrics import DB_UP, PG_RESTARTS
@@ -33,7 +36,6 @@ class DbMonitor:
     def __init__(self, config: Config, deps: Deps, set_serving: Callable[[bool], None]) -> None:
         self.config, self.deps, self.set_serving = config, deps, set_serving
         self._wake, self._stop = threading.Event(), threading.Event()
-        self._last_sweep = 0.0
         self._up: bool | None = None
         self.warnings = Throttled(log, WARN_INTERVAL_S)
         self._thread = threading.Thread(target=self._loop, name="index-db-monitor", daemon=True)
@@ -68,9 +70,6 @@ class DbMonitor:
                 log.info("database ready: backend %s, dim %d", collection.dialect.name, collection.dim)
             else:
                 repo.ping(timeout_s=max(1.0, self.config.health_interval_s))
-            if time.monotonic() - self._last_sweep > max(60.0, self.config.orphan_grace_s):
-                self._last_sweep = time.monotonic()
-                self._sweep()
             return True
         except ServiceError as err:
             self.warnings.log(logging.WARNING, str(err), "database not ready: %s", err)
@@ -93,13 +92,6 @@ class DbMonitor:
             self.deps.repo.close()  # pooled connections died with the old server
             log.warning("embedded postgres restarted (postmaster pid %s)", postgres.postmaster_pid())
 
-    def _sweep(self) -> None:
-        # A media store that cannot be cleaned (read-only, full) is an upload problem, not an outage.
-        try:
-            self.deps.media.sweep(self.deps.repo.with_orphans, self.config.orphan_grace_s)
-        except OSError as err:
-            log.error("orphan sweep of the media store failed: %s", err)
-
     def _set(self, up: bool) -> None:
         if up and self._up is False:
             log.info("database reachable again")
@@ -112,4 +104,6 @@ def start_monitor(config: Config, deps: Deps, set_serving: Callable[[bool], None
     """Attach a started monitor to deps: requests that lose the database wake it, deps.close() stops it."""
     deps.monitor = DbMonitor(config, deps, set_serving)
     deps.monitor.start()
+    deps.background = Background(config, deps.repo, deps.media)
+    deps.background.start()
     return deps.monitor

@@ -104,6 +104,22 @@ class EmbeddedPostgres:
             return None
         return pid if _is_our_postmaster(pid, self.pgdata) else None
 
+    def replicate(self, primary_host: str, primary_port: int) -> None:
+        """Make this (not yet initialized) cluster a streaming replica of a running server.
+
+        The server's own tool copies it and writes the standby settings (pg_basebackup -R); `start()`
+        then runs a hot standby that follows the primary. The primary must allow replication
+        connections from here (the embedded cluster's trust rules on loopback do).
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._file_lock():
+            if (self.pgdata / "PG_VERSION").exists():
+                raise EmbeddedPostgresError(f"{self.pgdata} already holds a cluster")
+            self._prepare_user()
+            self._run([str(bin_dir() / "pg_basebackup"), "-h", primary_host, "-p", str(primary_port), "-U", DB_USER,
+                       "-D", str(self.pgdata), "-R", "-X", "stream", "-c", "fast"])
+            log.info("made %s a replica of %s:%d", self.pgdata, primary_host, primary_port)
+
     def dsn(self, dbname: str = "postgres") -> str:
         """A libpq keyword/value DSN for a database of this server."""
         return f"host=127.0.0.1 port={self.port} user={DB_USER} dbname={dbname}"

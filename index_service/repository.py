@@ -6,6 +6,7 @@ import dataclasses
 import io
 import logging
 import struct
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,7 +16,8 @@ import psycopg2
 from psycopg2 import errors
 from psycopg2.extensions import connection, cursor
 
-from index_service import catalog, duplicates, files
+from index_service import builds, bulk, catalog, duplicates, files, filters, photo_sql, sizes
+from index_service.bulk import BulkLoads
 from index_service.catalog import Coll, CollInfo
 from index_service.config import Config
 from index_service.dialects import Dialect
@@ -35,6 +37,7 @@ from index_service.media import MediaStore
 from index_service.migrations import ID_SEQUENCE, Collection, Context, migrate
 from index_service.pool import Pool, one_row, run_tx
 from index_service.recall import Breadth, RecallKeeper, collections_with_index
+from index_service.replica import Reads
 from index_service.shas import lock_keys as _lock_keys
 from index_service.shas import present as _present
 from semsearch_common.errors import Reason
@@ -43,14 +46,15 @@ log = logging.getLogger(__name__)
 
 META_COLUMNS = (
     "id, sha256, label, source, file_name, width, height, content_type, size_bytes, model_id, "
-    "extract(epoch FROM created_at)::bigint, original_ref"
+    "extract(epoch FROM created_at)::bigint, original_ref, " + photo_sql.COLUMNS
 )
 # COPY's binary format: signature, flags, header-extension length; then per row a field count and
 # length-prefixed fields in the columns' binary forms (text as UTF-8, int4/int8 big-endian, raw bytea).
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _INT2, _INT4, _INT8 = struct.Struct(">h"), struct.Struct(">i"), struct.Struct(">q")
 INSERT_COLUMNS = (
-    "id, sha256, label, source, file_name, width, height, content_type, size_bytes, model_id, thumbnail, v"
+    "id, sha256, label, source, file_name, width, height, content_type, size_bytes, model_id, thumbnail, v, "
+    + photo_sql.COLUMNS
 )
 
 
@@ -62,6 +66,10 @@ class Repository:
         self.media = media
         self.pool = Pool(dsn, config.pool_size, config.connect_timeout_s, self._setup)
         self._collection: Collection | None = None
+        self.bulk = BulkLoads(self.pool, config.bulk_min_rows, config.bulk_idle_s)
+        self.reads = Reads(self.pool, config.read_dsn, config.pool_size, config.connect_timeout_s, self._setup,
+                           config.read_retry_s, config.read_max_lag_s)  # searches: on a replica if configured
+        self._build_lock = threading.Lock()  # one index build at a time: each may take most of the memory
         # No recall target (INDEX_TARGET_RECALL=0, or INDEX_HNSW_EF alone): the breadth stays where it was set.
         self.breadth = Breadth(config.hnsw.ef, fixed=not config.target_recall)
 
@@ -91,9 +99,13 @@ class Repository:
         self._collection = collection
         self.pool.clear()  # connections made before the dialect was known lack its session setup
         if not self.config.defer_index:
-            for name in run_tx(self.pool, catalog.names, None):
-                self.build_index(concurrently=False, timeout_s=None, collection=name)
+            for name, rows in run_tx(self.pool, lambda cur: bulk.unindexed(cur, _index_state), None):
+                if rows <= self.config.stats_exact_max:
+                    self.build_index(concurrently=False, timeout_s=None, collection=name)
+                else:  # a large build must not hold up SERVING: the background builds it
+                    self.bulk.wait_for(name)
         return collection
+
 
     @property
     def ready(self) -> bool:
@@ -164,19 +176,25 @@ class Repository:
     def close(self) -> None:
         """Close pooled connections."""
         self.pool.clear()
+        self.reads.close()
 
     # -- writes -----------------------------------------------------------------------------------
 
-    def upsert(self, items: Sequence[NewImage], timeout_s: float | None, collection: str = "") -> list[UpsertOutcome]:
+    def upsert(self, items: Sequence[NewImage], timeout_s: float | None, collection: str = "",
+               expected_rows: int = 0) -> list[UpsertOutcome]:
         """Store a batch in one transaction; files are durable before the rows commit."""
+        self.bulk.starting(collection, expected_rows, timeout_s)
         unique = {item.sha256: item for item in items}
         ordered = [unique[sha] for sha in sorted(unique)]
-        out: dict[str, UpsertOutcome] = run_tx(
-            self.pool, lambda cur: self._upsert_tx(cur, ordered, collection), timeout_s)
+        with self.bulk.upserting() as busy:  # a deferred index build waits until upserts pause
+            out: dict[str, UpsertOutcome] = run_tx(
+                self.pool, lambda cur: self._upsert_tx(cur, ordered, collection, busy), timeout_s)
         return [out[item.sha256] for item in items]
 
-    def _upsert_tx(self, cur: cursor, items: list[NewImage], collection: str) -> dict[str, UpsertOutcome]:
+    def _upsert_tx(self, cur: cursor, items: list[NewImage], collection: str,
+                   busy: Callable[[str], None]) -> dict[str, UpsertOutcome]:
         c = catalog.resolve(cur, collection)
+        busy(c.name)
         model = catalog.claim_model(cur, c, items[0].model_id)
         out = {i.sha256: UpsertOutcome(i.sha256, error=_refusal(i, c, model))
                for i in items if i.model_id != model or len(i.vector) != c.dim}
@@ -186,6 +204,7 @@ class Repository:
         _lock_keys(cur, [i.sha256 for i in items])
         cur.execute(f"SELECT sha256, id FROM {c.table} WHERE sha256 = ANY(%s)", ([i.sha256 for i in items],))
         existing = dict(cur.fetchall())
+        refused = photo_sql.merge_existing(cur, c.table, [i for i in items if i.sha256 in existing])
         new = [i for i in items if i.sha256 not in existing]
         # Another collection's row already holds the file (a re-embed): it is durable, not written again.
         self.media.put_many([(i.sha256, i.original) for i in new if not self.media.path_for(i.sha256).exists()])
@@ -195,7 +214,8 @@ class Repository:
             cur.copy_expert(f"COPY {c.table} ({INSERT_COLUMNS}) FROM STDIN WITH (FORMAT binary)",
                             io.BytesIO(self._copy_rows(new, ids, c.half)))
             out.update({i.sha256: UpsertOutcome(i.sha256, id=ids[i.sha256], created=True) for i in new})
-        out.update({sha: UpsertOutcome(sha, id=row_id) for sha, row_id in existing.items()})
+        out.update({sha: UpsertOutcome(sha, id=row_id) if sha not in refused else UpsertOutcome(sha, error=refused[sha])
+                    for sha, row_id in existing.items()})
         files.record_upserted(cur, c, items, out)
         return out
 
@@ -221,10 +241,10 @@ class Repository:
                       i.file_name.encode(),
                       _INT4.pack(i.width), _INT4.pack(i.height), i.content_type.encode(),
                       _INT8.pack(len(i.original)), i.model_id.encode(), i.thumbnail,
-                      self.dialect.binary(i.vector, half)]
+                      self.dialect.binary(i.vector, half), *photo_sql.copy_fields(i)]
             out.append(_INT2.pack(len(fields)))
             for f in fields:
-                out += (_INT4.pack(len(f)), f)
+                out += (_INT4.pack(-1),) if f is None else (_INT4.pack(len(f)), f)  # length -1: NULL
         out.append(_INT2.pack(-1))
         return b"".join(out)
 
@@ -295,7 +315,7 @@ class Repository:
 
     def search(self, q: SearchQuery, timeout_s: float | None, collection: str = "") -> tuple[list[Hit], float]:
         """Nearest rows by cosine distance; k rows whenever k rows match, filters included."""
-        return run_tx(self.pool, lambda cur: self._search_tx(cur, q, collection), timeout_s)
+        return self.reads.run(lambda cur: self._search_tx(cur, q, collection), timeout_s)
 
     def search_similar(self, image_id: int, q: SearchQuery, timeout_s: float | None,
                        collection: str = "") -> tuple[list[Hit], float]:
@@ -306,7 +326,7 @@ class Repository:
             vector = _parse_vector(self._vector_of(cur, c, image_id))
             return self._search_tx(cur, dataclasses.replace(q, vector=vector), collection, c)
 
-        return run_tx(self.pool, work, timeout_s)
+        return self.reads.run(work, timeout_s)
 
     def _search_tx(self, cur: cursor, q: SearchQuery, collection: str,
                    c: Coll | None = None) -> tuple[list[Hit], float]:
@@ -315,49 +335,12 @@ class Repository:
         # collection whole, never a mix (a dropped one retries: run_tx resolves again).
         c = c or catalog.resolve(cur, collection)
         catalog.check_model(c, q.model_id, len(q.vector))
-        where: list[str] = []
-        params: list[Any] = []
-        if q.labels:
-            where.append("label = ANY(%s)")
-            params.append(list(q.labels))
-        if q.source:
-            where.append("source = %s")
-            params.append(q.source)
-        # The query image itself is dropped after the scan: a WHERE on id would make every query filtered.
-        limit = q.k + (1 if q.exclude_id is not None else 0)
-        vec = self.dialect.literal(q.vector)
         if q.exact:
-            rows = self._exact(cur, c, where, [vec, *params, vec], limit)
-        else:
-            for statement in self.dialect.search_settings(limit, self.breadth.ef(c.name), q.filtered):
-                cur.execute(statement)
-            if not q.filtered:
-                # Vectors live out of line (TOAST), so the heap looks small and, once ef_search is large
-                # (200 at 30k rows), the planner prefers a full scan + sort: 190 ms instead of 3.
-                cur.execute("SET LOCAL enable_seqscan = off")
-            cur.execute(self._search_sql(c, where, limit), [vec, *params, vec])
-            rows = cur.fetchall()
-            if len(rows) < limit:
-                # The graph ran out before k matches (a selective filter): an exact scan is the fallback.
-                rows = self._exact(cur, c, where, [vec, *params, vec], limit)
-        hits = [Hit(r[0], 1.0 - float(r[5]), r[1], r[2], r[3], r[4])
-                for r in rows if r[5] is not None and r[0] != q.exclude_id]
-        hits.sort(key=lambda h: -h.score)  # relaxed_order iterative scans may be slightly out of order
-        hits = hits[: q.k]
-        if q.min_score is not None:
-            hits = [h for h in hits if h.score >= q.min_score]
+            sizes.check_exact(cur, c, self.config.exact_max_rows)
+        default = (self.config.date_cutoff_gap, self.config.date_cutoff_fraction or None)
+        hits = filters.search(cur, self.dialect, c.table, q, self.breadth.ef(c.name), self.config.max_k, default,
+                              c.half)
         return hits, (time.perf_counter() - started) * 1000
-
-    def _search_sql(self, c: Coll, where: list[str], limit: int) -> str:
-        dist = f"v <=> %s{self.dialect.cast(c.half)}"
-        clause = f"WHERE {' AND '.join(where)} " if where else ""
-        return (f"SELECT id, label, source, width, height, {dist} FROM {c.table} "
-                f"{clause}ORDER BY {dist} LIMIT {int(limit)}")
-
-    def _exact(self, cur: cursor, c: Coll, where: list[str], args: list[Any], limit: int) -> list[tuple[Any, ...]]:
-        cur.execute("SET LOCAL enable_indexscan = off")
-        cur.execute(self._search_sql(c, ["v IS NOT NULL", *where], limit), args)
-        return cur.fetchall()
 
     def _vector_of(self, cur: cursor, c: Coll, image_id: int) -> str:
         """The stored vector of an image, in the dialect's text form."""
@@ -398,8 +381,7 @@ class Repository:
             cur.execute(f"SELECT {META_COLUMNS}, thumbnail FROM {c.table} WHERE id = ANY(%s) {where} ORDER BY id",
                         (scanned,))
             rows = cur.fetchall()
-            cells: list[list[Any]] = [[v if v is not None else "" for v in row[:-1]] for row in rows]
-            metas = [ImageMeta(*row) for row in cells]
+            metas = [photo_sql.meta_from_row(row[:-1]) for row in rows]
             return metas, [bytes(row[-1] or b"") for row in rows], scanned
 
         return run_tx(self.pool, work, timeout_s)
@@ -429,10 +411,20 @@ class Repository:
         return bytes(row[0])
 
     def labels(self, timeout_s: float | None, collection: str = "") -> list[tuple[str, int]]:
-        """Every label with its count."""
-        return run_tx(self.pool, lambda cur: _fetchall(
-            cur, f"SELECT label, count(*) FROM {catalog.resolve(cur, collection).table} GROUP BY label "
-            "ORDER BY label"), timeout_s)
+        """Every label with its count (labels are tags now: photo_sql.label_counts)."""
+        return run_tx(self.pool, lambda cur: photo_sql.label_counts(cur, catalog.resolve(cur, collection).table),
+                      timeout_s)
+
+    def update_tags(self, ids: Sequence[int], add: tuple[str, ...], remove: tuple[str, ...],
+                    timeout_s: float | None, collection: str = "") -> list[int]:
+        """Add and remove tags of many images in one transaction; returns the ids that exist."""
+        return run_tx(self.pool, lambda cur: photo_sql.update_tags(
+            cur, catalog.resolve(cur, collection).table, ids, add, remove), timeout_s)
+
+    def tags(self, timeout_s: float | None, collection: str = "") -> list[tuple[str, int]]:
+        """Every tag with its count."""
+        return run_tx(self.pool, lambda cur: photo_sql.tag_counts(cur, catalog.resolve(cur, collection).table),
+                      timeout_s)
 
     def exists(self, shas: Sequence[str], timeout_s: float | None, collection: str = "") -> list[str]:
         """The stored subset of `shas`, in the order asked."""
@@ -450,23 +442,20 @@ class Repository:
         c = catalog.resolve(cur, collection)
         ext = self.dialect.extension
         cur.execute(
-            f"SELECT (SELECT count(*) FROM {c.table}), (SELECT extversion FROM pg_extension WHERE extname = %s), "
-            f"current_setting('server_version'), pg_table_size('{c.table}'), pg_indexes_size('{c.table}'), "
-            f"(SELECT coalesce(sum(size_bytes), 0) FROM {c.table} WHERE sha256 IS NOT NULL)",
-            (ext,),
+            "SELECT (SELECT extversion FROM pg_extension WHERE extname = %s), current_setting('server_version'), "
+            "pg_table_size(%s), pg_indexes_size(%s)",
+            (ext, c.table, c.table),
         )
-        count, version, pg_version, table_bytes, index_bytes, media_bytes = one_row(cur)
-        cur.execute(f"SELECT DISTINCT model_id FROM {c.table} ORDER BY 1")
-        models = [r[0] for r in cur.fetchall()]
-        if c.model_id is not None and c.model_id not in models:
-            models.append(c.model_id)
+        version, pg_version, table_bytes, index_bytes = one_row(cur)
+        size = sizes.size(cur, c, self.config.stats_exact_max)  # bounded: no full scan at any size
         params = self.dialect.index_params(self.config.hnsw)
         params.update(_reloptions(cur, c))
         return {
-            "count": count, "backend": self.dialect.name, "extension_version": version or "",
+            "count": size.count, "backend": self.dialect.name, "extension_version": version or "",
             "postgres_version": pg_version, "index_params": params, "index_state": _index_state(cur, c),
-            "model_ids": models, "dim": c.dim, "table_bytes": table_bytes, "index_bytes": index_bytes,
-            "media_bytes": int(media_bytes), "collection": c.name, "vector_type": c.vector_type,
+            "model_ids": sizes.models(cur, c), "dim": c.dim, "table_bytes": table_bytes, "index_bytes": index_bytes,
+            "media_bytes": size.media_bytes, "collection": c.name, "estimated": size.estimated,
+            "reads_from_replica": self.reads.on_replica, "vector_type": c.vector_type,
             **self._recall_stats(c),
         }
 
@@ -480,12 +469,19 @@ class Repository:
 
     def build_index(self, concurrently: bool, timeout_s: float | None, collection: str = "") -> tuple[bool, float]:
         """Create the HNSW index if missing (dropping a failed concurrent build); returns (built, seconds)."""
+        c = self.collection(collection, timeout_s)
+        if not self._build_lock.acquire(timeout=-1 if timeout_s is None else timeout_s):
+            raise DeadlineExceeded("another index build kept running past the deadline")
         try:
-            return self._build_index(concurrently, timeout_s, self.collection(collection, timeout_s))
+            result = self._build_index(concurrently, timeout_s, c)
+            self.bulk.built(c.name)
+            return result
         except errors.QueryCanceled:
             raise DeadlineExceeded("the index build ran out of time") from None
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as err:
             raise Unavailable(f"database unavailable: {str(err).strip()}") from None
+        finally:
+            self._build_lock.release()
 
     def _build_index(self, concurrently: bool, timeout_s: float | None, c: Coll) -> tuple[bool, float]:
         with self.pool.connection(timeout_s) as (conn, _):
@@ -497,15 +493,16 @@ class Repository:
                         return False, 0.0
                     if state == "invalid":
                         cur.execute(f"DROP INDEX IF EXISTS {c.index}")
-                    cur.execute(f"SET maintenance_work_mem = '{self.config.maintenance_work_mem}'")
-                    cur.execute("SET max_parallel_maintenance_workers = 2")
+                    memory = builds.prepare(cur, c, self.config)
+                    del conn.notices[:]
                     ms = 0 if timeout_s is None else max(1, int(timeout_s * 1000))
                     cur.execute(f"SET statement_timeout = {ms}")
                     started = time.perf_counter()
                     cur.execute(self.dialect.index_ddl(c.table, c.index, c.dim, self.config.hnsw, concurrently, c.half))
                     seconds = time.perf_counter() - started
                     cur.execute("RESET statement_timeout")
-                    log.info("built %s in %.1f s", c.index, seconds)
+                    builds.report_spill(conn, c, memory)
+                    log.info("built %s in %.1f s (maintenance_work_mem %s)", c.index, seconds, memory)
                     return True, seconds
             finally:
                 if not conn.closed:
@@ -525,9 +522,7 @@ def _refusal(item: NewImage, c: Coll, model: str) -> Mismatch:
 
 
 def _metas(cur: cursor) -> list[ImageMeta]:
-    # Rows adopted from the prototype have no sha256; the contract's strings have no NULL: "" instead.
-    rows: list[list[Any]] = [[v if v is not None else "" for v in row] for row in cur.fetchall()]
-    return [ImageMeta(*row) for row in rows]
+    return [photo_sql.meta_from_row(row) for row in cur.fetchall()]
 
 
 def _parse_vector(text: str) -> np.ndarray:

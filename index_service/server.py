@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from index_service import catalog, domain, duplicates
+from index_service import catalog, domain, duplicates, photo_pb
 from index_service.catalog import CollInfo
 from index_service.config import Config
 from index_service.domain import (
@@ -38,6 +38,7 @@ from semsearch_common.server import create_server as create_grpc_server
 
 if TYPE_CHECKING:
     from index_service.adopt import Adopter
+    from index_service.background import Background
     from index_service.monitor import DbMonitor
     from index_service.pg import EmbeddedPostgres
     from index_service.recall import RecallKeeper
@@ -57,6 +58,7 @@ class Deps:
     repo: Repository
     media: MediaStore
     monitor: DbMonitor | None = None
+    background: Background | None = None  # the media sweep and deferred index builds
     keeper: RecallKeeper | None = None  # measures recall and widens the search breadth (serve starts it)
     postgres: EmbeddedPostgres | None = None  # set when the service runs its own cluster: the monitor revives it
     adopter: Adopter | None = None  # makes the prototype's adopted rows whole in the background
@@ -75,6 +77,8 @@ class Deps:
         """Stop the monitor and close database connections."""
         if self.monitor is not None:
             self.monitor.stop()
+        if self.background is not None:
+            self.background.stop()
         if self.adopter is not None:
             self.adopter.stop()
         if self.keeper is not None:
@@ -122,7 +126,8 @@ class IndexServicer(FilesServicer, index_pb2_grpc.IndexServicer):
                 outcomes.append(None)
             except ServiceError as err:
                 outcomes.append(UpsertOutcome(item.sha256, error=err))
-        stored = iter(self.repo.upsert(valid, _timeout(context), request.collection) if valid else [])
+        stored = iter(self.repo.upsert(valid, _timeout(context), request.collection, request.expected_rows)
+                      if valid else [])
         results = [o if o is not None else next(stored) for o in outcomes]
         errors = [r.error for r in results if r.error is not None]
         if errors and len(errors) == len(results) and all(isinstance(e, Mismatch) for e in errors):
@@ -149,9 +154,10 @@ class IndexServicer(FilesServicer, index_pb2_grpc.IndexServicer):
         return domain.NewImage(
             sha256=item.sha256, original=item.original,
             content_type=item.content_type or "application/octet-stream", thumbnail=item.thumbnail,
-            width=item.width, height=item.height, label=item.label, source=item.source,
+            width=item.width, height=item.height, label=item.label.strip(), source=item.source,
             file_name=item.file_name, vector=vector, model_id=item.model_id,
             file_mtime_ns=item.file_mtime_ns, record_file=item.record_file,
+            tags=photo_pb.item_tags(item), facts=photo_pb.facts_from_pb(item.facts),
         )
 
     def Search(self, request: index_pb2.SearchRequest, context: grpc.ServicerContext) -> index_pb2.SearchResponse:
@@ -185,6 +191,8 @@ class IndexServicer(FilesServicer, index_pb2_grpc.IndexServicer):
             vector=vector, k=request.k, labels=tuple(request.filter.labels), source=request.filter.source,
             min_score=request.min_score if request.HasField("min_score") else None,
             exact=request.exact, exclude_id=exclude, model_id=model_id,
+            photo=photo_pb.filter_from_pb(request.filter, MAX_TEXT),
+            order=photo_pb.order_from_pb(request, self.config.max_k),
         )
 
     def Get(self, request: index_pb2.GetRequest, context: grpc.ServicerContext) -> index_pb2.GetResponse:
@@ -253,7 +261,8 @@ class IndexServicer(FilesServicer, index_pb2_grpc.IndexServicer):
         stats["index_state"] = enum_value(index_pb2.IndexState, stats["index_state"])
         return index_pb2.StatsResponse(
             **stats, max_k=c.max_k, max_upsert_items=c.max_batch, max_message_bytes=c.max_message_mb * 1024 * 1024,
-            max_ids_per_request=c.max_batch * 10, max_thumbnail_bytes=MAX_THUMBNAIL, max_text_chars=MAX_TEXT)
+            max_ids_per_request=c.max_batch * 10, max_thumbnail_bytes=MAX_THUMBNAIL, max_text_chars=MAX_TEXT,
+            max_exact_rows=c.exact_max_rows)
 
     def BuildIndex(
         self, request: index_pb2.BuildIndexRequest, context: grpc.ServicerContext
@@ -353,6 +362,24 @@ class IndexServicer(FilesServicer, index_pb2_grpc.IndexServicer):
         return index_pb2.FindDuplicatesResponse(
             groups=[g for g in groups if len(g.members) > 1], last_id=found.last_id, scanned=found.scanned,
             total=found.total, done=found.done)
+    def UpdateTags(
+        self, request: index_pb2.UpdateTagsRequest, context: grpc.ServicerContext
+    ) -> index_pb2.UpdateTagsResponse:
+        """Add and remove tags of several images in one transaction."""
+        self._ready()
+        if not request.ids:
+            raise InvalidArgument("no ids")
+        _check_ids(request.ids, self.config.max_batch * 10)
+        add, remove = photo_pb.update_tags_args(request)
+        updated = self.repo.update_tags(list(request.ids), add, remove, _timeout(context), request.collection)
+        log.info("tags of %d image(s): +%d -%d", len(updated), len(add), len(remove))
+        return index_pb2.UpdateTagsResponse(updated=updated)
+
+    def ListTags(self, request: index_pb2.ListTagsRequest, context: grpc.ServicerContext) -> index_pb2.ListTagsResponse:
+        """Every tag with the number of images carrying it."""
+        self._ready()
+        rows = self.repo.tags(_timeout(context), request.collection)
+        return index_pb2.ListTagsResponse(tags=[index_pb2.TagCount(tag=t, count=n) for t, n in rows])
 
     def _original(self, meta: domain.ImageMeta) -> bytes:
         """The stored original of an image; empty for an adopted row or a missing file (logged)."""
@@ -381,8 +408,7 @@ def _chunks(data: Iterator[bytes], content_type: str, total: int, sha256: str) -
 
 def _search_pb(hits: list[domain.Hit], ms: float) -> index_pb2.SearchResponse:
     return index_pb2.SearchResponse(
-        hits=[index_pb2.Hit(id=h.id, score=h.score, label=h.label, source=h.source, width=h.width,
-                            height=h.height) for h in hits],
+        hits=[photo_pb.hit_pb(h) for h in hits],
         search_ms=ms,
     )
 
@@ -407,7 +433,7 @@ def _meta_pb(m: domain.ImageMeta) -> index_pb2.ImageMeta:
     return index_pb2.ImageMeta(
         id=m.id, sha256=m.sha256, label=m.label, source=m.source, file_name=m.file_name, width=m.width,
         height=m.height, content_type=m.content_type, size_bytes=m.size_bytes, model_id=m.model_id,
-        created_at=m.created_at, original_ref=m.original_ref,
+        created_at=m.created_at, original_ref=m.original_ref, **photo_pb.meta_fields(m),
     )
 
 

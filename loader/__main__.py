@@ -117,9 +117,10 @@ def _common(p: argparse.ArgumentParser, env: LoaderEnv, default_source: str) -> 
     services.add_argument("--retry-s", type=float, default=300.0, metavar="S",
                           help="how long to keep retrying a service that is unavailable before stopping "
                           "(default: 300)")
-    services.add_argument("--build-index", action="store_true",
-                          help="ask the index to build its approximate index at the end (after a bulk load "
-                          "into an index started with INDEX_DEFER_INDEX=true)")
+    services.add_argument("--build-index", action=argparse.BooleanOptionalAction, default=None,
+                          help="ask the index to build its approximate index at the end (default: when an "
+                          "unsharded run stored images; a no-op when the index exists). A large load into an "
+                          "empty collection has the index build it after the rows, not during")
     run = p.add_argument_group("what and how")
     run.add_argument("--source", default=default_source,
                      help="source recorded with each image (default: " + (default_source or "the folder's name") + ")")

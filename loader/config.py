@@ -61,7 +61,9 @@ class LoaderConfig:
     timeout_s: float = 60.0
     # How long UNAVAILABLE / DEADLINE_EXCEEDED are retried (with backoff) before the run stops.
     retry_s: float = 300.0
-    build_index: bool = False
+    # Build the index at the end: None = when this unsharded run stored images (a sharded load leaves it
+    # to the index, which builds a deferred index once upserts pause).
+    build_index: bool | None = None
     progress_interval_s: float = 10.0
     # The index collection or alias to load into; empty: the alias "default".
     collection: str = ""

@@ -41,7 +41,7 @@ def run(config: LoaderConfig, candidates: Callable[[], Iterable[Candidate]], rep
         for c in candidates():
             _validate(c, config, report)
         return report.finish()
-    pipeline = Pipeline(config, report)
+    pipeline = Pipeline(config, report, expected_rows=total)
     try:
         pipeline.run(candidates())
     except LoadError as err:
@@ -72,8 +72,10 @@ def _validate(c: Candidate, config: LoaderConfig, report: Report) -> None:
 class Pipeline:
     """One run's threads, queues and connections."""
 
-    def __init__(self, config: LoaderConfig, report: Report) -> None:
+    def __init__(self, config: LoaderConfig, report: Report, expected_rows: int = 0) -> None:
         self.config, self.report = config, report
+        # Told to the index with every upsert: a large load into an empty collection defers its index.
+        self.expected_rows = expected_rows
         self.stop = threading.Event()
         self.error: LoadError | None = None
         self.embed_q: queue.Queue[Any] = queue.Queue(config.in_flight)
@@ -100,7 +102,7 @@ class Pipeline:
                     t.join(0.2)  # a short join keeps Ctrl-C responsive
             if self.error:
                 raise self.error
-            if self.config.build_index:
+            if self._should_build():
                 self._build_index()
         finally:
             self.stop.set()
@@ -229,7 +231,8 @@ class Pipeline:
     def _upsert(self) -> None:
         backoff = self._backoff()
         while (pairs := self._get(self.upsert_q)) is not DONE:
-            request = index_pb2.UpsertRequest(items=[item for _, item in pairs], collection=self.config.collection)
+            request = index_pb2.UpsertRequest(items=[item for _, item in pairs], collection=self.config.collection,
+                                              expected_rows=self.expected_rows)
             reply = clients.call(partial(self.index.Upsert, request, timeout=self.config.timeout_s),
                                  "index Upsert", backoff)
             created = existing = 0
@@ -244,6 +247,12 @@ class Pipeline:
                     existing += 1  # another loader (or a copy in this run) stored it first
             self.report.loaded(created)
             self.report.present(existing)
+
+    def _should_build(self) -> bool:
+        """--build-index, or by default when an unsharded run stored images (the index may have deferred it)."""
+        if self.config.build_index is not None:
+            return self.config.build_index
+        return self.config.shard.count == 1 and self.report.summary.loaded > 0
 
     def _build_index(self) -> None:
         log.info("building the approximate index")

@@ -200,7 +200,7 @@ class SyncPass:
         """New content through the loading pipeline; each upsert records its file in the same transaction."""
         candidates = [Candidate(self.root / h.rel, h.rel, self.labeler(PurePosixPath(h.rel)), mtime_ns=h.mtime_ns)
                       for h in pending]
-        pipeline = Pipeline(self.config, Report(None))
+        pipeline = Pipeline(self.config, Report(None), expected_rows=len(pending))  # a big first sync is a bulk load
         done = threading.Event()
 
         def relay() -> None:  # a stop asked of the sync (SIGTERM in --watch) stops the pipeline's stages

@@ -34,6 +34,8 @@ class Reason(StrEnum):
     NAME_TAKEN = "NAME_TAKEN"
     COLLECTION_IN_USE = "COLLECTION_IN_USE"
     ALIAS_CHANGED = "ALIAS_CHANGED"
+    # Index: an exact search of a collection larger than INDEX_EXACT_MAX_ROWS.
+    EXACT_SEARCH_TOO_LARGE = "EXACT_SEARCH_TOO_LARGE"
 
 
 class ServiceError(Exception):

@@ -101,5 +101,5 @@ def test_report_marks_missing_benchmarks(tmp_path: Path) -> None:
     results = tmp_path / "results"
     results.mkdir()
     md = report.build(results, tmp_path / "out").read_text()
-    assert md.count("Not measured: no results JSON.") == 6
+    assert md.count("Not measured: no results JSON.") == 7
     assert list((tmp_path / "out" / "report").iterdir()) == []

@@ -85,8 +85,10 @@ async function runSearch(append = false) {
   const seq = ++state.seq;
   const offset = append ? state.hits.length : 0;
   const params = filterParams(new URLSearchParams({ k: String(PAGE), offset: String(offset) }));
-  let request;
-  if (state.mode === "text") {
+  let request = append ? nextPage(controller.signal) : null;  // paging.js: by the cursor, when there is one
+  if (request) {
+    // the next page of the same search
+  } else if (state.mode === "text") {
     params.set("q", state.q);
     request = api(`/api/search?${params}`, { signal: controller.signal });
   } else if (state.mode === "similar") {
@@ -103,6 +105,7 @@ async function runSearch(append = false) {
     if (seq !== state.seq) return;
     state.hits = append ? state.hits.concat(result.hits) : result.hits;
     state.hasMore = result.has_more && result.hits.length > 0;
+    rememberNext(result);
     hideAlert();
     healed();
     render(result, append);

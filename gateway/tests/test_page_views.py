@@ -114,3 +114,31 @@ def test_words_change_an_example_image(page: object, api: httpx.Client, collecti
     page.click("#query-chip-clear")  # type: ignore[attr-defined]
     assert page.input_value("#q") == "" and page.get_attribute("#q", "placeholder") == plain  # type: ignore[attr-defined]
     assert page.locator(".card").count() == 0  # type: ignore[attr-defined]
+
+
+def test_load_more_follows_the_cursor(page: object, api: httpx.Client, collection: dict[int, bytes],
+                                      tmp_path: Path) -> None:
+    page.goto(page.base)  # type: ignore[attr-defined]
+    search(page, "mountains at dawn")
+    if page.locator("#load-more").is_hidden():  # type: ignore[attr-defined]
+        pytest.skip("fewer than one page of pictures in the shared collection")
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(f"{r.method} {r.url}") if "/api/search" in r.url else None)  # type: ignore[attr-defined]
+    first = page.locator(".card").count()  # type: ignore[attr-defined]
+    page.click("#load-more")  # type: ignore[attr-defined]
+    page.wait_for_function(f"() => document.querySelectorAll('.card').length > {first}")  # type: ignore[attr-defined]
+    assert len(asked) == 1 and "/api/search/next?cursor=" in asked[0], asked  # nothing embedded again
+    ids = page.eval_on_selector_all(".card", "cs => cs.map(c => Number(c.dataset.id))")  # type: ignore[attr-defined]
+    expected = api.get("/api/search", params={"q": "mountains at dawn", "k": len(ids)}).json()["hits"]
+    assert ids == [h["id"] for h in expected]
+
+    # An example image is not uploaded again for its next page.
+    example = tmp_path / "example.jpg"
+    example.write_bytes(next(iter(collection.values())))
+    page.set_input_files("#query-file", str(example))  # type: ignore[attr-defined]
+    page.wait_for_selector("#load-more:not([hidden]):not([disabled])")  # type: ignore[attr-defined]
+    asked.clear()
+    first = page.locator(".card").count()  # type: ignore[attr-defined]
+    page.click("#load-more")  # type: ignore[attr-defined]
+    page.wait_for_function(f"() => document.querySelectorAll('.card').length > {first}")  # type: ignore[attr-defined]
+    assert len(asked) == 1 and asked[0].startswith("GET ") and "/api/search/next?" in asked[0], asked

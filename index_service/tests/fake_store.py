@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from index_service import duplicates
+from index_service import duplicates, filters
 from index_service.catalog import Coll, CollInfo
 from index_service.domain import Hit, ImageMeta, Mismatch, NewImage, NotFound, SearchQuery, ServiceError, UpsertOutcome
 from index_service.files import FileLink, FileRecord
+from index_service.photos import label_of, merge_tags
 from semsearch_common.errors import Reason
 
 DIM = 8
@@ -26,6 +27,7 @@ class FakeStore:
     def __init__(self, dim: int = DIM) -> None:
         self.ready, self.dim = True, dim
         self.rows: dict[int, NewImage] = {}
+        self.tagged: dict[int, tuple[str, ...]] = {}  # the rows' tags as edited since upsert
         self.model: str | None = None
         self.fail: ServiceError | None = None
         self.timeouts: dict[str, float | None] = {}
@@ -56,7 +58,8 @@ class FakeStore:
     def set_alias(self, alias: str, collection: str, expected: str, timeout_s: float | None) -> str:
         raise NotImplementedError("the fake holds one collection")
 
-    def upsert(self, items: Sequence[NewImage], timeout_s: float | None, collection: str = "") -> list[UpsertOutcome]:
+    def upsert(self, items: Sequence[NewImage], timeout_s: float | None, collection: str = "",
+               expected_rows: int = 0) -> list[UpsertOutcome]:
         self._call("upsert", timeout_s)
         out = []
         for item in items:
@@ -66,10 +69,12 @@ class FakeStore:
                 continue
             found = [i for i, row in self.rows.items() if row.sha256 == item.sha256]
             if found:
+                self.tagged[found[0]] = merge_tags(self.tagged[found[0]], item.tags)
                 out.append(UpsertOutcome(item.sha256, id=found[0]))
             else:
                 new_id = max(self.rows, default=0) + 1
                 self.rows[new_id] = item
+                self.tagged[new_id] = item.tags
                 out.append(UpsertOutcome(item.sha256, id=new_id, created=True))
                 if item.record_file:
                     self.synced.add(new_id)
@@ -84,11 +89,23 @@ class FakeStore:
                            reason=Reason.DIMENSION_MISMATCH)
         if q.model_id and self.model is not None and q.model_id != self.model:
             raise Mismatch(f"the collection holds model {self.model!r}, the query comes from {q.model_id!r}")
-        hits = [Hit(i, float(row.vector @ q.vector), row.label, row.source, row.width, row.height)
-                for i, row in self.rows.items() if i != q.exclude_id
-                and (not q.labels or row.label in q.labels) and (not q.source or row.source == q.source)]
-        hits = [h for h in hits if q.min_score is None or h.score >= q.min_score]
-        return sorted(hits, key=lambda h: -h.score)[: q.k], 0.5
+        hits = [Hit(i, float(row.vector @ q.vector), label_of(row.label, self.tagged[i]), row.source, row.width,
+                    row.height, self.tagged[i], row.facts.taken_at)
+                for i, row in self.rows.items() if i != q.exclude_id and self._matches(i, q)]
+        return filters.arrange(sorted(hits, key=lambda h: (-h.score, h.id)), q, 0.05), 0.5
+
+    def _matches(self, i: int, q: SearchQuery) -> bool:
+        """The tag, source, date and camera filters (the real ones are SQL: index_service/filters.py)."""
+        row, tags, f = self.rows[i], set(self.tagged[i]), q.photo
+        any_tags = {*q.labels, *f.tags_any}
+        taken = row.facts.taken_at
+        camera = {row.facts.camera_make.lower(), row.facts.camera_model.lower()}
+        return ((not any_tags or bool(tags & any_tags)) and set(f.tags_all) <= tags
+                and (not q.source or row.source == q.source)
+                and (f.taken_from is None or (taken is not None and taken >= f.taken_from))
+                and (f.taken_until is None or (taken is not None and taken < f.taken_until))
+                and (not f.camera or f.camera.lower() in camera)
+                and (f.has_location is None or f.has_location == (row.facts.latitude is not None)))
 
     def search_similar(self, image_id: int, q: SearchQuery, timeout_s: float | None,
                        collection: str = "") -> tuple[list[Hit], float]:
@@ -97,8 +114,9 @@ class FakeStore:
 
     def get(self, ids: Sequence[int], timeout_s: float | None, collection: str = "") -> list[ImageMeta]:
         self._call("get", timeout_s)
-        return [ImageMeta(i, r.sha256, r.label, r.source, r.file_name, r.width, r.height, r.content_type,
-                          len(r.original), r.model_id, 1_700_000_000, "")
+        return [ImageMeta(i, r.sha256, label_of(r.label, self.tagged[i]), r.source, r.file_name, r.width, r.height,
+                          r.content_type, len(r.original), r.model_id, 1_700_000_000, "", self.tagged[i], r.facts,
+                          r.file_mtime_ns)
                 for i in dict.fromkeys(ids) if (r := self.rows.get(i)) is not None]
 
     def page(self, after_id: int, limit: int, timeout_s: float | None, collection: str = "",
@@ -113,12 +131,15 @@ class FakeStore:
 
     def delete(self, ids: Sequence[int], timeout_s: float | None, collection: str = "") -> list[int]:
         self._call("delete", timeout_s)
-        return [i for i in ids if self.rows.pop(i, None) is not None]
+        gone = [i for i in ids if self.rows.pop(i, None) is not None]
+        for i in gone:
+            del self.tagged[i]
+        return gone
 
     def labels(self, timeout_s: float | None, collection: str = "") -> list[tuple[str, int]]:
         self._call("labels", timeout_s)
-        names = sorted({r.label for r in self.rows.values()})
-        return [(n, sum(r.label == n for r in self.rows.values())) for n in names]
+        untagged = sum(not t for t in self.tagged.values())
+        return ([("", untagged)] if untagged else []) + self._tag_counts()
 
     def exists(self, shas: Sequence[str], timeout_s: float | None, collection: str = "") -> list[str]:
         self._call("exists", timeout_s)
@@ -189,6 +210,21 @@ class FakeStore:
         metas = {m.id: m for m in self.get([i for g in groups for i in g.ids], timeout_s)}
         return duplicates.Scan(groups, last, sum(1 for i in self.rows if i <= last), len(self.rows),
                                len(ids) <= limit, metas)
+    def update_tags(self, ids: Sequence[int], add: tuple[str, ...], remove: tuple[str, ...],
+                    timeout_s: float | None, collection: str = "") -> list[int]:
+        self._call("update_tags", timeout_s)
+        found = sorted({i for i in ids if i in self.rows})
+        for i in found:
+            self.tagged[i] = merge_tags(self.tagged[i], add, remove)
+        return found
+
+    def tags(self, timeout_s: float | None, collection: str = "") -> list[tuple[str, int]]:
+        self._call("tags", timeout_s)
+        return self._tag_counts()
+
+    def _tag_counts(self) -> list[tuple[str, int]]:
+        names = sorted({t for tags in self.tagged.values() for t in tags})
+        return [(n, sum(n in tags for tags in self.tagged.values())) for n in names]
 
     def _row(self, image_id: int) -> NewImage:
         if image_id not in self.rows:

@@ -52,7 +52,7 @@ def test_prototype_table_is_adopted_in_place(tmp_path: Path, pg_dsn: str) -> Non
         running.stop()
     with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT version FROM index_migrations ORDER BY 1")
-        assert [r[0] for r in cur.fetchall()] == [version for version, _, _ in MIGRATIONS]
+        assert [r[0] for r in cur.fetchall()] == sorted(version for version, _, _ in MIGRATIONS)
         cur.execute("SELECT to_regclass('image_table') IS NULL")
         assert cur.fetchone()[0]
 
@@ -64,7 +64,7 @@ def test_two_services_starting_together_migrate_once(tmp_path: Path, pg_dsn: str
         s.stop()
     with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM index_migrations")
-        assert cur.fetchone()[0] == 5
+        assert cur.fetchone()[0] == len(MIGRATIONS)
 
 
 @pytest.mark.db  # a Postgres of its own

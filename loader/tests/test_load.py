@@ -223,3 +223,21 @@ def test_collection_option_loads_beside_another_model(tmp_path: Path, embedder: 
     assert code == EXIT_OK and summary["loaded"] == len(tree.images)
     assert index.stub.Stats(index_pb2.StatsRequest(collection="mine"), timeout=10).count == len(tree.images)
     assert index.count() == 1, "the default collection is untouched"
+
+
+def test_a_large_load_into_an_empty_collection_builds_the_index_after_the_rows(
+        tmp_path: Path, embedder: str, pg: EmbeddedPostgres, caplog: pytest.LogCaptureFixture) -> None:
+    """No flag to remember: the loader announces its size, the index defers, the loader builds at the end."""
+    index = start_index(pg, tmp_path / "index-data", bulk_min_rows=5, bulk_idle_s=3600)
+    try:
+        tree = caltech_like(tmp_path / "data", categories=["001.ak47", "002.bat"])
+        for rel in tree.corrupt + tree.not_images:
+            (tree.root / rel).unlink()
+        with caplog.at_level("INFO", logger="index_service.bulk"):
+            code, summary, _ = load(tmp_path, "caltech256", "--path", str(tree.root), *services(embedder, index))
+        assert code == EXIT_OK and summary["loaded"] == len(tree.images) >= 5
+        assert any("built after the load" in r.getMessage() for r in caplog.records)
+        stats = index.stub.Stats(index_pb2.StatsRequest(), timeout=10)
+        assert stats.index_state == index_pb2.INDEX_STATE_READY and index.deps.repo.bulk.waiting() == []
+    finally:
+        stop_index(index)

@@ -132,9 +132,12 @@ def test_load_survives_a_fault_with_one_row_and_one_file_per_image(
         metas = client.metas()
         stored = {p.name for p in (data_dir / "media").rglob("*") if p.is_file()}
         assert len(metas) == IMAGES and {m.sha256 for m in metas} <= stored, "a row without its file"
-        # The cleanup pass: a restarted index sweeps at start-up, before it reports SERVING.
+        # The cleanup pass: a restarted index sweeps at start-up, in the background once it is SERVING.
         index.stop()
         index.start(INDEX_ORPHAN_GRACE_S="0")
+        deadline = time.monotonic() + 60
+        while len([p for p in (data_dir / "media").rglob("*") if p.is_file()]) > IMAGES and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert_one_row_per_image(client, names, data_dir / "media")  # type: ignore[arg-type]
     finally:
         if proc is not None and proc.poll() is None:
