@@ -12,7 +12,7 @@ function addFilters(params) {
   for (const tag of filterState.tags) params.append("tag", tag);
   if (filterState.tags.size > 1 && document.getElementById("tags-all").checked) params.set("tags", "all");
   const fields = { taken_from: "taken-from", taken_until: "taken-until", camera: "camera-filter",
-    has_location: "location-filter", sort: "sort-select" };
+    has_location: "location-filter", sort: "sort-select", cutoff_gap: "cutoff-gap" };
   for (const [name, id] of Object.entries(fields)) {
     const value = document.getElementById(id).value.trim();
     if (value && !(name === "sort" && value === "relevance")) params.set(name, value);
@@ -84,7 +84,7 @@ function initFilters(params) {
   for (const tag of params.getAll("tag")) if (tag.trim()) filterState.tags.add(tag.trim());
   document.getElementById(params.get("tags") === "all" ? "tags-all" : "tags-any").checked = true;
   const fields = { taken_from: "taken-from", taken_until: "taken-until", camera: "camera-filter",
-    has_location: "location-filter", sort: "sort-select" };
+    has_location: "location-filter", sort: "sort-select", cutoff_gap: "cutoff-gap" };
   for (const [name, id] of Object.entries(fields)) {
     const value = params.get(name);
     const input = document.getElementById(id);
@@ -102,7 +102,7 @@ function initFilters(params) {
   document.getElementById("filter-panel").addEventListener("keydown", (e) => {
     if (e.key === "Escape") { e.preventDefault(); toggleFilterPanel(false); document.getElementById("open-filters").focus(); }
   });
-  for (const id of ["taken-from", "taken-until", "location-filter", "sort-select", "tags-any", "tags-all"]) {
+  for (const id of ["taken-from", "taken-until", "location-filter", "sort-select", "tags-any", "tags-all", "cutoff-gap"]) {
     document.getElementById(id).addEventListener("change", filtersChanged);
   }
   let cameraTimer = 0;

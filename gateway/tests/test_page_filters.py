@@ -248,3 +248,21 @@ def test_an_upload_shows_the_new_pictures(page: object, api: httpx.Client, tmp_p
     page.wait_for_function("() => new URLSearchParams(location.search).get('q') === 'harbour'")  # type: ignore[attr-defined]
     page.wait_for_function(SETTLED)  # type: ignore[attr-defined]
     assert "just added" not in page.text_content("#status-text")  # type: ignore[attr-defined]
+
+
+def test_weak_matches_are_dimmed_not_hidden(page: object, api: httpx.Client, photos: dict[str, list[int]]) -> None:
+    page.goto(f"{page.base}/?q=a+photo&tag=page-dates")  # type: ignore[attr-defined]
+    page.wait_for_function(SETTLED)  # type: ignore[attr-defined]
+    everything = card_ids(page)
+    assert not page.query_selector(".card.below-cutoff")  # type: ignore[attr-defined]
+    page.click("#open-filters")  # type: ignore[attr-defined]
+    page.select_option("#cutoff-gap", "0.02")  # type: ignore[attr-defined]
+    wait_url(page, "cutoff_gap=0.02")
+    r = api.get("/api/search", params={"k": 24, "q": "a photo", "tag": "page-dates", "cutoff_gap": 0.02})
+    hits = r.json()["hits"]
+    weak = {h["id"] for h in hits if h["below_cutoff"]}
+    assert weak and len(weak) < len(hits)  # the tiny model's scores spread wider than 0.02 over these photos
+    assert card_ids(page) == everything  # nothing hidden
+    dimmed = page.eval_on_selector_all(".card.below-cutoff", "cs => cs.map(c => +c.dataset.id)")  # type: ignore[attr-defined]
+    assert set(dimmed) == weak and everything[0] not in weak
+    shot(page, "13-weak-matches-dimmed")
