@@ -33,6 +33,7 @@ from index_service.metrics import ADOPTED
 from index_service.pool import one_row, run_tx
 from index_service.repository import Repository
 from index_service.shas import lock_keys as _lock_keys
+from semsearch_common.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -62,25 +63,16 @@ class Report:
             self.problems[row_id] = why
 
 
-class Adopter:
-    """The background walk over adopted rows; `done` is set once every collection was walked."""
+class Adopter(Worker):
+    """The background walk over adopted rows (it begins once the database is migrated and never holds up
+    start-up or health); `done` is set once every collection was walked."""
 
     def __init__(self, config: Config, repo: Repository, media: MediaStore) -> None:
+        super().__init__("index-adopt")
         self.config, self.repo, self.media = config, repo, media
         self.report = Report()
         self.done = threading.Event()
-        self._stop = threading.Event()
         self._after: dict[str, int] = {}  # table -> last id walked, so a retried pass resumes
-        self._thread = threading.Thread(target=self._loop, name="index-adopt", daemon=True)
-
-    def start(self) -> None:
-        """Begin once the database is migrated; never holds up start-up or health."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop after the current row."""
-        self._stop.set()
-        self._thread.join(timeout=10)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

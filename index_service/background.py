@@ -8,12 +8,12 @@ Here it walks the store a few hundred files at a time, pausing between steps, on
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from index_service.domain import NotFound, ServiceError
+from semsearch_common.worker import Worker
 
 if TYPE_CHECKING:
     from index_service.config import Config
@@ -25,26 +25,17 @@ log = logging.getLogger(__name__)
 MIN_SWEEP_INTERVAL_S = 60.0
 
 
-class Background:
-    """One daemon thread: builds the indexes bulk loads deferred, and sweeps the media store step by step."""
+class Background(Worker):
+    """One daemon thread: builds the indexes bulk loads deferred, and sweeps the media store step by step
+    (stopping lets an index build in progress run to its end)."""
 
     def __init__(self, config: Config, repo: Repository, media: MediaStore) -> None:
+        super().__init__("index-background")
         self.config, self.repo, self.media = config, repo, media
-        self._stop = threading.Event()
         self._sweep: Iterator[int] | None = None
         self._sweep_removed = 0
         self._next_sweep = 0.0  # monotonic: the first pass starts once the database is ready
         self.sweeps_done = 0
-        self._thread = threading.Thread(target=self._loop, name="index-background", daemon=True)
-
-    def start(self) -> None:
-        """Start the thread."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop after the current step (an index build in progress runs to its end)."""
-        self._stop.set()
-        self._thread.join(timeout=10)
 
     @property
     def sweeping(self) -> bool:

@@ -26,6 +26,7 @@ from index_service import catalog
 from index_service.catalog import Coll
 from index_service.dialects import Dialect
 from index_service.pool import one_row
+from semsearch_common.worker import Worker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -168,26 +169,16 @@ class Breadth:
             return ef
 
 
-class RecallKeeper:
+class RecallKeeper(Worker):
     """Background thread: per collection, measure recall when due and widen the breadth below target."""
 
     def __init__(self, breadth: Breadth, dialect: Callable[[], Dialect], tx: Tx,
                  collections: Callable[[], list[Coll]], target: float, queries: int, interval_s: float,
                  budget_s: float, on_widen: Callable[[Coll, int], None] | None = None) -> None:
+        super().__init__("index-recall")
         self.breadth, self.dialect, self.tx, self.collections = breadth, dialect, tx, collections
         self.target, self.queries, self.interval_s, self.budget_s = target, queries, interval_s, budget_s
         self.on_widen = on_widen
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="index-recall", daemon=True)
-
-    def start(self) -> None:
-        """Start measuring in the background."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop after the current query."""
-        self._stop.set()
-        self._thread.join(timeout=10)
 
     def _loop(self) -> None:
         while not self._stop.wait(min(30.0, self.interval_s)):
