@@ -1,10 +1,10 @@
-"""Derived bundles: int8 (dynamic quantization, for CPUs) and fp16 (for GPUs). ONNX tools only, no torch."""
+"""Derived bundles: int8 (static or dynamic quantization, for CPUs) and fp16 (for GPUs). ONNX tools only, no torch."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ REDUCE_RANGE = True
 # MatMul only: the patch-embedding Conv (the vision stem) stays fp32. The text tower also quantizes its
 # token-embedding Gather: 100 MB of the 250 MB file, for 0.0001 of cosine.
 OP_TYPES = {bundles.IMAGE_FILE: ["MatMul"], bundles.TEXT_FILE: ["MatMul", "Gather"]}
+METHODS = ("static", "dynamic")
+DEFAULT_METHOD = "static"
 
 
 class QuantizeError(Exception):
@@ -115,11 +117,37 @@ def _derive(src_dir: str | Path, dst_dir: str | Path, precision: str,
     return result
 
 
-def make_int8(src_dir: str | Path, dst_dir: str | Path) -> Bundle:
-    """An int8 bundle (dynamic quantization of MatMul weights) from an fp32 bundle, for CPU serving."""
-    settings = {"method": "onnxruntime dynamic", "weight_type": WEIGHT_TYPE, "per_channel": PER_CHANNEL,
-                "reduce_range": REDUCE_RANGE, "op_types": OP_TYPES}
-    return _derive(src_dir, dst_dir, "int8", _int8_graph, settings)
+def make_int8(src_dir: str | Path, dst_dir: str | Path, method: str = DEFAULT_METHOD,
+              calibration: Sequence[bytes] = ()) -> Bundle:
+    """An int8 bundle from an fp32 bundle, for CPU serving.
+
+    method "static": the image tower calibrated ahead of time (QDQ, see calibrate.py; calibration: encoded
+    images, synthetic ones when empty); "dynamic": activation ranges measured on every call. The text tower
+    is dynamic in both (short queries; its big table is a Gather that only needs 8-bit weights).
+    """
+    if method not in METHODS:
+        raise QuantizeError(f"unknown int8 method {method!r}; choose one of {', '.join(METHODS)}")
+    settings: dict[str, Any] = {"method": f"onnxruntime {method}", "weight_type": WEIGHT_TYPE,
+                                "per_channel": PER_CHANNEL, "reduce_range": REDUCE_RANGE, "op_types": OP_TYPES}
+    convert = _int8_graph
+    if method == "static":
+        from embedder_service.models import calibrate
+
+        pixels = calibrate.calibration_pixels(bundles.load(src_dir), calibration)
+        settings.update(image="static QDQ, min/max calibration", activation_type=calibrate.ACTIVATION_TYPE,
+                        calibration_images=len(pixels),
+                        calibration_source="given images" if calibration else "synthetic image-like JPEGs",
+                        text="dynamic")
+
+        def convert(src: Path, dst: Path) -> None:
+            if src.name != bundles.IMAGE_FILE:
+                _int8_graph(src, dst)
+                return
+            keep = [name for name in output_matmuls(onnx.load(str(src))) if name]
+            with _quiet_root_logger():
+                calibrate.static_image_graph(src, dst, pixels, keep, OP_TYPES[bundles.IMAGE_FILE])
+
+    return _derive(src_dir, dst_dir, "int8", convert, settings)
 
 
 def make_fp16(src_dir: str | Path, dst_dir: str | Path) -> Bundle:
