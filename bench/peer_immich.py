@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -83,14 +84,21 @@ def immich_caller(port: int, images: list[bytes]) -> Callable[[int], object]:
     local: dict[int, http.client.HTTPConnection] = {}
 
     def call(i: int) -> object:
-        import threading
-
         key = threading.get_ident()
-        conn = local.get(key) or local.setdefault(key, http.client.HTTPConnection("127.0.0.1", port, timeout=120))
         body, ctype = bodies[i % len(bodies)]
-        conn.request("POST", "/predict", body=body, headers={"Content-Type": ctype})
-        response = conn.getresponse()
-        data = response.read()
+        for attempt in range(2):
+            conn = local.get(key) or local.setdefault(key, http.client.HTTPConnection("127.0.0.1", port, timeout=120))
+            try:
+                conn.request("POST", "/predict", body=body, headers={"Content-Type": ctype})
+                response = conn.getresponse()
+                data = response.read()
+                break
+            except (http.client.HTTPException, ConnectionError):
+                # A kept-alive connection the server closed between windows: open a new one, once.
+                conn.close()
+                del local[key]
+                if attempt:
+                    raise
         if response.status != 200:
             raise RuntimeError(f"immich /predict answered {response.status}: {data[:200]!r}")
         return data
@@ -154,6 +162,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--immich", type=Path, help="immich's machine-learning/ folder (of a checkout)")
     parser.add_argument("--venv", type=Path, help="virtual environment with immich's dependencies")
+    parser.add_argument("--fp32", type=Path, help="fp32 ViT-B/32 bundle (default: the cached random one)")
+    parser.add_argument("--int8", type=Path, help="its int8 bundle (default: the cached random one)")
     parser.add_argument("--quick", action="store_true", help="shorter windows and fewer rounds (a smoke run)")
     parser.add_argument("--rounds", type=int, default=0, help="interleaved rounds (default 5, quick 2)")
     args = parser.parse_args()
@@ -164,12 +174,14 @@ def main() -> int:
         return 0
     rounds, min_s = args.rounds or (2 if args.quick else 5), 1.5 if args.quick else 4.0
     images = caltech_like(32 if args.quick else 64)
-    fp32 = export.cached_random_bundle(CACHE, "vit-b-32", "fp32")
-    int8 = export.cached_random_bundle(CACHE, "vit-b-32", "int8")
+    fp32 = args.fp32 or export.cached_random_bundle(CACHE, "vit-b-32", "fp32")
+    int8 = args.int8 or export.cached_random_bundle(CACHE, "vit-b-32", "int8")
     work = Path(tempfile.mkdtemp(prefix="peer-immich-"))
     ports = {name: free_port() for name in ("immich", "fp32", "int8")}
     immich_env = {"MACHINE_LEARNING_CACHE_FOLDER": str(immich_cache(fp32, work / "cache")),
                   "IMMICH_HOST": "127.0.0.1", "IMMICH_PORT": str(ports["immich"]), "MACHINE_LEARNING_MODEL_TTL": "0",
+                  # Keep-alive past the pauses between measurement windows (immich's default is 2 s).
+                  "MACHINE_LEARNING_HTTP_KEEPALIVE_TIMEOUT_S": "60",
                   "MACHINE_LEARNING_PRELOAD__CLIP__VISUAL": MODEL, "HF_HUB_OFFLINE": "1",
                   # immich's __main__ starts gunicorn as "python -m gunicorn": its venv must come first.
                   "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(args.immich)}

@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 # Signed weights use the fast kernel (u8 activations x s8 weights). 7-bit weights (reduce_range) cost a
 # little fidelity but cannot saturate the 16-bit intermediate sums of the AVX2 kernel that CPUs without
 # VNNI use (e.g. AMD Zen 2/3), so one int8 bundle is faithful on every x86 host.
+# Static QDQ (calibrate.py) against dynamic, same session options, 2 threads, AVX2 host without VNNI (a
+# different, far busier machine: load average 13-20 on 2 cores, times 10-20x the quiet ones, per-round
+# ratios spread 0.8-18x), medians of 12 interleaved rounds, min cosine to fp32 over 16 synthetic photos:
+#   threads spinning:  dynamic 0.9986, 1.81x fp32 at batch 1, 1.62x at 8; static 7-bit 0.9983, 1.67x, 1.64x
+#   threads sleeping:  dynamic 4.05x fp32 at batch 1, 2.22x at 8;       static 7-bit 4.97x, 2.87x
+#   static 8-bit weights (no reduce_range) 0.9987, 2.35x / 1.59x spinning
+# so static is the default (1.2-1.3x dynamic with sleeping threads, level with spinning ones).
 WEIGHT_TYPE = "QInt8"
 PER_CHANNEL = True
 REDUCE_RANGE = True
