@@ -1,12 +1,13 @@
 """Side by side with immich's machine-learning service: same random ViT-B/32 weights, same JPEGs, same cores.
 
-`python -m bench.peer_immich --immich PATH/machine-learning --venv VENV [--quick] [--rounds N]`:
+`python -m bench.peer_immich --immich PATH/machine-learning --venv VENV [--spin] [--quick] [--rounds N]`:
 PATH is an immich checkout (only its machine-learning/ folder is used), VENV a virtual environment with
 its Python dependencies and onnxruntime (see bench/README.md). The script writes our cached random fp32
 ViT-B/32 image tower into immich's model-cache layout under a temporary folder (as the model
 "ViT-B-32__openai", so immich serves it without downloading anything), starts immich on a loopback port
-and our embedder (fp32 and int8 bundles) as separate processes, and measures images/s of single-image
-requests from 1, 4 and 8 concurrent clients: POST /predict for immich, EmbedImages for ours. Engines
+and our embedder (fp32 and int8 bundles; with --spin also int8 with spinning threads) as separate
+processes, and measures images/s of single-image requests from 1, 4 and 8 concurrent clients: POST
+/predict for immich, EmbedImages for ours. Engines
 and client counts are interleaved round by round, so ratios compare windows measured moments apart on a
 shared machine. Without --immich/--venv (or when they are missing) it says so and exits 0.
 Writes bench/results/peer_immich.json.
@@ -27,7 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,9 @@ def main() -> int:
     parser.add_argument("--venv", type=Path, help="virtual environment with immich's dependencies")
     parser.add_argument("--fp32", type=Path, help="fp32 ViT-B/32 bundle (default: the cached random one)")
     parser.add_argument("--int8", type=Path, help="its int8 bundle (default: the cached random one)")
+    parser.add_argument("--spin", action="store_true",
+                        help="also measure our int8 with ONNX Runtime threads spinning (EMBEDDER_SPIN=1), as "
+                             "immich's do")
     parser.add_argument("--quick", action="store_true", help="shorter windows and fewer rounds (a smoke run)")
     parser.add_argument("--rounds", type=int, default=0, help="interleaved rounds (default 5, quick 2)")
     args = parser.parse_args()
@@ -177,7 +181,7 @@ def main() -> int:
     fp32 = args.fp32 or export.cached_random_bundle(CACHE, "vit-b-32", "fp32")
     int8 = args.int8 or export.cached_random_bundle(CACHE, "vit-b-32", "int8")
     work = Path(tempfile.mkdtemp(prefix="peer-immich-"))
-    ports = {name: free_port() for name in ("immich", "fp32", "int8")}
+    ports = {"immich": free_port()}
     immich_env = {"MACHINE_LEARNING_CACHE_FOLDER": str(immich_cache(fp32, work / "cache")),
                   "IMMICH_HOST": "127.0.0.1", "IMMICH_PORT": str(ports["immich"]), "MACHINE_LEARNING_MODEL_TTL": "0",
                   # Keep-alive past the pauses between measurement windows (immich's default is 2 s).
@@ -186,15 +190,20 @@ def main() -> int:
                   # immich's __main__ starts gunicorn as "python -m gunicorn": its venv must come first.
                   "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(args.immich)}
     ours_argv = [sys.executable, "-m", "embedder_service"]
+    ours = {"fp32": (fp32, "0"), "int8": (int8, "0")}
+    if args.spin:
+        ours["int8 spinning"] = (int8, "1")
     try:
-        with (process([str(python), "-m", "immich_ml"], immich_env, _pings(ports["immich"]), "immich", args.immich),
-              process(ours_argv, {"EMBEDDER_MODEL_DIR": str(fp32), "EMBEDDER_PORT": str(ports["fp32"]),
-                                  "EMBEDDER_PROVIDER": "cpu"}, _serves(ports["fp32"], images[0]), "ours-fp32", ROOT),
-              process(ours_argv, {"EMBEDDER_MODEL_DIR": str(int8), "EMBEDDER_PORT": str(ports["int8"]),
-                                  "EMBEDDER_PROVIDER": "cpu"}, _serves(ports["int8"], images[0]), "ours-int8", ROOT)):
-            callers = {"immich": immich_caller(ports["immich"], images),
-                       "ours fp32": ours_caller(ports["fp32"], images),
-                       "ours int8": ours_caller(ports["int8"], images)}
+        with ExitStack() as stack:
+            stack.enter_context(process([str(python), "-m", "immich_ml"], immich_env, _pings(ports["immich"]),
+                                        "immich", args.immich))
+            callers = {"immich": immich_caller(ports["immich"], images)}
+            for name, (bundle_dir, spin) in ours.items():
+                port = free_port()
+                env = {"EMBEDDER_MODEL_DIR": str(bundle_dir), "EMBEDDER_PORT": str(port), "EMBEDDER_PROVIDER": "cpu",
+                       "EMBEDDER_SPIN": spin}
+                stack.enter_context(process(ours_argv, env, _serves(port, images[0]), f"ours-{name}", ROOT))
+                callers[f"ours {name}"] = ours_caller(port, images)
             started = time.time()
             samples = interleaved(callers, CLIENTS, rounds, min_s)
     finally:
@@ -202,7 +211,7 @@ def main() -> int:
     result: dict[str, Any] = {
         "machine": machine(), "load_average": os.getloadavg(), "rounds": rounds, "window_s": min_s,
         "seconds": time.time() - started, "images_per_s": samples,
-        "ratios": {e: ratios(samples, e, "immich") for e in ("ours fp32", "ours int8")}}
+        "ratios": {e: ratios(samples, e, "immich") for e in samples if e != "immich"}}
     rows = [{"engine": e, **{f"{c} clients img/s": statistics.median(samples[e][str(c)]) for c in CLIENTS}}
             for e in samples]
     print(table(rows, list(rows[0])))
