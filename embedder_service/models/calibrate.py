@@ -84,3 +84,17 @@ def static_image_graph(src: Path, dst: Path, pixels: NDArray[np.float32], keep: 
                     activation_type=getattr(QuantType, ACTIVATION_TYPE), weight_type=getattr(QuantType, WEIGHT_TYPE),
                     calibrate_method=CalibrationMethod.MinMax)
     onnx.checker.check_model(str(dst))
+
+
+def worst_cosine(reference: Path, candidate: Path, pixels: NDArray[np.float32]) -> float:
+    """Lowest per-row cosine between two image graphs' outputs on pixels, each image run alone."""
+    import onnxruntime as ort
+
+    def embed(path: Path) -> NDArray[np.float32]:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        rows = np.concatenate([session.run(None, {bundles.IMAGE_INPUT: pixels[i:i + 1]})[0]
+                               for i in range(len(pixels))])
+        unit: NDArray[np.float32] = rows / np.linalg.norm(rows, axis=1, keepdims=True)  # norm() is typed Any
+        return unit
+
+    return float((embed(reference) * embed(candidate)).sum(axis=1).min())

@@ -40,6 +40,7 @@ REDUCE_RANGE = True
 OP_TYPES = {bundles.IMAGE_FILE: ["MatMul"], bundles.TEXT_FILE: ["MatMul", "Gather"]}
 METHODS = ("static", "dynamic")
 DEFAULT_METHOD = "static"
+STATIC_FLOOR = 0.99  # a static image tower below this cosine to fp32 (per row) falls back to dynamic
 
 
 class QuantizeError(Exception):
@@ -146,6 +147,9 @@ def make_int8(src_dir: str | Path, dst_dir: str | Path, method: str = DEFAULT_ME
                         calibration_source="given images" if calibration else "synthetic image-like JPEGs",
                         text="dynamic")
 
+        held_out = calibrate.calibration_pixels(bundles.load(src_dir), [calibrate.synthetic_photo(seed)
+                                                                         for seed in range(10_000, 10_008)])
+
         def convert(src: Path, dst: Path) -> None:
             if src.name != bundles.IMAGE_FILE:
                 _int8_graph(src, dst)
@@ -153,6 +157,15 @@ def make_int8(src_dir: str | Path, dst_dir: str | Path, method: str = DEFAULT_ME
             keep = [name for name in output_matmuls(onnx.load(str(src))) if name]
             with _quiet_root_logger():
                 calibrate.static_image_graph(src, dst, pixels, keep, OP_TYPES[bundles.IMAGE_FILE])
+            # Checked, not assumed: some towers (a tiny SigLIP's attention-pooling head) have activation
+            # ranges that fixed scales cannot hold; those keep dynamic quantization.
+            worst = calibrate.worst_cosine(src, dst, held_out)
+            settings["static_min_cosine"] = round(worst, 6)
+            if worst < STATIC_FLOOR:
+                log.warning("%s: static int8 gives cosine %.4f to fp32 (< %.2f); quantizing it dynamically",
+                            src.name, worst, STATIC_FLOOR)
+                settings["image"] = f"dynamic (static gave min cosine {worst:.4f})"
+                _int8_graph(src, dst)
 
     return _derive(src_dir, dst_dir, "int8", convert, settings)
 

@@ -85,6 +85,7 @@ def test_static_int8_quantizes_linear_layers_with_qdq_but_not_stem_or_projection
     assert not from_dq & set(projection[0].input), "the projection stays fp32"
     extra = bundles.load(int8_dir).extra["int8"]
     assert extra["method"] == "onnxruntime static" and extra["calibration_source"] == "synthetic image-like JPEGs"
+    assert extra["image"].startswith("static") and extra["static_min_cosine"] >= quantize.STATIC_FLOOR
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
