@@ -5,7 +5,9 @@ and int8, serves each in process over gRPC and measures, in the same run: images
 at batch 1/8/32 and with 1/2/4/8/16 concurrent single-image clients, the model alone on pre-decoded
 pixels, short-text latency (with every sample kept for the report's distributions), and the same model
 in PyTorch/transformers on the same inputs (batches, and the same numbers of threads each embedding one
-image at a time). Writes bench/results/embedder.json.
+image at a time). Then, head to head with the engines interleaved round by round (`--rounds`): one
+client's single-image latency and images/s from 1, 4 and 8 single-image clients, with the int8 / fp32,
+int8 / PyTorch and fp32 / PyTorch ratios per client count. Writes bench/results/embedder.json.
 """
 
 from __future__ import annotations
