@@ -5,17 +5,18 @@ and int8, serves each in process over gRPC and measures, in the same run: images
 at batch 1/8/32 and with 1/2/4/8/16 concurrent single-image clients, the model alone on pre-decoded
 pixels, short-text latency (with every sample kept for the report's distributions), and the same model
 in PyTorch/transformers on the same inputs (batches, and the same numbers of threads each embedding one
-image at a time). Writes bench/results/embedder.json.
+image at a time). Then, head to head with the engines interleaved round by round (`--rounds`): one
+client's single-image latency and images/s from 1, 4 and 8 single-image clients, with the int8 / fp32,
+int8 / PyTorch and fp32 / PyTorch ratios per client count. Writes bench/results/embedder.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from bench.common import machine, numpy_matmul_gflops, percentiles, rate, table, write
+from bench.interleave import Call, describe, interleaved, latencies, ratios, threads_rate
 from embedder_service.config import EmbedderConfig
 from embedder_service.engine import Engine
 from embedder_service.model import ClipModel
@@ -37,6 +39,7 @@ from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "bench-bundles"
 CONCURRENCY = (1, 2, 4, 8, 16)
+HEAD_TO_HEAD = (1, 4, 8)  # client counts of the interleaved comparison (issue 14: 1 client, 4 and 8)
 QUERIES = ["a dog on a beach", "a red car", "two people riding bicycles", "a bowl of soup",
            "an airplane in the sky", "a cat sleeping on a sofa", "mountains at sunset", "a guitar"]
 
@@ -82,13 +85,7 @@ def _real_photos() -> list[Image.Image]:
 def measure_ours(bundle_dir: Path, caltech: list[bytes], large: list[bytes], threads: int,
                  min_s: float) -> dict[str, Any]:
     """Our service over gRPC, plus the bare model on pre-decoded pixels."""
-    model = ClipModel(bundle.load(bundle_dir), "cpu", threads)
-    config = EmbedderConfig(port=0, max_batch=32, max_images_per_request=64)
-    server = create_server(config, Engine(model, config))
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}",
-                                    options=[("grpc.max_receive_message_length", 256 << 20)])
-    stub = embedder_pb2_grpc.EmbedderStub(channel)
-    try:
+    with serving(bundle_dir, threads) as (model, stub):
         spec = PreprocessSpec()
         pixels = np.stack([decode(d, spec).pixels for d in caltech[:32]])
         model.embed_pixels(pixels[:8])
@@ -100,10 +97,22 @@ def measure_ours(bundle_dir: Path, caltech: list[bytes], large: list[bytes], thr
         out["jpeg_8_clients"] = out["jpeg_clients"]["8"]
         out.update(_text_latency(stub, min_s))
         out["providers"] = model.providers
+    return out
+
+
+@contextmanager
+def serving(bundle_dir: Path, threads: int) -> Iterator[tuple[ClipModel, embedder_pb2_grpc.EmbedderStub]]:
+    """The bundle served in process over gRPC on a free port, and a stub to call it."""
+    model = ClipModel(bundle.load(bundle_dir), "cpu", threads)
+    config = EmbedderConfig(port=0, max_batch=32, max_images_per_request=64)
+    server = create_server(config, Engine(model, config))
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}",
+                                    options=[("grpc.max_receive_message_length", 256 << 20)])
+    try:
+        yield model, embedder_pb2_grpc.EmbedderStub(channel)
     finally:
         channel.close()
         server.stop(1)
-    return out
 
 
 def _grpc_rate(stub: embedder_pb2_grpc.EmbedderStub, datas: list[bytes], batch: int, min_s: float) -> float:
@@ -123,29 +132,7 @@ def _grpc_rate(stub: embedder_pb2_grpc.EmbedderStub, datas: list[bytes], batch: 
 def _concurrent_rate(stub: embedder_pb2_grpc.EmbedderStub, datas: list[bytes], clients: int, min_s: float) -> float:
     """Images/s of `clients` threads each sending single-image requests back to back for min_s."""
     requests = [embedder_pb2.EmbedImagesRequest(images=[embedder_pb2.ImageInput(data=d)]) for d in datas]
-    return _threads_rate(clients, min_s, lambda i: stub.EmbedImages(requests[i % len(requests)], timeout=120))
-
-
-def _threads_rate(clients: int, min_s: float, call: Callable[[int], object]) -> float:
-    """Calls/s of `clients` threads calling call(i) in a loop until min_s has passed (at least 2 calls each)."""
-    gate = threading.Barrier(clients + 1)
-    deadline = [0.0]
-
-    def client(c: int) -> int:
-        gate.wait()
-        done = 0
-        while done < 2 or time.perf_counter() < deadline[0]:
-            call(c * 7919 + done)
-            done += 1
-        return done
-
-    with ThreadPoolExecutor(clients) as pool:
-        futures = [pool.submit(client, c) for c in range(clients)]
-        started = time.perf_counter()
-        deadline[0] = started + max(min_s, 0.5)
-        gate.wait()
-        done = sum(f.result() for f in futures)
-        return done / (time.perf_counter() - started)
+    return threads_rate(clients, min_s, lambda i: stub.EmbedImages(requests[i % len(requests)], timeout=120))
 
 
 def _text_latency(stub: embedder_pb2_grpc.EmbedderStub, min_s: float) -> dict[str, Any]:
@@ -165,16 +152,14 @@ def _text_latency(stub: embedder_pb2_grpc.EmbedderStub, min_s: float) -> dict[st
             "text_samples_ms": [round(x * 1000, 3) for x in samples]}
 
 
-def measure_torch(caltech: list[bytes], threads: int, min_s: float, bundle_dir: Path) -> dict[str, Any]:
-    """The same random weights in PyTorch/transformers, with transformers' own image processor (bundle_dir: the
-    bundle whose tokenizer feeds it)."""
+def torch_reference(threads: int) -> tuple[Any, Callable[[list[bytes]], None]]:
+    """The random ViT-B/32 in PyTorch/transformers, and a function embedding JPEGs with its own processor."""
     import torch
     from transformers import CLIPImageProcessor
 
     torch.set_num_threads(threads)
     model = export.random_clip("vit-b-32", seed=0)
     processor = CLIPImageProcessor()
-    out: dict[str, Any] = {}
 
     def images_fn(datas: list[bytes]) -> None:
         pil = [Image.open(io.BytesIO(d)).convert("RGB") for d in datas]
@@ -182,12 +167,52 @@ def measure_torch(caltech: list[bytes], threads: int, min_s: float, bundle_dir: 
         with torch.inference_mode():
             model.get_image_features(pixel_values=pixels)
 
+    return model, images_fn
+
+
+def measure_head_to_head(caltech: list[bytes], threads: int, min_s: float, rounds: int,
+                         bundle_dirs: dict[str, Path]) -> dict[str, Any]:
+    """Ours in each precision and PyTorch on single-image requests: 1 client's latency and 1/4/8 clients'
+    images/s, interleaved round by round so that the ratios compare moments, not minutes, of a shared machine."""
+    _, torch_fn = torch_reference(threads)
+    with ExitStack() as stack:
+        callers: dict[str, Call] = {}
+        for precision, bundle_dir in bundle_dirs.items():
+            _, stub = stack.enter_context(serving(bundle_dir, threads))
+            requests = [embedder_pb2.EmbedImagesRequest(images=[embedder_pb2.ImageInput(data=d)]) for d in caltech]
+            callers[f"ours {precision}"] = partial(_one_image, stub, requests)
+        callers["PyTorch fp32"] = lambda i: torch_fn([caltech[i % len(caltech)]])
+        samples = interleaved(callers, HEAD_TO_HEAD, rounds, min_s)
+        waits: dict[str, list[float]] = {engine: [] for engine in callers}
+        for _ in range(rounds):  # batch-1 latency, one client: where a single search waits
+            for engine, call in callers.items():
+                waits[engine] += latencies(call, min_s / 2, at_least=10)
+    engines = list(callers)
+    pairs = [(a, b) for a in engines for b in engines if a != b and a.startswith("ours") and
+             (b == "PyTorch fp32" or (a, b) == ("ours int8", "ours fp32"))]
+    return {"rounds": rounds, "window_s": min_s, "images_per_s": samples,
+            "b1_latency": {e: percentiles(w) for e, w in waits.items()},
+            "ratios": {f"{a} / {b}": ratios(samples, a, b) for a, b in pairs}}
+
+
+def _one_image(stub: embedder_pb2_grpc.EmbedderStub, requests: list[embedder_pb2.EmbedImagesRequest],
+               i: int) -> object:
+    return stub.EmbedImages(requests[i % len(requests)], timeout=120)
+
+
+def measure_torch(caltech: list[bytes], threads: int, min_s: float, bundle_dir: Path) -> dict[str, Any]:
+    """The same random weights in PyTorch/transformers, with transformers' own image processor (bundle_dir: the
+    bundle whose tokenizer feeds it)."""
+    import torch
+
+    model, images_fn = torch_reference(threads)
+    out: dict[str, Any] = {}
     for batch in (1, 8, 32):
         chunk = caltech[:batch]
         images_fn(chunk)
         out[f"jpeg_b{batch}"] = rate(batch, partial(images_fn, chunk), min_s)
     one = caltech[:64]
-    out["jpeg_clients"] = {str(c): _threads_rate(c, min_s, lambda i: images_fn([one[i % len(one)]]))
+    out["jpeg_clients"] = {str(c): threads_rate(c, min_s, lambda i: images_fn([one[i % len(one)]]))
                            for c in CONCURRENCY}
     tokenizer = TextTokenizer.of(bundle.load(bundle_dir))
     samples = []
@@ -209,6 +234,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer images and shorter timings (a smoke run)")
     parser.add_argument("--threads", type=int, default=0, help="inference threads (0 = one per core)")
     parser.add_argument("--precisions", default="fp32,int8", help="bundles to measure")
+    parser.add_argument("--rounds", type=int, default=0, help="rounds of the interleaved single-image comparison "
+                                                                  "(default 5, quick 2)")
     args = parser.parse_args()
     min_s = 1.0 if args.quick else 6.0
     caltech = caltech_like(64 if args.quick else 128)
@@ -216,10 +243,12 @@ def main() -> None:
     threads = args.threads or (__import__("os").cpu_count() or 1)
     result: dict[str, Any] = {"machine": machine(), "numpy_fp32_gflops": numpy_matmul_gflops(),
                     "image_gflop_per_item": vit_b32_image_gflop(), "ours": {}}
-    for precision in args.precisions.split(","):
-        bundle_dir = export.cached_random_bundle(CACHE, "vit-b-32", precision)
+    bundle_dirs = {p: export.cached_random_bundle(CACHE, "vit-b-32", p) for p in args.precisions.split(",")}
+    for precision, bundle_dir in bundle_dirs.items():
         result["ours"][precision] = measure_ours(bundle_dir, caltech, large, threads, min_s)
     result["torch_fp32"] = measure_torch(caltech, threads, min_s, bundle_dir)
+    result["head_to_head"] = measure_head_to_head(caltech, threads, min_s / 2, args.rounds or (2 if args.quick else 5),
+                                                  bundle_dirs)
     report(result)
     print(f"\nwrote {write('embedder', result)}")
 
@@ -259,6 +288,16 @@ def report(r: dict[str, Any]) -> None:
               f"{goals[p]['8_clients_vs_b32']:.0%} of batch 32; {goals[p]['fraction_of_numpy_peak']:.0%} "
               f"of the numpy fp32 peak")
     r["ratios"] = goals
+    h2h = r.get("head_to_head")
+    if h2h:
+        print(f"\nsingle-image requests, interleaved ({h2h['rounds']} rounds of {h2h['window_s']:.1f} s windows; "
+              "median ratio of the rounds, min-max in brackets):")
+        rows = [{"engine": e, "b1 p50 ms": h2h["b1_latency"][e]["p50_ms"], "b1 p99 ms": h2h["b1_latency"][e]["p99_ms"],
+                 **{f"{c} clients img/s": float(np.median(h2h["images_per_s"][e][str(c)])) for c in HEAD_TO_HEAD}}
+                for e in h2h["images_per_s"]]
+        print(table(rows, list(rows[0])))
+        for pair, by_clients in h2h["ratios"].items():
+            print(describe(pair, by_clients))
 
 
 if __name__ == "__main__":

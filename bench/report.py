@@ -123,6 +123,15 @@ def embedder_section(emb: dict[str, Any], plot: Callable[..., str]) -> tuple[str
     if "int8" in emb.get("ours", {}):
         v = emb["ours"]["int8"]["text_p50_ms"]
         goals.append(("embedder", "short text query p50 ≤ 15 ms (int8)", f"{v:.1f} ms", v <= 15))
+    h2h = emb.get("head_to_head")
+    if h2h:
+        def cell(r: dict[str, float]) -> str:
+            return f"{r['median']:.2f}× ({r['min']:.2f}–{r['max']:.2f})"
+
+        rows = [{"ratio": pair, **{f"{c} client{'s' if c != '1' else ''}": cell(r) for c, r in by.items()}}
+                for pair, by in h2h["ratios"].items()]
+        text += ["", f"Single-image requests, engines interleaved over {h2h['rounds']} rounds: median of the "
+                 "per-round ratios, min–max in brackets.", "", table(rows, list(rows[0]))]
     return "\n".join(text), goals
 
 

@@ -56,6 +56,10 @@ class EmbedderConfig:
     drain_s: float = 0.0
     log_level: str = "INFO"
     log_format: str = "text"
+    # ONNX Runtime's worker threads spin between operators instead of sleeping. Off: on a machine whose
+    # cores are shared (with the decode pool, the gRPC threads, other services) spinning threads take the
+    # cores the others need; measured 2-3x slower single images there (bench/README.md, issue 14).
+    spin: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EmbedderConfig:

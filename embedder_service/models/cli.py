@@ -125,7 +125,11 @@ def cmd_int8(args: argparse.Namespace) -> int:
     """int8: quantize a bundle for CPUs."""
     from embedder_service.models import quantize
 
-    return _report(quantize.make_int8(args.src, args.out))
+    calibration = sorted(Path(args.calibration).glob("*.jp*g")) if args.calibration else []
+    if args.calibration and not calibration:
+        raise quantize.QuantizeError(f"{args.calibration}: no .jpg or .jpeg files to calibrate on")
+    return _report(quantize.make_int8(args.src, args.out, method=args.method,
+                                      calibration=[path.read_bytes() for path in calibration]))
 
 
 def cmd_fp16(args: argparse.Namespace) -> int:
@@ -234,11 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab", metavar="FILE", help="BPE vocabulary .txt.gz (default: the shared or open_clip copy)")
     out_option(p)
 
-    for name, run, what in (("int8", cmd_int8, "an int8 bundle (dynamic quantization) for CPU serving"),
-                            ("fp16", cmd_fp16, "an fp16 bundle (float32 inputs and outputs) for GPU serving")):
-        p = command(name, run, f"convert an fp32 bundle into {what}")
-        p.add_argument("src", metavar="SRC", help="fp32 bundle directory")
-        out_option(p)
+    p = command("int8", cmd_int8, "convert an fp32 bundle into an int8 bundle for CPU serving")
+    p.add_argument("src", metavar="SRC", help="fp32 bundle directory")
+    out_option(p)
+    p.add_argument("--method", choices=("static", "dynamic"), default="static",
+                   help="static (default): image tower calibrated ahead of time, QDQ with per-channel weights; "
+                        "dynamic: activation ranges measured on every call (the text tower is dynamic in both)")
+    p.add_argument("--calibration", metavar="DIR",
+                   help="with --method static: calibrate on the JPEGs in DIR (default: synthetic image-like ones)")
+
+    p = command("fp16", cmd_fp16, "convert an fp32 bundle into an fp16 bundle (float32 inputs and outputs) for "
+                                  "GPU serving")
+    p.add_argument("src", metavar="SRC", help="fp32 bundle directory")
+    out_option(p)
 
     p = command("list", cmd_list, "print the known ready-made models: name, family, dim, image size, languages, "
                                   "download size, source")

@@ -1,10 +1,10 @@
-"""Derived bundles: int8 (dynamic quantization, for CPUs) and fp16 (for GPUs). ONNX tools only, no torch."""
+"""Derived bundles: int8 (static or dynamic quantization, for CPUs) and fp16 (for GPUs). ONNX tools only, no torch."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,22 @@ log = logging.getLogger(__name__)
 # Signed weights use the fast kernel (u8 activations x s8 weights). 7-bit weights (reduce_range) cost a
 # little fidelity but cannot saturate the 16-bit intermediate sums of the AVX2 kernel that CPUs without
 # VNNI use (e.g. AMD Zen 2/3), so one int8 bundle is faithful on every x86 host.
+# Static QDQ (calibrate.py) against dynamic, same session options, 2 threads, AVX2 host without VNNI (a
+# different, far busier machine: load average 13-20 on 2 cores, times 10-20x the quiet ones, per-round
+# ratios spread 0.8-18x), medians of 12 interleaved rounds, min cosine to fp32 over 16 synthetic photos:
+#   threads spinning:  dynamic 0.9986, 1.81x fp32 at batch 1, 1.62x at 8; static 7-bit 0.9983, 1.67x, 1.64x
+#   threads sleeping:  dynamic 4.05x fp32 at batch 1, 2.22x at 8;       static 7-bit 4.97x, 2.87x
+#   static 8-bit weights (no reduce_range) 0.9987, 2.35x / 1.59x spinning
+# so static is the default (1.2-1.3x dynamic with sleeping threads, level with spinning ones).
 WEIGHT_TYPE = "QInt8"
 PER_CHANNEL = True
 REDUCE_RANGE = True
 # MatMul only: the patch-embedding Conv (the vision stem) stays fp32. The text tower also quantizes its
 # token-embedding Gather: 100 MB of the 250 MB file, for 0.0001 of cosine.
 OP_TYPES = {bundles.IMAGE_FILE: ["MatMul"], bundles.TEXT_FILE: ["MatMul", "Gather"]}
+METHODS = ("static", "dynamic")
+DEFAULT_METHOD = "static"
+STATIC_FLOOR = 0.99  # a static image tower below this cosine to fp32 (per row) falls back to dynamic
 
 
 class QuantizeError(Exception):
@@ -115,11 +125,49 @@ def _derive(src_dir: str | Path, dst_dir: str | Path, precision: str,
     return result
 
 
-def make_int8(src_dir: str | Path, dst_dir: str | Path) -> Bundle:
-    """An int8 bundle (dynamic quantization of MatMul weights) from an fp32 bundle, for CPU serving."""
-    settings = {"method": "onnxruntime dynamic", "weight_type": WEIGHT_TYPE, "per_channel": PER_CHANNEL,
-                "reduce_range": REDUCE_RANGE, "op_types": OP_TYPES}
-    return _derive(src_dir, dst_dir, "int8", _int8_graph, settings)
+def make_int8(src_dir: str | Path, dst_dir: str | Path, method: str = DEFAULT_METHOD,
+              calibration: Sequence[bytes] = ()) -> Bundle:
+    """An int8 bundle from an fp32 bundle, for CPU serving.
+
+    method "static": the image tower calibrated ahead of time (QDQ, see calibrate.py; calibration: encoded
+    images, synthetic ones when empty); "dynamic": activation ranges measured on every call. The text tower
+    is dynamic in both (short queries; its big table is a Gather that only needs 8-bit weights).
+    """
+    if method not in METHODS:
+        raise QuantizeError(f"unknown int8 method {method!r}; choose one of {', '.join(METHODS)}")
+    settings: dict[str, Any] = {"method": f"onnxruntime {method}", "weight_type": WEIGHT_TYPE,
+                                "per_channel": PER_CHANNEL, "reduce_range": REDUCE_RANGE, "op_types": OP_TYPES}
+    convert = _int8_graph
+    if method == "static":
+        from embedder_service.models import calibrate
+
+        pixels = calibrate.calibration_pixels(bundles.load(src_dir), calibration)
+        settings.update(image="static QDQ, min/max calibration", activation_type=calibrate.ACTIVATION_TYPE,
+                        calibration_images=len(pixels),
+                        calibration_source="given images" if calibration else "synthetic image-like JPEGs",
+                        text="dynamic")
+
+        held_out = calibrate.calibration_pixels(bundles.load(src_dir), [calibrate.synthetic_photo(seed)
+                                                                         for seed in range(10_000, 10_008)])
+
+        def convert(src: Path, dst: Path) -> None:
+            if src.name != bundles.IMAGE_FILE:
+                _int8_graph(src, dst)
+                return
+            keep = [name for name in output_matmuls(onnx.load(str(src))) if name]
+            with _quiet_root_logger():
+                calibrate.static_image_graph(src, dst, pixels, keep, OP_TYPES[bundles.IMAGE_FILE])
+            # Checked, not assumed: some towers (a tiny SigLIP's attention-pooling head) have activation
+            # ranges that fixed scales cannot hold; those keep dynamic quantization.
+            worst = calibrate.worst_cosine(src, dst, held_out)
+            settings["static_min_cosine"] = round(worst, 6)
+            if worst < STATIC_FLOOR:
+                log.warning("%s: static int8 gives cosine %.4f to fp32 (< %.2f); quantizing it dynamically",
+                            src.name, worst, STATIC_FLOOR)
+                settings["image"] = f"dynamic (static gave min cosine {worst:.4f})"
+                _int8_graph(src, dst)
+
+    return _derive(src_dir, dst_dir, "int8", convert, settings)
 
 
 def make_fp16(src_dir: str | Path, dst_dir: str | Path) -> Bundle:
