@@ -41,6 +41,9 @@ class ServerSettings:
     metrics_prefix: str = "rpc"
 
 
+CALL_GRACE_MS = 6 * 3600 * 1000  # a call may outlive its connection's age by this much
+
+
 def options(message_limit: int) -> list[tuple[str, int]]:
     """Server channel arguments shared by every service."""
     return [
@@ -49,9 +52,11 @@ def options(message_limit: int) -> list[tuple[str, int]]:
         # grpcio turns SO_REUSEPORT on by default: a second instance would then share the port silently
         # and take half of the calls. Off, the second one fails to bind and says so.
         ("grpc.so_reuseport", 0),
-        # Callers re-resolve DNS when a connection ages out, so new replicas get traffic.
+        # Callers re-resolve DNS when a connection ages out, so new replicas get traffic. The aged connection
+        # takes no new calls but keeps those under way: its grace must outlast the longest call, and a
+        # BuildIndex of millions of rows or a loader's stream runs for many minutes (a minute cut them off).
         ("grpc.max_connection_age_ms", 300_000),
-        ("grpc.max_connection_age_grace_ms", 60_000),
+        ("grpc.max_connection_age_grace_ms", CALL_GRACE_MS),
     ]
 
 

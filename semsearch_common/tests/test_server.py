@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from semsearch_common import channels, errors, interceptor, status
 from semsearch_common.server import REFLECTION_V1, PortInUse, ServerSettings, create_server
+from semsearch_common.server import options as server_options
 
 SERVICE = "test.Echo"
 Text = wrappers_pb2.StringValue
@@ -174,3 +175,11 @@ def test_reflection_lists_the_services_in_both_versions(served: tuple, name: str
     replies = list(info(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
     names = {s.name for s in replies[0].list_services_response.service}
     assert {SERVICE, "grpc.health.v1.Health", REFLECTION_V1} <= names
+
+
+def test_calls_under_way_outlive_their_connections_age() -> None:
+    # An aged connection is closed once its calls end or the grace runs out: a minute cut off a BuildIndex of
+    # 300,000 rows (bench.growth), so the grace must outlast the longest unbounded call by far.
+    opts = dict(server_options(64 << 20))
+    assert opts["grpc.max_connection_age_ms"] == 300_000
+    assert opts["grpc.max_connection_age_grace_ms"] >= 3 * 3600 * 1000
