@@ -83,8 +83,26 @@ def failing(pg: object) -> None:
     pg.wait_for_function("() => /Retrying in/.test(document.getElementById('alert-countdown').textContent)")  # type: ignore[attr-defined]
 
 
+def filters(pg: object) -> None:
+    """The filter panel open over results dimmed below a relevance cutoff."""
+    search(pg, "a quiet beach")
+    pg.click("#open-filters")  # type: ignore[attr-defined]
+    pg.wait_for_selector("#filter-panel:not([hidden])")  # type: ignore[attr-defined]
+    pg.select_option("#cutoff-gap", "0.02")  # type: ignore[attr-defined]
+    pg.wait_for_function("() => location.search.includes('cutoff_gap=0.02')")  # type: ignore[attr-defined]
+
+
+def tagging(pg: object) -> None:
+    """Selecting results to tag them: the tag editor with one card chosen."""
+    search(pg, "a quiet beach")
+    pg.click("#select-mode")  # type: ignore[attr-defined]
+    pg.wait_for_selector("#tag-editor:not([hidden])")  # type: ignore[attr-defined]
+    pg.click(".card >> nth=0")  # type: ignore[attr-defined]
+    pg.wait_for_function("() => document.getElementById('selected-count').textContent.startsWith('1')")  # type: ignore[attr-defined]
+
+
 VIEWS: dict[str, Callable[[object], None]] = {"results": results, "viewer": viewer, "uploader": uploader,
-                                              "failing": failing}
+                                              "failing": failing, "filters": filters, "tagging": tagging}
 
 
 @pytest.mark.parametrize("view", VIEWS)
