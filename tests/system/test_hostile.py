@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import json
 import math
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -206,6 +207,8 @@ INJECTIONS = [
     "${jndi:ldap://127.0.0.1/a} {{7*7}} %s %n",
     "Ω 漢字 🙂 \u202eevil\u202c \ufeff",
 ]
+# Labels are tags (issue 12): one with a control character (tab, newline…) is refused, the rest stored verbatim.
+PLAIN = [s for s in INJECTIONS if not any(unicodedata.category(c) == "Cc" for c in s)]
 INDEX_SUFFIX = " (index)"  # labels stored straight in the index differ from those uploaded through the gateway
 TRAVERSALS = ["../../etc/passwd", "..\\..\\windows\\system32\\config\\sam", "/etc/shadow", "a/../../../../x.jpg"]
 
@@ -284,11 +287,12 @@ def upserted(hostile_stack: Stack, model_id: str, rss: RssSampler
                         list[tuple[str, index_pb2.UpsertItem, int]]]:
     """One Upsert batch: every hostile item that must be stored as plain text, every one that must fail, two good."""
     make = Items(model_id, hostile_stack.index.deps.repo.dim, seed=7)
-    kept = {f"label {s!r}": make(label=s + INDEX_SUFFIX) for s in INJECTIONS}
+    kept = {f"label {s!r}": make(label=s + INDEX_SUFFIX) for s in PLAIN}
     kept.update({f"file name {s!r}": make(file_name=s) for s in TRAVERSALS})
-    kept.update({"source injection": make(source="$(rm -rf /); `id`"), "label of 1000 characters": make(
-        label="L" * 1000), "good 1": make(), "good 2": make()})
-    bad = _bad_items(make)
+    kept.update({"source injection": make(source="$(rm -rf /); `id`"), "label of 100 characters": make(
+        label="L" * 100), "good 1": make(), "good 2": make()})
+    bad = [*_bad_items(make), ("label of 101 characters", make(label="L" * 101), INVALID),
+           *[(f"label {s!r}", make(label=s), INVALID) for s in INJECTIONS if s not in PLAIN]]
     request = index_pb2.UpsertRequest(items=[*kept.values(), *(item for _, item, _ in bad)])
     response = hostile_stack.index.stub.Upsert(request, timeout=30)
     results = list(response.results)
@@ -319,7 +323,7 @@ def test_index_upsert_stores_injection_strings_as_plain_text(hostile_stack: Stac
         m = metas[results[what].id]
         assert (m.label, m.source, m.file_name) == (item.label, item.source, item.file_name), what
     labels = {lc.label: lc.count for lc in stub.ListLabels(index_pb2.ListLabelsRequest(), timeout=10).labels}
-    assert all(labels.get(s + INDEX_SUFFIX) == 1 for s in INJECTIONS)
+    assert all(labels.get(s + INDEX_SUFFIX) == 1 for s in PLAIN)
     stats = stub.Stats(index_pb2.StatsRequest(), timeout=10)
     assert stats.count >= len(kept)  # the table is still there
 
@@ -340,7 +344,7 @@ def assert_media_named_by_hash(hostile_stack: Stack) -> None:
 def test_index_queries_with_hostile_values(hostile_stack: Stack, upserted: tuple, model_id: str) -> None:
     stub, kept = hostile_stack.index.stub, upserted[0]
     v = Items(model_id, hostile_stack.index.deps.repo.dim, seed=9).vector()
-    for label in INJECTIONS:
+    for label in PLAIN:
         request = index_pb2.SearchRequest(vector=v, k=5, filter=index_pb2.Filter(labels=[label + INDEX_SUFFIX]))
         assert [h.label for h in stub.Search(request, timeout=10).hits] == [label + INDEX_SUFFIX]
     invalid = [
@@ -515,7 +519,7 @@ def test_hostile_ids_and_paths(api: httpx.Client, method: str, path: str, status
 
 # --- labels round-trip as plain text ------------------------------------------------------------------------
 
-ROUND_TRIP = [*INJECTIONS[:5], INJECTIONS[6], INJECTIONS[7].strip(), "tab\there\nnewline", "\\.", "ok-label"]
+ROUND_TRIP = [*INJECTIONS[:5], INJECTIONS[6], INJECTIONS[7].strip(), "\\.", "ok-label"]
 
 
 @pytest.fixture(scope="module")
@@ -538,7 +542,7 @@ def test_labels_round_trip_byte_identical(api: httpx.Client, labelled: dict[str,
         assert [(h["id"], h["label"]) for h in hits] == [(image_id, label)]
 
 
-@pytest.mark.parametrize("label", ["a\x00b", "\x1b[2J", "\x08back", "L" * 201])
+@pytest.mark.parametrize("label", ["a\x00b", "\x1b[2J", "\x08back", "tab\there\nnewline", "L" * 201])
 def test_upload_with_a_bad_label_is_400(api: httpx.Client, label: str) -> None:
     r = upload(api, good_jpeg(990), "x.jpg", label=label)
     assert_error_body(r, (400,))

@@ -92,8 +92,9 @@ def stack(tiny_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     client: IndexClient | None = None
     try:
         pg.start()
+        # Counted exactly up to a million rows: the test checks that the load loses and doubles nothing.
         index = index_service(pg, tmp_path_factory.mktemp("load-index"), logs, INDEX_DEFER_INDEX="true",
-                              INDEX_LOG_LEVEL="WARNING", INDEX_HEALTH_INTERVAL_S="2")
+                              INDEX_LOG_LEVEL="WARNING", INDEX_HEALTH_INTERVAL_S="2", INDEX_STATS_EXACT_MAX="1000000")
         embedder = embedder_service(tiny_bundle_dir, logs)
         gw = gateway(embedder, index, logs)
         services = [index, embedder, gw]
