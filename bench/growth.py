@@ -18,7 +18,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,9 +27,8 @@ from typing import Any
 import numpy as np
 
 from bench.common import free_port
-from bench.index import DIM, clustered, connect, make_batch, recall_at_10, stop_service
+from bench.index import DIM, clustered, connect, make_batch, recall_at_10, start_service, stop_service
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
-from semsearch_common import channels
 
 RESULTS = Path(__file__).resolve().parent / "results" / "growth.json"
 COLLECTION = "bench"
@@ -38,15 +36,7 @@ COLLECTION = "bench"
 
 def start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     """The service with default search settings; only the index build is left to the benchmark."""
-    env = dict(os.environ, INDEX_DATA_DIR=str(data_dir), INDEX_PORT=str(port), INDEX_DEFER_INDEX="true",
-               INDEX_LOG_LEVEL="INFO", INDEX_RECALL_INTERVAL_S="30")
-    proc = subprocess.Popen([sys.executable, "-m", "index_service"], env=env)
-    try:
-        channels.wait_serving(f"127.0.0.1:{port}", 120, alive=lambda: proc.poll() is None)
-    except (TimeoutError, RuntimeError):
-        proc.kill()
-        raise
-    return proc
+    return start_service(data_dir, port, INDEX_DEFER_INDEX="true", INDEX_RECALL_INTERVAL_S="30")
 
 
 def upsert(stub: index_pb2_grpc.IndexStub, vecs: np.ndarray, labels: np.ndarray, offset: int, batch: int,
