@@ -3,28 +3,43 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from psycopg2.extensions import connection, cursor
 
 from index_service import pgtune, sizes
 from index_service.catalog import Coll
-from index_service.config import Config
+from index_service.config import Config, HnswParams
 
 log = logging.getLogger(__name__)
 
 # pgvector's NOTICE when the graph no longer fits in maintenance_work_mem (the build then runs ~3x slower).
 SPILL_NOTICE = "no longer fits into maintenance_work_mem"
+# From this many rows a build takes a wider ef_construction: bench.index measured recall@10 0.926 at 300,000
+# rows with 64 (ef_search 100), and a wider search alone costs more per query than a better graph once.
+LARGE_ROWS = 250_000
+EF_CONSTRUCTION = (64, 128)  # below LARGE_ROWS, from it
 
 
-def prepare(cur: cursor, c: Coll, config: Config) -> str:
-    """Set build memory (sized from the collection unless configured) and parallel workers; returns the memory."""
+def params(rows: int, configured: HnswParams) -> HnswParams:
+    """The build's HNSW parameters: a configured ef_construction as it is, else one chosen from the size."""
+    if configured.ef_construction:
+        return configured
+    chosen = EF_CONSTRUCTION[rows >= LARGE_ROWS]
+    return replace(configured, ef_construction=max(chosen, 2 * configured.m))  # pgvector wants >= 2m
+
+
+def prepare(cur: cursor, c: Coll, config: Config) -> tuple[str, HnswParams]:
+    """Set build memory (sized from the collection unless configured) and parallel workers; returns the
+    memory and the build's parameters."""
+    rows = sizes.estimate_rows(cur, c)
     memory = config.maintenance_work_mem
     if memory.lower() == "auto":
-        memory = pgtune.build_memory(sizes.estimate_rows(cur, c), c.dim, config.hnsw.m)
+        memory = pgtune.build_memory(rows, c.dim, config.hnsw.m)
     cur.execute("SELECT set_config('maintenance_work_mem', %s, false)", (memory,))
     # A session may ask for at most max_worker_processes; the server's own cap applies on top.
     cur.execute("SELECT set_config('max_parallel_maintenance_workers', %s, false)", (str(config.build_workers),))
-    return memory
+    return memory, params(rows, config.hnsw)
 
 
 def report_spill(conn: connection, c: Coll, memory: str) -> bool:

@@ -22,7 +22,7 @@ class HnswParams:
     """HNSW build and search parameters (ef: lantern's index ef, pgvector's hnsw.ef_search)."""
 
     m: int = 16
-    ef_construction: int = 64
+    ef_construction: int = 0  # 0: chosen from the collection's size at each build (builds.params)
     ef: int = 100
 
 
@@ -113,7 +113,7 @@ class Config:
             dsn = ""  # an empty DSN makes libpq take everything from PG… variables
         hnsw = HnswParams(
             m=r.int("hnsw_m", 16, 2, 100),
-            ef_construction=r.int("hnsw_ef_construction", 64, 4, 400),
+            ef_construction=r.int("hnsw_ef_construction", 0, 0, 400),
             ef=r.int("hnsw_ef", 100, 1, 400),
         )
         return cls(

@@ -449,6 +449,8 @@ class Repository:
         version, pg_version, table_bytes, index_bytes = one_row(cur)
         size = sizes.size(cur, c, self.config.stats_exact_max)  # bounded: no full scan at any size
         params = self.dialect.index_params(self.config.hnsw)
+        if not self.config.hnsw.ef_construction:
+            params["ef_construction"] = "auto"  # until an index exists and its reloptions say
         params.update(_reloptions(cur, c))
         return {
             "count": size.count, "backend": self.dialect.name, "extension_version": version or "",
@@ -493,16 +495,17 @@ class Repository:
                         return False, 0.0
                     if state == "invalid":
                         cur.execute(f"DROP INDEX IF EXISTS {c.index}")
-                    memory = builds.prepare(cur, c, self.config)
+                    memory, hnsw = builds.prepare(cur, c, self.config)
                     del conn.notices[:]
                     ms = 0 if timeout_s is None else max(1, int(timeout_s * 1000))
                     cur.execute(f"SET statement_timeout = {ms}")
                     started = time.perf_counter()
-                    cur.execute(self.dialect.index_ddl(c.table, c.index, c.dim, self.config.hnsw, concurrently, c.half))
+                    cur.execute(self.dialect.index_ddl(c.table, c.index, c.dim, hnsw, concurrently, c.half))
                     seconds = time.perf_counter() - started
                     cur.execute("RESET statement_timeout")
                     builds.report_spill(conn, c, memory)
-                    log.info("built %s in %.1f s (maintenance_work_mem %s)", c.index, seconds, memory)
+                    log.info("built %s in %.1f s (m %d, ef_construction %d, maintenance_work_mem %s)", c.index,
+                             seconds, hnsw.m, hnsw.ef_construction, memory)
                     return True, seconds
             finally:
                 if not conn.closed:

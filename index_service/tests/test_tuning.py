@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg2
 import pytest
 
-from index_service import pgtune
-from index_service.config import Config, ConfigError
+from index_service import builds, pgtune
+from index_service.config import Config, ConfigError, HnswParams
 from tests.support.pg import FAST_SETTINGS, scratch_postgres
 
 GB = pgtune.GB
@@ -25,6 +25,16 @@ def test_build_memory_grows_with_the_collection_within_the_machine() -> None:
     assert int(pgtune.build_memory(380_000, 512, 16, 24 * GB).removesuffix("MB")) > 1024
     assert pgtune.build_memory(1_000, 512, 16, 24 * GB) == "64MB"  # the floor
     assert pgtune.build_memory(10_000_000, 512, 16, 8 * GB) == "2048MB"  # a quarter of the memory
+
+
+def test_build_parameters_follow_the_size_unless_configured() -> None:
+    auto = Config.from_env({}).hnsw
+    assert auto.ef_construction == 0
+    assert builds.params(30_000, auto).ef_construction == 64
+    assert builds.params(1_000_000, auto).ef_construction == 128
+    assert builds.params(1_000, HnswParams(m=48, ef_construction=0)).ef_construction == 96  # pgvector: >= 2m
+    fixed = Config.from_env({"INDEX_HNSW_EF_CONSTRUCTION": "40"}).hnsw
+    assert builds.params(1_000_000, fixed) == fixed
 
 
 def test_pg_settings_are_read_and_checked() -> None:
