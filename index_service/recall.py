@@ -1,12 +1,14 @@
-"""Search breadth from a recall target: a first guess from a collection's size, then measured and raised.
+"""Search breadth from a recall target: a first guess from a collection's size, then measured and adjusted.
 
 An HNSW index answers from a bounded beam (pgvector's `hnsw.ef_search`, Lantern's index option `ef`).
 A beam that finds 998 of 1,000 true neighbours at 30,000 rows finds 926 at 300,000, and nothing says so.
 So the service keeps a breadth per collection: it starts from `initial_ef(rows)` and a background keeper
 measures recall@10 against exact search on a small sample of stored vectors; when the estimate falls below
 the target it widens the beam (pgvector: the next search; Lantern: a concurrent rebuild with the new `ef`).
-The breadth is never narrowed again by the keeper: a sample of 50 queries has a standard error of about
-0.006 at 0.98, and lowering on noise would make it oscillate around the target.
+The same exact answers also score one narrower beam (the exact scans are the cost; an extra index search
+is almost free), and where the breadth is a per-query setting (pgvector) the keeper narrows to it when
+even its estimate less one standard error holds the target: a first guess that was too wide comes down
+step by step, and noise around the target cannot make it oscillate.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Protocol, TypeVar
 
+import numpy as np
 from psycopg2.extensions import cursor
 
 from index_service import catalog
@@ -35,6 +38,8 @@ K = 10  # recall@10: what a result page shows first
 MAX_EF = 1000  # pgvector's limit for hnsw.ef_search (Lantern's ef stops at 400: the dialect clamps)
 SMALL = 1_000  # below this an index scan with ef >= rows is already exact: nothing to measure
 GROWTH = 0.1  # re-measure once a collection grew by a tenth since the last estimate
+EXPONENT = 0.7  # the breadth a target needs grows slower than the rows (a first guess that errs wide)
+MIN_VARIANCE = 0.0025  # per-query variance assumed at least: 20 perfect queries do not prove 1.000
 
 
 @dataclass(frozen=True)
@@ -47,22 +52,30 @@ class Estimate:
     rows: int
     at: float  # time.time() when it finished
     seconds: float
+    stderr: float = 0.0  # standard error of `recall` over the queries
+    narrower: Estimate | None = None  # the same queries at a narrower breadth, when one was scored
 
 
 def initial_ef(rows: int, floor: int) -> int:
     """A first breadth for `rows` rows: `floor` up to 50k rows, then growing a little slower than the rows.
 
     From bench.index on clustered 512-d vectors (m=16, ef_construction=64): ef 100 holds recall@10 >= 0.98
-    to about 100,000 rows (0.983) and gives 0.926 at 300,000, where ef 400 gives 0.981.
+    to about 100,000 rows (0.983) and gives 0.926 at 300,000, where ef 400 gives 0.981; from 250,000 rows
+    builds use ef_construction 128 (builds.py), a better graph that needs a narrower beam.
     """
     if rows <= 50_000:
         return floor
-    return min(MAX_EF, max(floor, int(floor * (rows / 50_000) ** 0.8)))
+    return min(MAX_EF, max(floor, int(floor * (rows / 50_000) ** EXPONENT)))
 
 
 def widened(ef: int) -> int:
     """The next breadth to try after a miss: half again as wide, at most MAX_EF."""
     return min(MAX_EF, math.ceil(ef * 1.5))
+
+
+def narrowed(ef: int, floor: int) -> int:
+    """The next narrower breadth to score: a step of widened() back, not below `floor`."""
+    return max(floor, math.floor(ef / 1.5))
 
 
 def rows_estimate(cur: cursor, c: Coll) -> int:
@@ -106,8 +119,10 @@ class Tx(Protocol):
     def __call__(self, work: Callable[[cursor], T], timeout_s: float) -> T: ...
 
 
-def measure(tx: Tx, dialect: Dialect, c: Coll, ef: int, queries: int, budget_s: float) -> Estimate | None:
-    """Recall@K of the index at breadth `ef` on up to `queries` sampled vectors, within about `budget_s`.
+def measure(tx: Tx, dialect: Dialect, c: Coll, ef: int, queries: int, budget_s: float,
+            probe: int | None = None) -> Estimate | None:
+    """Recall@K of the index at breadth `ef` on up to `queries` sampled vectors, within about `budget_s`;
+    with `probe`, the same queries also at that breadth (Estimate.narrower).
 
     Each query runs in its own short transaction, so searches and health checks never wait behind it.
     """
@@ -116,18 +131,26 @@ def measure(tx: Tx, dialect: Dialect, c: Coll, ef: int, queries: int, budget_s: 
     if rows < SMALL:
         return None
     ids = tx(lambda cur: sample_ids(cur, c, rows, queries), 60.0)
-    found = total = done = 0
+    scores: dict[int, list[float]] = {b: [] for b in (ef, probe) if b}
     for image_id in ids:
         if time.monotonic() - started > budget_s:
             break
-        approx = tx(partial(neighbours, dialect=dialect, c=c, image_id=image_id, ef=ef, exact=False), 60.0)
-        truth = tx(partial(neighbours, dialect=dialect, c=c, image_id=image_id, ef=ef, exact=True), 120.0)
-        found += len(set(approx) & set(truth))
-        total += len(truth)
-        done += 1
-    if not total:
+        truth = set(tx(partial(neighbours, dialect=dialect, c=c, image_id=image_id, ef=ef, exact=True), 120.0))
+        if not truth:
+            continue
+        for breadth, got in scores.items():
+            approx = tx(partial(neighbours, dialect=dialect, c=c, image_id=image_id, ef=breadth, exact=False), 60.0)
+            got.append(len(set(approx) & truth) / len(truth))
+    if not scores[ef]:
         return None
-    return Estimate(found / total, done, ef, rows, time.time(), time.monotonic() - started)
+    at, seconds = time.time(), time.monotonic() - started
+    est = {b: Estimate(float(np.mean(v)), len(v), b, rows, at, seconds, _stderr(v)) for b, v in scores.items()}
+    return replace(est[ef], narrower=est[probe]) if probe else est[ef]
+
+
+def _stderr(values: list[float]) -> float:
+    """Standard error of the mean of per-query recalls, with a floor on the variance (see MIN_VARIANCE)."""
+    return math.sqrt(max(float(np.var(values)), MIN_VARIANCE) / len(values))
 
 
 class Breadth:
@@ -136,6 +159,7 @@ class Breadth:
     def __init__(self, floor: int, fixed: bool) -> None:
         self.floor, self.fixed = floor, fixed
         self._ef: dict[str, int] = {}
+        self._rows: dict[str, int] = {}  # the rows the breadth was last guessed for
         self._estimates: dict[str, Estimate] = {}
         self._lock = threading.Lock()
 
@@ -150,22 +174,34 @@ class Breadth:
             return self._estimates.get(collection)
 
     def grow_to(self, collection: str, rows: int) -> int:
-        """Widen to at least the first guess for `rows` rows (never narrower than now); the new breadth."""
+        """Follow the collection's growth: the first guess for `rows` when first seen, then, once it grew by
+        GROWTH, the breadth scaled as initial_ef scales (never narrower than now). Returns the breadth."""
         with self._lock:
-            if self.fixed:
-                return self._ef.get(collection, self.floor)
-            ef = max(self._ef.get(collection, self.floor), initial_ef(rows, self.floor))
-            self._ef[collection] = ef
+            ef = self._ef.get(collection, self.floor)
+            seen = self._rows.get(collection)
+            if self.fixed or (seen is not None and rows <= seen * (1 + GROWTH)):
+                return ef
+            if seen is None:
+                ef = max(ef, initial_ef(rows, self.floor))
+            elif rows > 50_000:
+                ef = max(ef, min(MAX_EF, math.ceil(ef * (rows / max(seen, 50_000)) ** EXPONENT)))
+            self._ef[collection], self._rows[collection] = ef, rows
             return ef
 
-    def record(self, collection: str, estimate: Estimate, target: float) -> int:
-        """Keep an estimate; below target (and not fixed) widen the breadth. Returns the breadth to use."""
+    def record(self, collection: str, estimate: Estimate, target: float, narrow: bool = False) -> int:
+        """Keep an estimate; below target (and not fixed) widen the breadth; with `narrow`, take the scored
+        narrower breadth when its estimate less a standard error holds the target. Returns the breadth."""
         with self._lock:
             self._estimates[collection] = estimate
             ef = self._ef.get(collection, self.floor)
-            if not self.fixed and estimate.recall < target and estimate.ef >= ef:
+            if self.fixed or (estimate.ef != ef and estimate.recall >= target):
+                return ef  # a stale estimate (the breadth moved since) only says something on a miss
+            below = estimate.narrower
+            if estimate.recall < target and estimate.ef >= ef:
                 ef = widened(estimate.ef)
-                self._ef[collection] = ef
+            elif narrow and below is not None and below.ef < ef and below.recall - below.stderr >= target:
+                ef = below.ef
+            self._ef[collection] = ef
             return ef
 
 
@@ -197,8 +233,9 @@ class RecallKeeper(Worker):
             return False
         if last is None:
             return True
+        # A breadth that moved since the last estimate is measured again at once (it may move further).
         return rows > last.rows * (1 + GROWTH) or time.time() - last.at > self.interval_s or (
-            last.recall < self.target and last.ef < self.breadth.ef(c.name))
+            last.ef != self.breadth.ef(c.name))
 
     def check(self, c: Coll) -> Estimate | None:
         """Measure `c` if due; log and widen below target. Returns the new estimate, if one was made."""
@@ -209,10 +246,13 @@ class RecallKeeper(Worker):
             self.on_widen(c, ef)
         if not self.due(c, rows):
             return None
-        estimate = measure(self.tx, self.dialect(), c, ef, self.queries, self.budget_s)
+        dialect = self.dialect()
+        per_query = not dialect.widen(c.index, ef)  # narrowing is free only where no rebuild applies it
+        probe = narrowed(ef, self.breadth.floor) if per_query else None
+        estimate = measure(self.tx, dialect, c, ef, self.queries, self.budget_s, probe if probe != ef else None)
         if estimate is None:
             return None
-        after = self.breadth.record(c.name, estimate, self.target)
+        after = self.breadth.record(c.name, estimate, self.target, narrow=per_query)
         if estimate.recall < self.target:
             log.warning("collection %s: estimated recall@%d %.3f is below the target %.2f at ef %d (%d rows, %d "
                         "queries)%s", c.name, K, estimate.recall, self.target, ef, rows, estimate.queries,
@@ -220,8 +260,9 @@ class RecallKeeper(Worker):
             if after > ef and self.on_widen is not None:
                 self.on_widen(c, after)
         else:
-            log.info("collection %s: estimated recall@%d %.3f at ef %d (%d rows, %d queries, %.1f s)", c.name, K,
-                     estimate.recall, ef, rows, estimate.queries, estimate.seconds)
+            log.info("collection %s: estimated recall@%d %.3f at ef %d (%d rows, %d queries, %.1f s)%s", c.name, K,
+                     estimate.recall, ef, rows, estimate.queries, estimate.seconds,
+                     f"; narrowing to ef {after}" if after < ef else "")
         return estimate
 
 

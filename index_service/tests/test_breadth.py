@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from index_service.config import Config
 from index_service.dialects import Lantern, PgVector
-from index_service.recall import MAX_EF, Breadth, Estimate, initial_ef, widened
+from index_service.recall import MAX_EF, Breadth, Estimate, initial_ef, narrowed, widened
 
 
-def _estimate(recall: float, ef: int) -> Estimate:
-    return Estimate(recall=recall, queries=50, ef=ef, rows=300_000, at=0.0, seconds=1.0)
+def _estimate(recall: float, ef: int, narrower: Estimate | None = None) -> Estimate:
+    return Estimate(recall=recall, queries=50, ef=ef, rows=300_000, at=0.0, seconds=1.0, stderr=0.005,
+                    narrower=narrower)
 
 
 def test_first_guess_grows_with_the_collection_and_stops_at_the_limit() -> None:
@@ -26,6 +27,24 @@ def test_a_miss_widens_a_hit_keeps_and_the_breadth_never_narrows() -> None:
     assert b.grow_to("c1", 1000) == 150  # a smaller first guess never narrows it
     assert b.record("c1", _estimate(0.95, 100), 0.98) == 150  # a stale estimate at a narrower breadth: no change
     assert b.estimate("c1") == _estimate(0.95, 100) and b.ef("other") == 100
+
+
+def test_a_narrower_breadth_is_taken_only_with_a_margin_and_where_it_is_per_query() -> None:
+    b = Breadth(100, fixed=False)
+    assert b.grow_to("c1", 1_000_000) == initial_ef(1_000_000, 100) > 600
+    ef = b.ef("c1")
+    assert narrowed(ef, 100) < ef and narrowed(120, 100) == 100
+    close = _estimate(0.983, narrowed(ef, 100))  # within a standard error of the target: not proof enough
+    assert b.record("c1", _estimate(0.995, ef, close), 0.98, narrow=True) == ef
+    clear = _estimate(0.99, narrowed(ef, 100))
+    assert b.record("c1", _estimate(0.995, ef, clear), 0.98, narrow=False) == ef  # Lantern: a rebuild per step
+    assert b.record("c1", _estimate(0.995, ef, clear), 0.98, narrow=True) == narrowed(ef, 100)
+    # A miss at the narrower breadth widens again; the next growth scales the measured breadth, not the guess.
+    assert b.record("c1", _estimate(0.97, narrowed(ef, 100)), 0.98, narrow=True) == widened(narrowed(ef, 100))
+    now = b.ef("c1")
+    assert b.grow_to("c1", 1_050_000) == now  # grown by less than a tenth
+    assert b.record("c1", _estimate(0.995, now, _estimate(0.999, 300)), 0.98, narrow=True) == 300
+    assert 300 < b.grow_to("c1", 1_500_000) < initial_ef(1_500_000, 100)
 
 
 def test_a_fixed_breadth_only_records() -> None:

@@ -98,6 +98,25 @@ def test_a_miss_widens_the_breadth_and_searches_get_better(small_graph: tuple[Ru
     assert search_recall() > before
 
 
+def test_a_too_wide_breadth_comes_down_while_the_target_holds(small_graph: tuple[Running, np.ndarray, list[int]]
+                                                               ) -> None:
+    running, _, _ = small_graph
+    repo: Repository = running.deps.repo
+    keeper = running.deps.keeper
+    assert keeper is not None
+    coll = repo.collection("r", 10)
+    wide = repo.breadth.grow_to("r", 10_000_000)  # as if the first guess had been made for far more rows
+    assert wide > 200
+    keeper.target = 0.9
+    for _ in range(10):
+        keeper.check(coll)
+    estimate = repo.breadth.estimate("r")
+    assert estimate is not None and estimate.narrower is not None
+    assert repo.breadth.ef("r") < wide / 2  # it came down step by step (each step a new measurement) ...
+    assert estimate.recall >= 0.9  # ... and the last measurement at the breadth in use still holds the target
+    assert estimate.narrower.recall - estimate.narrower.stderr < 0.9 or repo.breadth.ef("r") == 11
+
+
 def test_the_estimate_is_perfect_when_the_breadth_covers_the_collection(
         small_graph: tuple[Running, np.ndarray, list[int]]) -> None:
     running, _, _ = small_graph
