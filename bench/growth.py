@@ -27,7 +27,16 @@ from typing import Any
 import numpy as np
 
 from bench.common import free_port
-from bench.index import DIM, clustered, connect, make_batch, recall_at_10, start_service, stop_service
+from bench.index import (
+    DIM,
+    clustered,
+    connect,
+    make_batch,
+    measure_serving_with_sweep_due,
+    recall_at_10,
+    start_service,
+    stop_service,
+)
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
 
 RESULTS = Path(__file__).resolve().parent / "results" / "growth.json"
@@ -36,7 +45,7 @@ COLLECTION = "bench"
 
 def start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     """The service with default search settings; only the index build is left to the benchmark."""
-    return start_service(data_dir, port, INDEX_DEFER_INDEX="true", INDEX_RECALL_INTERVAL_S="30")
+    return start_service(data_dir, port, INDEX_DEFER_INDEX="true")
 
 
 def upsert(stub: index_pb2_grpc.IndexStub, vecs: np.ndarray, labels: np.ndarray, offset: int, batch: int,
@@ -57,11 +66,11 @@ def upsert(stub: index_pb2_grpc.IndexStub, vecs: np.ndarray, labels: np.ndarray,
 
 
 def timed_search(stub: index_pb2_grpc.IndexStub, queries: np.ndarray, k: int,
-                 labels: list[str] | None = None) -> tuple[list[float], list[list[int]]]:
+                 labels: list[str] | None = None, exact: bool = False) -> tuple[list[float], list[list[int]]]:
     """Latency (ms) and ids of one Search per query."""
     times, found = [], []
     for q in queries:
-        req = index_pb2.SearchRequest(vector=q.tolist(), k=k, collection=COLLECTION,
+        req = index_pb2.SearchRequest(vector=q.tolist(), k=k, collection=COLLECTION, exact=exact,
                                       filter=index_pb2.Filter(labels=labels or []))
         t = time.perf_counter()
         reply = stub.Search(req, timeout=60)
@@ -70,14 +79,19 @@ def timed_search(stub: index_pb2_grpc.IndexStub, queries: np.ndarray, k: int,
     return times, found
 
 
-def wait_for_estimate(stub: index_pb2_grpc.IndexStub, limit_s: float) -> index_pb2.StatsResponse:
-    """Stats once the keeper has measured and either holds the target or stopped widening (or time is up)."""
+def wait_for_estimate(stub: index_pb2_grpc.IndexStub, limit_s: float, quiet_s: float) -> index_pb2.StatsResponse:
+    """Stats once the keeper has settled: an estimate at or above target (or the widest breadth), and no
+    further measurement for `quiet_s` (the keeper measures again at once whenever it moved the breadth)."""
     deadline = time.monotonic() + limit_s
+    seen, since = 0, time.monotonic()
     while True:
         stats: index_pb2.StatsResponse = stub.Stats(index_pb2.StatsRequest(collection=COLLECTION), timeout=30)
-        settled = stats.recall_measured_at and (stats.recall_estimate >= stats.recall_target
-                                                 or stats.search_breadth >= 1000)
-        if settled or time.monotonic() > deadline:
+        if stats.recall_measured_at != seen:
+            seen, since = stats.recall_measured_at, time.monotonic()
+            print(f"  estimate {stats.recall_estimate:.3f} ({stats.recall_queries} queries), breadth "
+                  f"{stats.search_breadth}", flush=True)
+        holds = stats.recall_estimate >= stats.recall_target or stats.search_breadth >= 1000
+        if (seen and holds and time.monotonic() - since > quiet_s) or time.monotonic() > deadline:
             return stats
         time.sleep(5)
 
@@ -94,8 +108,10 @@ def run(n: int, vector_type: str, args: argparse.Namespace, root: Path) -> dict[
         stub.CreateCollection(index_pb2.CreateCollectionRequest(name=COLLECTION, model_id="bench@1", dim=DIM,
                                                                 vector_type=vector_type), timeout=60)
         rows_s, ids = upsert(stub, vecs, labels, 0, args.batch, args.clients)
+        print(f"  {n} rows loaded at {rows_s:.0f} rows/s", flush=True)
         build = stub.BuildIndex(index_pb2.BuildIndexRequest(collection=COLLECTION), timeout=7200)
-        stats = wait_for_estimate(stub, args.settle_s)
+        print(f"  index built in {build.build_seconds:.0f} s", flush=True)
+        stats = wait_for_estimate(stub, args.settle_s, args.quiet_s)
         picks = rng.integers(0, n, args.queries)
         queries = vecs[picks] + rng.standard_normal((args.queries, DIM)).astype(np.float32) * (0.2 / np.sqrt(DIM))
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
@@ -103,6 +119,7 @@ def run(n: int, vector_type: str, args: argparse.Namespace, root: Path) -> dict[
         ms10, found = timed_search(stub, queries, 10)
         ms100, _ = timed_search(stub, queries[: args.queries // 3], 100)
         filtered_ms, _ = timed_search(stub, queries[: args.queries // 3], 10, labels=["c1", "c2", "c3"])
+        exact_ms, _ = timed_search(stub, queries[: args.exact_queries], 10, exact=True)
         order = np.argsort(-(queries @ vecs.T), axis=1)[:, :10]
         recall = recall_at_10(found, [[ids[i] for i in row] for row in order])
         stats_ms = []
@@ -113,6 +130,9 @@ def run(n: int, vector_type: str, args: argparse.Namespace, root: Path) -> dict[
         extra = vecs[: args.indexed_rows] + rng.standard_normal((args.indexed_rows, DIM)).astype(np.float32) * 0.01
         extra /= np.linalg.norm(extra, axis=1, keepdims=True)
         indexed_rows_s, _ = upsert(stub, extra, labels, n, args.batch, args.clients)
+        channel.close()
+        stop_service(proc)
+        serving_s = measure_serving_with_sweep_due(data_dir, port)
         return {
             "rows": n, "vector_type": vector_type, "upsert_empty_rows_per_s": rows_s,
             "upsert_indexed_rows_per_s": indexed_rows_s, "index_build_s": build.build_seconds,
@@ -120,7 +140,11 @@ def run(n: int, vector_type: str, args: argparse.Namespace, root: Path) -> dict[
             "search_p50_ms": float(np.percentile(ms10, 50)), "search_p99_ms": float(np.percentile(ms10, 99)),
             "k100_p50_ms": float(np.percentile(ms100, 50)), "k100_p99_ms": float(np.percentile(ms100, 99)),
             "filtered_p50_ms": float(np.percentile(filtered_ms, 50)),
-            "stats_p50_ms": float(np.percentile(stats_ms, 50)),
+            "filtered_p99_ms": float(np.percentile(filtered_ms, 99)),
+            "exact_p50_ms": float(np.percentile(exact_ms, 50)),
+            "stats_p50_ms": float(np.percentile(stats_ms, 50)), "stats_p99_ms": float(np.percentile(stats_ms, 99)),
+            "stats_estimated": stats.estimated, "serving_with_sweep_due_s": serving_s,
+            "index_params": dict(stats.index_params), "postgres": stats.postgres_version,
             "table_bytes_per_row": stats.table_bytes / n, "index_bytes_per_row": stats.index_bytes / n,
         }
     finally:
@@ -152,7 +176,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--indexed-rows", type=int, default=4096, help="rows upserted after the build")
-    parser.add_argument("--settle-s", type=float, default=900, help="longest wait for the recall keeper")
+    parser.add_argument("--exact-queries", type=int, default=10)
+    parser.add_argument("--settle-s", type=float, default=1800, help="longest wait for the recall keeper")
+    parser.add_argument("--quiet-s", type=float, default=170,
+                        help="the keeper has settled once it measured nothing new for this long")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-growth-", dir="/tmp"))
