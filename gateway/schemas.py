@@ -32,6 +32,9 @@ class Hit(BaseModel):
         "else the camera's clock read as UTC; null when the file says nothing"))
     below_cutoff: bool = Field(False, description=(
         "beyond the query's relevance cutoff (returned only when a cutoff was asked for with sort=relevance)"))
+    taken_offset_minutes: int | None = Field(default=None, description=(
+        "the capture time's offset from UTC in minutes when the file states it (-840..840), else null; "
+        "taken_at plus this offset is the photo's local time, e.g. the day it was taken where it was taken"))
 
 
 class Timings(BaseModel):
