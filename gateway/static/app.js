@@ -492,6 +492,8 @@ function sendOne(file, label, ui) {
   return new Promise((resolve) => {
     const form = new FormData();
     form.append("files", file, file.name);
+    // The file's own time, kept apart from its capture time (the loader sends the same from os.stat).
+    if (Number.isInteger(file.lastModified) && file.lastModified >= 0) form.append("last_modified", String(file.lastModified));
     if (label) form.append("label", label);
     uploadTags(form);  // facts.js
     if (state.collection) form.append("collection", state.collection);
