@@ -405,9 +405,11 @@ async function refreshStats() {
     state.stats = stats;
     const provider = (stats.providers[0] || "?").replace("ExecutionProvider", "");
     const where = stats.collection ? ` in ${stats.collection}` : "";
-    const text = `${stats.count.toLocaleString()} picture${stats.count === 1 ? "" : "s"}${where} · model ` +
+    const text = `${countText(stats)}${where} · model ` +  // health.js
       `${stats.model_name} (${stats.dim}-d, ${stats.precision}) · ${provider} · ${stats.backend}`;
     const children = [text, " · "];
+    const recall = recallNote(stats);  // health.js
+    if (recall) children.push(recall, " · ");
     children.push(stats.semantic ? el("span", { className: "ok" }, ["semantic"])
       : el("span", { className: "warn" }, ["random-weight model: results carry no meaning"]));
     $("footer-text").replaceChildren(...children);
