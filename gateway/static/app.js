@@ -203,7 +203,7 @@ function syncUrl() {
   if (label) params.set("label", label);
   addFilters(params);  // filters.js
   const url = params.toString() ? `?${params}` : location.pathname;
-  history.replaceState(null, "", url);
+  history.replaceState(history.state, "", url + location.hash);  // the hash is a view's (duplicates.js)
 }
 
 // ---- rendering -------------------------------------------------------------------------------------
