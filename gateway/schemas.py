@@ -32,6 +32,9 @@ class Hit(BaseModel):
         "else the camera's clock read as UTC; null when the file says nothing"))
     below_cutoff: bool = Field(False, description=(
         "beyond the query's relevance cutoff (returned only when a cutoff was asked for with sort=relevance)"))
+    taken_offset_minutes: int | None = Field(default=None, description=(
+        "the capture time's offset from UTC in minutes when the file states it (-840..840), else null; "
+        "taken_at plus this offset is the photo's local time, e.g. the day it was taken where it was taken"))
 
 
 class Timings(BaseModel):
@@ -162,6 +165,25 @@ class Stats(BaseModel):
     dim: int
     write_token_required: bool
     limits: Limits
+    estimated: bool = Field(default=False, description=(
+        "count is an estimate (within a few percent): the index estimates it for large collections so that "
+        "stats cost the same at any size"))
+    recall_estimate: float | None = Field(default=None, description=(
+        "estimated recall@10 of approximate searches against exact search, measured by the index in the "
+        "background on recall_queries sampled pictures; null until measured (collections under 1,000 "
+        "pictures are not measured: their searches are exact)"))
+    recall_queries: int = Field(default=0, description="how many sampled queries the recall estimate used")
+    recall_measured_at: str | None = Field(default=None, description=(
+        "when the recall estimate was made, ISO 8601 in UTC; null when never"))
+    recall_target: float | None = Field(default=None, description=(
+        "the recall@10 the index keeps by widening its search breadth (INDEX_TARGET_RECALL); null when off"))
+    recall_below_target: bool = Field(default=False, description=(
+        "the recall estimate is below the target (the index logs a warning and widens its search breadth)"))
+    search_breadth: int = Field(default=0, description=(
+        "the search breadth in use for the collection (pgvector's hnsw.ef_search, Lantern's ef)"))
+    vector_type: str = Field(default="", description="how the collection stores its vectors: float32 or float16")
+    reads_from_replica: bool = Field(default=False, description=(
+        "searches go to a read replica that answers now (false: to the primary)"))
 
 
 class CollectionInfo(BaseModel):

@@ -29,6 +29,7 @@ class Upload:
     name: str
     data: bytes
     content_type: str = ""
+    mtime_ns: int = 0  # the file's modification time as the client sent it (0 = unknown)
 
 
 async def add(uploads: list[Upload], label: str, source: str, backends: Api, config: GatewayConfig,
@@ -66,7 +67,7 @@ async def _embed_and_store(batch: list[int], uploads: list[Upload], outcomes: li
             content_type=result.content_type or up.content_type, thumbnail=result.thumbnail,
             width=result.width, height=result.height, label=label, source=source,
             file_name=_safe_name(up.name), embedding=result.embedding, model_id=embedded.model_id,
-            tags=tags, facts=result.facts)))
+            tags=tags, facts=result.facts, file_mtime_ns=up.mtime_ns)))
     if items:
         await _store(items, uploads, outcomes, backends, deadline, collection)
 

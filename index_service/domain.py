@@ -116,6 +116,7 @@ class Hit:
     tags: tuple[str, ...] = ()
     taken_at: int | None = None
     below_cutoff: bool = False
+    taken_offset_minutes: int | None = None  # of taken_at from UTC, when the file states it
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from index_service.domain import Hit, SearchQuery
 from index_service.photos import label_of
 
 # What every candidate row carries; the distance to the query follows as the last column.
-HIT_COLUMNS = "id, label, source, width, height, tags, taken_at"
+HIT_COLUMNS = "id, label, source, width, height, tags, taken_at, taken_offset_minutes"
 
 
 @dataclass(frozen=True)
@@ -140,8 +140,9 @@ def bounds(q: SearchQuery, default: tuple[float | None, float | None]) -> tuple[
 
 def to_hits(rows: list[tuple[Any, ...]], exclude_id: int | None) -> list[Hit]:
     """Candidate rows as hits, best first (relaxed-order iterative scans may be slightly out of order)."""
-    hits = [Hit(r[0], 1.0 - float(r[7]), label_of(r[1], r[5] or []), r[2], r[3], r[4], tuple(r[5] or ()), r[6])
-            for r in rows if r[7] is not None and r[0] != exclude_id]
+    hits = [Hit(r[0], 1.0 - float(r[8]), label_of(r[1], r[5] or []), r[2], r[3], r[4], tuple(r[5] or ()), r[6],
+                taken_offset_minutes=r[7])
+            for r in rows if r[8] is not None and r[0] != exclude_id]
     hits.sort(key=lambda h: (-h.score, h.id))
     return hits
 

@@ -98,7 +98,8 @@ def update_tags_args(request: index_pb2.UpdateTagsRequest) -> tuple[tuple[str, .
 def hit_pb(h: domain.Hit) -> index_pb2.Hit:
     """A search hit as the contract's message."""
     return index_pb2.Hit(id=h.id, score=h.score, label=h.label, source=h.source, width=h.width, height=h.height,
-                         tags=h.tags, taken_at=h.taken_at, below_cutoff=h.below_cutoff)
+                         tags=h.tags, taken_at=h.taken_at, below_cutoff=h.below_cutoff,
+                         taken_offset_minutes=h.taken_offset_minutes)
 
 
 def meta_fields(m: domain.ImageMeta) -> dict[str, Any]:

@@ -145,6 +145,7 @@ Narrow = Annotated[Narrowing, Depends(narrowing)]
 
 
 def hit_fields(h: index_pb2.Hit) -> dict[str, object]:
-    """What a hit says beyond its score and label: tags, capture time (ISO, UTC) and the cutoff mark."""
-    return {"tags": list(h.tags), "taken_at": facts.iso_utc(h.taken_at) if h.HasField("taken_at") else None,
-            "below_cutoff": h.below_cutoff}
+    """What a hit says beyond its score and label: tags, capture time (ISO, UTC, and its offset) and the cutoff mark."""
+    taken = facts.iso_utc(h.taken_at) if h.HasField("taken_at") else None
+    offset = h.taken_offset_minutes if taken is not None and h.HasField("taken_offset_minutes") else None
+    return {"tags": list(h.tags), "taken_at": taken, "below_cutoff": h.below_cutoff, "taken_offset_minutes": offset}

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from gateway import facts, images, schemas, tagrules, upload
+from gateway import facts, filetimes, images, schemas, tagrules, upload
 from gateway.clients import Api, Deadline
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
@@ -42,16 +42,23 @@ def router(config: GatewayConfig) -> APIRouter:
                              "tags for all the files (repeatable, one tag each; blank ones are skipped); a file "
                              "that is stored already gets the new ones added"))] = [],  # noqa: B006
                          source: Annotated[str, Form(description="where they come from")] = "upload",
-                         collection: CollectionForm = "") -> Response:
+                         collection: CollectionForm = "",
+                         last_modified: Annotated[list[int], Form(description=(
+                             "each file's modification time in milliseconds since the epoch (a browser's "
+                             "File.lastModified), one per file in the order of `files`, or none; 0 = unknown. "
+                             "Kept as the image's file_modified_at, never as its capture time. Negative values, "
+                             "times more than a day ahead, or a count that does not match give 400"))] = [],  # noqa: B006
+                         ) -> Response:
         """Add pictures; each file gets its own outcome (created, already present, or its error)."""
         if len(files) > config.max_files:
             raise ApiError(413, f"{len(files)} files; at most {config.max_files} per request")
+        times = filetimes.file_times_ns(last_modified, len(files))
         label, source = label.strip(), source.strip() or "upload"
         check_text("label", label, 200)
         check_text("source", source, 200)
         chosen = tagrules.clean("tags", tags, allow_empty=True)
-        received = [upload.Upload(f.filename or f"file {i + 1}", await f.read(config.max_file_bytes + 1))
-                    for i, f in enumerate(files)]
+        received = [upload.Upload(f.filename or f"file {i + 1}", await f.read(config.max_file_bytes + 1),
+                                  mtime_ns=times[i]) for i, f in enumerate(files)]
         outcomes = await upload.add(received, label, source, b, config, Deadline(config.upload_deadline_s),
                                     collection, chosen)
         body = schemas.UploadResult(results=outcomes, created=sum(o.outcome == "created" for o in outcomes),

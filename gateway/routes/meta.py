@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway import schemas
+from gateway import facts, schemas
 from gateway.clients import Deadline
 from gateway.config import GatewayConfig
 from gateway.routes.common import ERRORS, Backend, Collection
@@ -33,7 +33,7 @@ def router(config: GatewayConfig) -> APIRouter:
             raise s
         if isinstance(m, BaseException):
             raise m
-        return schemas.Stats(
+        stats = schemas.Stats(
             # The HTTP API keeps the contract's enums as the words it always had ("pgvector", "ready", "fp32").
             collection=s.collection, count=s.count, backend=enum_word(index_pb2.Backend, s.backend),
             index_state=enum_word(index_pb2.IndexState, s.index_state), collection_models=list(s.model_ids),
@@ -43,6 +43,7 @@ def router(config: GatewayConfig) -> APIRouter:
             limits=schemas.Limits(max_file_bytes=config.max_file_bytes, max_request_bytes=config.max_request_bytes,
                                   max_files=config.max_files, max_query_chars=config.max_query_chars,
                                   max_k=config.max_k, max_depth=config.max_depth))
+        return stats.model_copy(update=index_health(s))
 
     @routes.get("/api/collections", response_model=list[schemas.CollectionInfo], responses=ERRORS,
                 tags=["collection"])
@@ -72,3 +73,16 @@ def router(config: GatewayConfig) -> APIRouter:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return routes
+
+
+def index_health(s: index_pb2.StatsResponse) -> dict[str, object]:
+    """What Stats says about the quality and freshness of its answers: recall estimate, breadth, estimated count."""
+    # The contract's 0 means "not measured" / "off"; the HTTP API says null, so a client never reads a recall of 0.
+    measured = s.recall_queries > 0 and s.recall_measured_at > 0
+    target = s.recall_target if s.recall_target > 0 else None
+    return {"estimated": s.estimated, "recall_estimate": s.recall_estimate if measured else None,
+            "recall_queries": s.recall_queries, "recall_measured_at": facts.iso_utc(s.recall_measured_at) if measured
+            else None, "recall_target": target,
+            "recall_below_target": measured and target is not None and s.recall_estimate < target,
+            "search_breadth": s.search_breadth, "vector_type": s.vector_type,
+            "reads_from_replica": s.reads_from_replica}

@@ -203,7 +203,7 @@ function syncUrl() {
   if (label) params.set("label", label);
   addFilters(params);  // filters.js
   const url = params.toString() ? `?${params}` : location.pathname;
-  history.replaceState(null, "", url);
+  history.replaceState(history.state, "", url + location.hash);  // the hash is a view's (duplicates.js)
 }
 
 // ---- rendering -------------------------------------------------------------------------------------
@@ -405,9 +405,11 @@ async function refreshStats() {
     state.stats = stats;
     const provider = (stats.providers[0] || "?").replace("ExecutionProvider", "");
     const where = stats.collection ? ` in ${stats.collection}` : "";
-    const text = `${stats.count.toLocaleString()} picture${stats.count === 1 ? "" : "s"}${where} · model ` +
+    const text = `${countText(stats)}${where} · model ` +  // health.js
       `${stats.model_name} (${stats.dim}-d, ${stats.precision}) · ${provider} · ${stats.backend}`;
     const children = [text, " · "];
+    const recall = recallNote(stats);  // health.js
+    if (recall) children.push(recall, " · ");
     children.push(stats.semantic ? el("span", { className: "ok" }, ["semantic"])
       : el("span", { className: "warn" }, ["random-weight model: results carry no meaning"]));
     $("footer-text").replaceChildren(...children);
@@ -492,6 +494,8 @@ function sendOne(file, label, ui) {
   return new Promise((resolve) => {
     const form = new FormData();
     form.append("files", file, file.name);
+    // The file's own time, kept apart from its capture time (the loader sends the same from os.stat).
+    if (Number.isInteger(file.lastModified) && file.lastModified >= 0) form.append("last_modified", String(file.lastModified));
     if (label) form.append("label", label);
     uploadTags(form);  // facts.js
     if (state.collection) form.append("collection", state.collection);

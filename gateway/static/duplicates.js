@@ -36,6 +36,15 @@ function dupsBest(members) {
   return best;
 }
 
+// The view has an address of its own, #duplicates after the search's query string: a link or a reload opens
+// it, Back closes it and Forward opens it again. The entry the button pushes is marked in history.state, so
+// closing the view goes back over it rather than leaving two entries of the same page behind.
+const DUPS_HASH = "#duplicates";
+
+function dupsAddress(withView) {
+  return `${location.pathname}${location.search}${withView ? DUPS_HASH : ""}`;
+}
+
 // The route is new: the entry point shows only where the gateway has it (404 or 405 means it does not).
 async function dupsProbe() {
   try {
@@ -45,6 +54,12 @@ async function dupsProbe() {
 }
 
 function dupsOpen() {
+  if (location.hash !== DUPS_HASH) history.pushState({ duplicates: true }, "", dupsAddress(true));
+  dupsShow();
+}
+
+function dupsShow() {
+  if ($("duplicates").open) return;
   dups.deleted = 0;
   $("dups-say").textContent = "";
   $("duplicates").showModal();
@@ -55,6 +70,17 @@ function dupsClosed() {
   if (dups.controller) dups.controller.abort();
   dups.controller = null;
   if (dups.deleted) { refreshStats(); if (state.mode !== "idle") runSearch(); }
+  if (location.hash === DUPS_HASH) {  // closed on the page, not by Back: leave the view's address too
+    if (history.state && history.state.duplicates) history.back();
+    else history.replaceState(history.state, "", dupsAddress(false));  // arrived by a link: nothing to go back to
+  }
+}
+
+// Back, Forward, or an edited address: the view follows the URL.
+function dupsFollowUrl() {
+  const wanted = location.hash === DUPS_HASH && !$("open-duplicates").hidden;
+  if (wanted) dupsShow();
+  else if ($("duplicates").open) $("duplicates").close();
 }
 
 // Walks the collection until done or the view closes; the groups appear as they are found.
@@ -198,7 +224,8 @@ function dupsStart() {
   $("dups-delete").addEventListener("click", dupsDelete);
   $("dups-continue").addEventListener("click", dupsScan);
   $("dups-distance").addEventListener("change", () => { if (dups.controller) dups.controller.abort(); dupsOpenScan(); });
-  dupsProbe();
+  window.addEventListener("popstate", dupsFollowUrl);
+  dupsProbe().then(() => { if (location.hash === DUPS_HASH) dupsFollowUrl(); });
 }
 
 // Starts the scan from the first picture (on opening, and when the distance changes).

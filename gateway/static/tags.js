@@ -11,6 +11,15 @@ function shortDate(iso) {
   return iso ? iso.slice(0, 10) : "";
 }
 
+// The day a photo was taken where it was taken: taken_at is UTC, so a stated offset moves it to local time
+// (01:30 at UTC+05:30 is the previous day in UTC). Without one, taken_at is the camera's clock already.
+function localDay(hit) {
+  const offset = hit.taken_offset_minutes;
+  if (offset === null || offset === undefined) return shortDate(hit.taken_at);
+  const local = new Date(Date.parse(hit.taken_at) + offset * 60000);
+  return Number.isNaN(local.getTime()) ? shortDate(hit.taken_at) : local.toISOString().slice(0, 10);
+}
+
 // Adds what a hit says beyond its label: its tags, its capture date, and a dim look below the relevance cutoff.
 function decorateCard(button, hit) {
   const tags = hit.tags || [];
@@ -24,9 +33,10 @@ function decorateCard(button, hit) {
   }
   if (tags.length) words.push(`tags ${tags.join(", ")}`);
   if (hit.taken_at) {
-    words.push(`taken ${shortDate(hit.taken_at)}`);
+    const day = localDay(hit);
+    words.push(`taken ${day}`);
     button.dataset.taken = hit.taken_at;
-    button.append(el("span", { className: "date", "aria-hidden": "true" }, [shortDate(hit.taken_at)]));
+    button.append(el("span", { className: "date", "aria-hidden": "true" }, [day]));
   }
   if (hit.below_cutoff) {
     button.classList.add("below-cutoff");

@@ -146,9 +146,12 @@ class FakeBackends:
         return await self._answer("index", "ListLabels", [])
 
     async def stats(self, deadline: Deadline, collection: str = "") -> index_pb2.StatsResponse:
-        """An empty collection."""
+        """An empty collection, or the reply set in `stats_reply` (its collection filled in)."""
         self.asked.append(("Stats", collection))
-        return await self._answer("index", "Stats", index_pb2.StatsResponse(collection=collection or "main"))
+        reply = index_pb2.StatsResponse()
+        reply.CopyFrom(self.stats_reply)
+        reply.collection = collection or "main"
+        return await self._answer("index", "Stats", reply)
 
     async def collections(self, deadline: Deadline) -> list[index_pb2.Collection]:
         """The collections set on the fake (one by default)."""
@@ -177,6 +180,9 @@ class FakeBackends:
         self.duplicate_requests.append(request)
         self.asked.append(("FindDuplicates", request.collection))
         return await self._answer("index", "FindDuplicates", self.duplicate_page)
+
+    # What Stats answers besides the collection's name; a test assigns its own (never mutate this shared one).
+    stats_reply = index_pb2.StatsResponse()
 
     # Tags: the ids UpdateTags finds (None: every id) and what ListTags answers; a test sets them on its fake.
     existing: frozenset[int] | None = None

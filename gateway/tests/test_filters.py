@@ -154,6 +154,16 @@ def test_hits_carry_tags_capture_time_and_the_cutoff_mark(fake: Recording, clien
     assert hits[2]["taken_at"] is None
 
 
+def test_hits_carry_the_stated_offset_of_their_capture_time(fake: Recording, client: TestClient) -> None:
+    fake.hits = [index_pb2.Hit(id=1, score=0.9, taken_at=unix("2021-07-03T20:00"), taken_offset_minutes=330),
+                 index_pb2.Hit(id=2, score=0.8, taken_at=unix("2021-07-03T20:00"), taken_offset_minutes=0),
+                 index_pb2.Hit(id=3, score=0.7, taken_at=unix("2021-07-03T20:00")),
+                 index_pb2.Hit(id=4, score=0.6, taken_at=2**62, taken_offset_minutes=60)]
+    hits = by_text(client, {}).json()["hits"]
+    assert [h["taken_offset_minutes"] for h in hits] == [330, 0, None, None]  # 0 is UTC, None is "not stated"
+    assert [h["taken_at"] for h in hits[:3]] == ["2021-07-03T20:00:00Z"] * 3  # the instant stays in UTC
+
+
 def test_the_parameters_are_documented(client: TestClient) -> None:
     spec = client.get("/api/openapi.json").json()
     for path, method in (("/api/search", "get"), ("/api/search/image", "post"),
@@ -164,6 +174,7 @@ def test_the_parameters_are_documented(client: TestClient) -> None:
             assert params[name].get("description"), (path, name)
     hit = spec["components"]["schemas"]["Hit"]["properties"]
     assert {"tags", "taken_at", "below_cutoff"} <= set(hit)
+    assert "local" in hit["taken_offset_minutes"]["description"]
     assert {"get", "post"} <= set(spec["paths"]["/api/tags"])
     info = spec["components"]["schemas"]["ImageInfo"]["properties"]
     assert "not when the picture was taken" in info["file_modified_at"]["description"]

@@ -1,13 +1,15 @@
 """Accessibility of the page's main views in both color schemes, checked by axe-core in real Chromium.
 
 axe-core comes from npm into .cache/axe (tests.support.axe; `make test` installs it). Each view must have no
-violation of impact "serious" or "critical" (color contrast of 4.5:1 among them) in the light and dark themes.
+violation of impact "serious" or "critical" (color contrast of 4.5:1 among them) in the light and dark themes,
+at desktop size and at a phone's (390 x 844, touch), where the layout wraps and stacks differently.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -101,8 +103,22 @@ def tagging(pg: object) -> None:
     pg.wait_for_function("() => document.getElementById('selected-count').textContent.startsWith('1')")  # type: ignore[attr-defined]
 
 
+def recall_warning(pg: object) -> None:
+    """Results with the footer warning that the index's recall estimate is below its target (issue 14)."""
+    def answer(route: Any) -> None:
+        real = route.fetch()
+        body = {**real.json(), "count": 400000, "estimated": True, "recall_estimate": 0.953, "recall_target": 0.98,
+                "recall_queries": 50, "recall_measured_at": "2026-12-01T20:00:00Z", "recall_below_target": True}
+        route.fulfill(response=real, json=body)
+    pg.route(lambda url: "/api/stats" in url, answer)  # type: ignore[attr-defined]
+    pg.reload()  # type: ignore[attr-defined]
+    pg.wait_for_selector("#footer-recall.warn")  # type: ignore[attr-defined]
+    search(pg, "a quiet beach")
+
+
 VIEWS: dict[str, Callable[[object], None]] = {"results": results, "viewer": viewer, "uploader": uploader,
-                                              "failing": failing, "filters": filters, "tagging": tagging}
+                                              "failing": failing, "filters": filters, "tagging": tagging,
+                                              "recall-warning": recall_warning}
 
 
 @pytest.mark.parametrize("view", VIEWS)
@@ -129,3 +145,42 @@ def test_duplicates_view_has_no_serious_violations(themed: object, axe_script: s
                              ".startsWith('Scanned all')")
     problems = serious_violations(themed, axe_script)
     assert not problems, f"duplicates in the {themed.scheme} theme:\n" + "\n".join(problems)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=SCHEMES)
+def phone(request: pytest.FixtureRequest, browser: object, gw: Gateway,
+          collection: dict[int, bytes]) -> Iterator[object]:
+    """A 390 px wide touch page in one color scheme (CSP bypassed for axe, as on the desktop)."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,  # type: ignore[attr-defined]
+                                  is_mobile=True, has_touch=True, color_scheme=request.param, bypass_csp=True,
+                                  reduced_motion="reduce")
+    pg = context.new_page()
+    pg.base = gw.url  # type: ignore[attr-defined]
+    pg.scheme = request.param  # type: ignore[attr-defined]
+    yield pg
+    context.close()
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_no_serious_violations_at_phone_width(phone: object, axe_script: str, view: str) -> None:
+    phone.goto(phone.base)  # type: ignore[attr-defined]
+    phone.wait_for_function("() => document.getElementById('footer-text').textContent.includes('pgvector')")  # type: ignore[attr-defined]
+    VIEWS[view](phone)
+    problems = serious_violations(phone, axe_script)
+    assert not problems, f"{view} on a phone in the {phone.scheme} theme:\n" + "\n".join(problems)  # type: ignore[attr-defined]
+    # Nothing may need sideways scrolling on a phone (WCAG 1.4.10 reflow), which axe does not check.
+    wide = phone.evaluate("""() => [...document.querySelectorAll('body *')].filter(e => e.getClientRects().length
+        && e.getBoundingClientRect().right > innerWidth + 1 && getComputedStyle(e).position !== 'fixed')
+        .map(e => e.id || e.className || e.tagName).slice(0, 5)""")  # type: ignore[attr-defined]
+    assert phone.evaluate("document.documentElement.scrollWidth <= innerWidth"), (view, wide)  # type: ignore[attr-defined]
+
+
+def test_duplicates_view_has_no_serious_violations_at_phone_width(phone: object, axe_script: str,
+                                                                  api: httpx.Client,
+                                                                  planted: dict[str, list[int]]) -> None:
+    serve_duplicates(phone, api, "page_dups_a11y", planted)
+    phone.goto(f"{phone.base}/?collection=page_dups_a11y#duplicates")  # type: ignore[attr-defined]
+    phone.wait_for_function("() => document.getElementById('dups-progress-text').textContent"  # type: ignore[attr-defined]
+                            ".startsWith('Scanned all')")
+    problems = serious_violations(phone, axe_script)
+    assert not problems, f"duplicates on a phone in the {phone.scheme} theme:\n" + "\n".join(problems)  # type: ignore[attr-defined]

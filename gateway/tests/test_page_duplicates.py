@@ -158,3 +158,40 @@ def test_the_view_stays_hidden_without_the_route(browser: object, gw: Gateway) -
     pg.wait_for_load_state("networkidle")
     assert probed and pg.is_hidden("#open-duplicates")
     context.close()
+
+
+def test_the_view_has_an_address_that_reload_back_and_forward_follow(dups_page: object, gw: Gateway) -> None:
+    pg = dups_page
+    pg.wait_for_selector("#open-duplicates", state="visible")  # type: ignore[attr-defined]
+    pg.click("#open-duplicates")  # type: ignore[attr-defined]
+    pg.wait_for_selector("#duplicates[open]")  # type: ignore[attr-defined]
+    assert pg.url == f"{gw.url}/?collection={NAME}#duplicates"  # type: ignore[attr-defined]
+    pg.go_back()  # type: ignore[attr-defined]
+    pg.wait_for_selector("#duplicates", state="hidden")  # type: ignore[attr-defined]
+    assert pg.url == f"{gw.url}/?collection={NAME}"  # type: ignore[attr-defined]
+    pg.go_forward()  # type: ignore[attr-defined]
+    pg.wait_for_selector("#duplicates[open]")  # type: ignore[attr-defined]
+    pg.reload()  # type: ignore[attr-defined]
+    pg.wait_for_selector("#duplicates[open]")  # type: ignore[attr-defined]
+    pg.wait_for_function("() => document.getElementById('dups-progress-text').textContent.startsWith('Scanned all')")  # type: ignore[attr-defined]
+    assert pg.evaluate("() => new URLSearchParams(location.search).get('collection')") == NAME  # type: ignore[attr-defined]
+    # Closing on the page leaves the view's address as Back would, without a second entry of the page.
+    pg.click("#dups-close")  # type: ignore[attr-defined]
+    pg.wait_for_selector("#duplicates", state="hidden")  # type: ignore[attr-defined]
+    pg.wait_for_function("() => location.hash === ''")  # type: ignore[attr-defined]
+
+
+def test_a_link_to_the_view_opens_it_and_closing_keeps_the_search(browser: object, gw: Gateway, api: httpx.Client,
+                                                                   planted: dict[str, list[int]]) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    pg = context.new_page()
+    serve_duplicates(pg, api, NAME, planted)
+    pg.goto(f"{gw.url}/?collection={NAME}&q=copies#duplicates")
+    pg.wait_for_selector("#duplicates[open]")
+    pg.wait_for_function("() => document.getElementById('dups-progress-text').textContent.startsWith('Scanned')")
+    pg.keyboard.press("Escape")
+    pg.wait_for_selector("#duplicates", state="hidden")
+    pg.wait_for_function("() => location.hash === ''")
+    assert pg.url == f"{gw.url}/?collection={NAME}&q=copies"
+    assert pg.input_value("#q") == "copies"
+    context.close()

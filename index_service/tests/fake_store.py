@@ -90,7 +90,8 @@ class FakeStore:
         if q.model_id and self.model is not None and q.model_id != self.model:
             raise Mismatch(f"the collection holds model {self.model!r}, the query comes from {q.model_id!r}")
         hits = [Hit(i, float(row.vector @ q.vector), label_of(row.label, self.tagged[i]), row.source, row.width,
-                    row.height, self.tagged[i], row.facts.taken_at)
+                    row.height, self.tagged[i], row.facts.taken_at,
+                    taken_offset_minutes=row.facts.taken_offset_minutes)
                 for i, row in self.rows.items() if i != q.exclude_id and self._matches(i, q)]
         return filters.arrange(sorted(hits, key=lambda h: (-h.score, h.id)), q, 0.05), 0.5
 

@@ -41,9 +41,10 @@ def lantern(q: SearchQuery) -> filters.Plan:
 ])
 def test_lantern_sql_of_every_filter(photo: Filter, condition: str, params: list[object]) -> None:
     plan = lantern(query(photo=photo))
-    assert plan.sql == (f"SELECT id, label, source, width, height, tags, taken_at, {LANTERN_DIST} FROM images "
-                        f"WHERE {condition} ORDER BY {LANTERN_DIST} LIMIT 10")
-    assert plan.exact_sql == (f"SELECT id, label, source, width, height, tags, taken_at, {LANTERN_DIST} FROM images "
+    assert plan.sql == (f"SELECT id, label, source, width, height, tags, taken_at, taken_offset_minutes, "
+                        f"{LANTERN_DIST} FROM images WHERE {condition} ORDER BY {LANTERN_DIST} LIMIT 10")
+    assert plan.exact_sql == (f"SELECT id, label, source, width, height, tags, taken_at, taken_offset_minutes, "
+                              f"{LANTERN_DIST} FROM images "
                               f"WHERE v IS NOT NULL AND {condition} ORDER BY {LANTERN_DIST} LIMIT 10")
     assert plan.params == ["{0.600000024,0.800000012}", *params, "{0.600000024,0.800000012}"]
     # Filtered: no forced index scan (the planner may use the GIN or B-tree index), init_k >= k.
@@ -77,7 +78,7 @@ class FakeCursor:
     def execute(self, sql: str, params: object = None) -> None:
         self.sql.append(sql)
         limit = int(sql.rsplit("LIMIT ", 1)[1]) if "LIMIT" in sql else 0
-        self.rows = [(i, "", "", 0, 0, [], 1000 + i, i * 0.001) for i in range(1, min(limit, self.n) + 1)]
+        self.rows = [(i, "", "", 0, 0, [], 1000 + i, None, i * 0.001) for i in range(1, min(limit, self.n) + 1)]
 
     def fetchall(self) -> list[tuple[object, ...]]:
         return self.rows
