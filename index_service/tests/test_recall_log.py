@@ -12,7 +12,7 @@ import pytest
 
 from index_service import recall
 from index_service.catalog import Coll
-from index_service.dialects import Dialect
+from index_service.dialects import Dialect, PgVector
 from index_service.recall import Breadth, Estimate, RecallKeeper
 
 COLL = Coll(name="photos", table="images_photos", dim=4, model_id="m@1")
@@ -22,16 +22,17 @@ ROWS = 20_000
 def keeper_measuring(monkeypatch: pytest.MonkeyPatch, value: float, target: float = 0.98) -> RecallKeeper:
     """A keeper whose every measurement finds `value` at the breadth it was asked to use."""
 
-    def measure(tx: Any, dialect: Dialect, c: Coll, ef: int, queries: int, budget_s: float) -> Estimate:
+    def measure(tx: Any, dialect: Dialect, c: Coll, ef: int, queries: int, budget_s: float,
+                probe: int | None = None) -> Estimate:
         return Estimate(value, queries, ef, ROWS, time.time(), 0.1)
 
     def tx(work: Callable[[Any], Any], timeout_s: float) -> int:
         return ROWS  # the only work run through it here is the row count
 
     monkeypatch.setattr(recall, "measure", measure)
-    return RecallKeeper(Breadth(floor=40, fixed=False), dialect=lambda: None,  # type: ignore[arg-type,return-value]
-                        tx=tx, collections=lambda: [COLL], target=target, queries=50, interval_s=3600.0,
-                        budget_s=10.0)
+    return RecallKeeper(Breadth(floor=40, fixed=False), dialect=PgVector, tx=tx,  # type: ignore[arg-type]
+                        collections=lambda: [COLL],
+                        target=target, queries=50, interval_s=3600.0, budget_s=10.0)
 
 
 def test_an_estimate_below_target_is_a_warning_naming_both(monkeypatch: pytest.MonkeyPatch,
