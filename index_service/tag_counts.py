@@ -111,6 +111,11 @@ def fold(cur: cursor, collection: str) -> bool:
     row = cur.fetchone()
     if not row or not row[0]:
         return False
+    # DropCollection locks this row FOR UPDATE before it forgets the counts: a fold either ends before the
+    # drop deletes (its sums included) or finds the collection gone (no sums left behind for a later namesake).
+    cur.execute("SELECT 1 FROM collections WHERE name = %s FOR KEY SHARE", (collection,))
+    if cur.fetchone() is None:
+        return False
     cur.execute(f"WITH gone AS (DELETE FROM {TABLE} WHERE collection = %s RETURNING tag, n) "
                 f"INSERT INTO {TABLE} (collection, tag, n) SELECT %s, tag, sum(n) FROM gone GROUP BY tag "
                 "HAVING sum(n) <> 0", (collection, collection))
