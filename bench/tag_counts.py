@@ -103,8 +103,8 @@ def sql_rate(dsn: str, kind: str, clients: int, rows: int, seconds: float) -> fl
     """Rows/s of `clients` connections each committing `rows`-row INSERTs into `kind` for `seconds`."""
     vector = "[" + ",".join(["0.044"] * DIM) + "]"
     statement = (f"INSERT INTO images_{kind} (sha256, v, model_id, tags) SELECT encode(sha256(convert_to("
-                 "gen_random_uuid()::text, 'UTF8')), 'hex'), %s, 'bench@1', CASE WHEN g % 10 = 0 THEN '{}' "
-                 "ELSE ARRAY['photo', 't' || (g % 50)] END FROM generate_series(1, %s) AS g")
+                 "gen_random_uuid()::text, 'UTF8')), 'hex'), %s, 'bench@1', CASE WHEN g %% 10 = 0 THEN '{}' "
+                 "ELSE ARRAY['photo', 't' || (g %% 50)] END FROM generate_series(1, %s) AS g")
     stop = time.monotonic() + seconds
 
     def work(_: int) -> int:

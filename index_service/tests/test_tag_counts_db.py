@@ -156,6 +156,7 @@ def test_copy_fires_the_insert_trigger_and_a_read_folds(pg_dsn: str, monkeypatch
         cur.execute("SELECT tag, n FROM tag_counts ORDER BY tag")
         assert cur.fetchall() == expected  # folded: one row per tag
         assert tag_counts.counts(cur, "c1") == expected
+        assert not tag_counts.fold(cur, "gone")  # no collection of that name: nothing to fold (a dropped one)
     conn.close()
 
 
