@@ -10,15 +10,20 @@ The table is append-only for writers: a popular tag (or "", with untagged loads)
 would otherwise be one row that concurrent upserts lock and queue on until each commits. A reader sums
 the rows of its collection; when they outnumber the distinct tags by far, it folds them into one row
 per tag (a DELETE … RETURNING of the rows its snapshot sees, summed and inserted back: writes committed
-meanwhile are not in its snapshot and stay as they are, so nothing is lost or counted twice).
+meanwhile are not in its snapshot and stay as they are, so nothing is lost or counted twice). The
+service's background thread folds every FOLD_INTERVAL_S too: without it a long load that nobody lists
+leaves its rows for the first reader (134,000 rows folded in 0.5 s in bench.tag_counts).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import psycopg2
 from psycopg2.extensions import cursor
+
+from index_service.pool import Pool, run_tx
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +31,7 @@ TABLE = "tag_counts"
 FUNCTION = "tag_counts_change"
 FOLD_LOCK = 0x7A6C_0001  # pg_try_advisory_xact_lock(FOLD_LOCK, hashtext(collection)): one fold at a time
 FOLD_SLACK = 1000  # fold once the rows exceed twice the distinct tags by this many
+FOLD_INTERVAL_S = 10.0  # how often the background looks for grown counts (background.Background)
 
 # The change of one side of a statement: +1 (new rows) or -1 (old rows) per tag, "" for an untagged row.
 _SIDE = ("SELECT t.tag, {sign} AS n FROM {rows} AS r, "
@@ -120,3 +126,19 @@ def fold(cur: cursor, collection: str) -> bool:
                 f"INSERT INTO {TABLE} (collection, tag, n) SELECT %s, tag, sum(n) FROM gone GROUP BY tag "
                 "HAVING sum(n) <> 0", (collection, collection))
     return True
+
+
+def grown(cur: cursor) -> list[str]:
+    """The collections whose rows outnumber their distinct tags enough to be folded."""
+    cur.execute(f"SELECT collection FROM {TABLE} GROUP BY collection "
+                "HAVING count(*) > 2 * count(DISTINCT tag) + %s ORDER BY collection", (FOLD_SLACK,))
+    return [str(r[0]) for r in cur.fetchall()]
+
+
+def fold_grown(pool: Pool, timeout_s: float = 60.0) -> list[str]:
+    """Fold every grown collection's counts, each in its own transaction; returns those folded."""
+    done = []
+    for name in run_tx(pool, grown, timeout_s):
+        if run_tx(pool, functools.partial(fold, collection=name), timeout_s):
+            done.append(name)
+    return done

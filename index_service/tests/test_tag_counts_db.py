@@ -13,6 +13,7 @@ import pytest
 from index_service import catalog, migrations, tag_counts
 from index_service.dialects import PgVector
 from index_service.migrations import Context, migrate
+from index_service.pool import Pool
 from protos.semsearch.v1 import index_pb2
 from tests.support.index import Running, item, make_config, start_server, unit
 
@@ -150,13 +151,25 @@ def test_copy_fires_the_insert_trigger_and_a_read_folds(pg_dsn: str, monkeypatch
         cur.execute("SELECT count(*) FROM tag_counts")
         assert cur.fetchone()[0] == 30 * 3  # dog, n0 or n1, ""
         expected = [("", 30), ("dog", 30), ("n0", 15), ("n1", 15)]
-        monkeypatch.setattr(tag_counts, "FOLD_SLACK", 10)
+        monkeypatch.setattr(tag_counts, "FOLD_SLACK", 5)
         assert tag_counts.counts(cur, "c1") == expected == scanned(pg_dsn, "images")
         conn.commit()
         cur.execute("SELECT tag, n FROM tag_counts ORDER BY tag")
         assert cur.fetchall() == expected  # folded: one row per tag
         assert tag_counts.counts(cur, "c1") == expected
         assert not tag_counts.fold(cur, "gone")  # no collection of that name: nothing to fold (a dropped one)
+        conn.commit()
+        # The background's fold: only collections whose rows have grown past the slack.
+        for n in range(30, 50):
+            cur.execute("INSERT INTO images (v, sha256, model_id, tags) VALUES ('[1,0,0,0]', %s, 'm@1', '{cat}')",
+                        (f"{n:064x}",))
+        conn.commit()
+        pool = Pool(pg_dsn, 2, 5, lambda c: None)
+        assert tag_counts.fold_grown(pool) == ["c1"]  # 5 tags in 24 rows: past 2 * 5 + 5
+        assert tag_counts.fold_grown(pool) == []
+        pool.clear()
+        cur.execute("SELECT tag, n FROM tag_counts ORDER BY tag")
+        assert cur.fetchall() == [("", 30), ("cat", 20), ("dog", 30), ("n0", 15), ("n1", 15)]
     conn.close()
 
 
