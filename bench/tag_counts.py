@@ -179,6 +179,14 @@ def list_times(dsn: str, stub: index_pb2_grpc.IndexStub, size: int, repeat: int)
             "first_rpc_ms": first, "count_rows_before_fold": rows_before, "count_rows_after": rows_after}
 
 
+def summary(rates: dict[str, list[float]]) -> list[dict[str, Any]]:
+    """Per collection: median rows/s and the median of its per-round ratios to `plain` (the machine's load
+    drifts between rounds more than the kinds differ within one)."""
+    return [{"collection": k, "median_rows_s": statistics.median(v),
+             "vs_plain": statistics.median(x / p for x, p in zip(v, rates["plain"], strict=True)),
+             "rounds_rows_s": [round(x, 1) for x in v]} for k, v in rates.items()]
+
+
 def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """Upsert rounds over the three collections, then ListLabels timings at each size."""
     pg = EmbeddedPostgres(root / "pg")
@@ -194,17 +202,13 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             for kind in KINDS[r % 3:] + KINDS[:r % 3]:
                 rates[kind].append(load(stub, kind, r * args.round_rows, args.round_rows, args.batch, args.clients))
                 print(f"round {r + 1}: {kind} {rates[kind][-1]:.0f} rows/s", flush=True)
-        base = statistics.median(rates["plain"])
-        upserts = [{"collection": k, "median_rows_s": statistics.median(v), "vs_plain": statistics.median(v) / base,
-                    "rounds_rows_s": [round(x, 1) for x in v]} for k, v in rates.items()]
+        upserts = summary(rates)
         sql: dict[str, list[float]] = {k: [] for k in KINDS}
         for r in range(args.rounds):  # the database alone: small transactions, where a hot row would queue
             for kind in KINDS[r % 3:] + KINDS[:r % 3]:
                 sql[kind].append(sql_rate(dsn, kind, args.sql_clients, args.sql_rows, args.sql_seconds))
                 print(f"sql round {r + 1}: {kind} {sql[kind][-1]:.0f} rows/s", flush=True)
-        base = statistics.median(sql["plain"])
-        inserts = [{"collection": k, "median_rows_s": statistics.median(v), "vs_plain": statistics.median(v) / base,
-                    "rounds_rows_s": [round(x, 1) for x in v]} for k, v in sql.items()]
+        inserts = summary(sql)
         listing = []
         for size in sorted({args.rounds * args.round_rows, *args.sizes}):
             grow(dsn, "images_counted", size)
