@@ -1,4 +1,5 @@
-"""Maintenance off the health thread: the media store's orphan sweep in bounded steps, and deferred index builds.
+"""Maintenance off the health thread: the media store's orphan sweep in bounded steps, deferred index builds
+and folds of the tag counts (index_service.tag_counts).
 
 The sweep used to run inside the health check: due at start-up, it held SERVING back 17.3 s at 300,000
 rows (about 10 minutes projected at 10 million), and health checks paused while it ran (issue 14).
@@ -12,6 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from index_service import tag_counts
 from index_service.domain import NotFound, ServiceError
 from semsearch_common.worker import Worker
 
@@ -36,6 +38,7 @@ class Background(Worker):
         self._sweep_removed = 0
         self._next_sweep = 0.0  # monotonic: the first pass starts once the database is ready
         self.sweeps_done = 0
+        self._next_fold = 0.0  # monotonic: when the tag counts are next looked at
 
     @property
     def sweeping(self) -> bool:
@@ -48,6 +51,7 @@ class Background(Worker):
             try:
                 if self.repo.ready:
                     self._build_due()
+                    self._fold_tag_counts()
                     busy = self._sweep_step()
             except ServiceError as err:  # the database went away: the monitor reports it, we wait
                 log.debug("background work paused: %s", err)
@@ -65,6 +69,12 @@ class Background(Worker):
                 self.repo.build_index(concurrently=True, timeout_s=None, collection=name)
             except NotFound:  # dropped meanwhile
                 self.repo.bulk.built(name)
+
+    def _fold_tag_counts(self) -> None:
+        """Fold the tag counts that writes have grown (tag_counts: reads stay small without a reader)."""
+        if time.monotonic() >= self._next_fold:
+            self._next_fold = time.monotonic() + tag_counts.FOLD_INTERVAL_S
+            tag_counts.fold_grown(self.repo.pool)
 
     def _sweep_step(self) -> bool:
         """One bounded step of the current pass, starting a pass when one is due; True while one runs."""

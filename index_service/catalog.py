@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from psycopg2.extensions import cursor
 
-from index_service import sizes
+from index_service import sizes, tag_counts
 from index_service.dialects import Dialect
 from index_service.domain import InvalidArgument, Mismatch, NotFound
 from index_service.migrations import COLUMNS, DEFAULT_ALIAS, ID_SEQUENCE, photo_indexes
@@ -110,7 +110,7 @@ def check_model(coll: Coll, model_id: str, dim: int) -> None:
 
 def create(cur: cursor, dialect: Dialect, name: str, model_id: str, dim: int,
            vector_type: str = "float32") -> Coll:
-    """A new empty collection: its table (ids from the shared sequence) and filter indexes."""
+    """A new empty collection: its table (ids from the shared sequence), filter indexes and tag-count triggers."""
     check_name("collection", name)
     if vector_type not in VECTOR_TYPES:
         raise InvalidArgument(f"vector_type {vector_type!r} must be one of {', '.join(VECTOR_TYPES)}")
@@ -130,6 +130,7 @@ def create(cur: cursor, dialect: Dialect, name: str, model_id: str, dim: int,
     cur.execute(f"CREATE INDEX {table}_source ON {table} (source)")
     for statement in photo_indexes(table):
         cur.execute(statement)
+    tag_counts.install(cur, name, table)
     cur.execute("INSERT INTO collections (name, table_name, model_id, dim, vector_type) VALUES (%s, %s, %s, %s, %s)",
                 (name, table, model_id, dim, vector_type))
     return Coll(name, table, dim, model_id, vector_type)
@@ -150,6 +151,7 @@ def drop(cur: cursor, name: str) -> int:
     count = int(one_row(cur)[0])
     cur.execute("DELETE FROM collections WHERE name = %s", (name,))
     cur.execute(f"DROP TABLE {row[0]}")
+    tag_counts.forget(cur, name)
     return count
 
 

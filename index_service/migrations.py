@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from psycopg2.extensions import connection, cursor
 
+from index_service import tag_counts
 from index_service.dialects import Dialect, DialectError, choose_backend, dialect_for
 from index_service.pool import one_row
 
@@ -227,6 +228,15 @@ def m11_vector_types(cur: cursor, ctx: Context) -> None:
     cur.execute("ALTER TABLE collections ADD COLUMN vector_type text NOT NULL DEFAULT 'float32'")
 
 
+def m13_tag_counts(cur: cursor, ctx: Context) -> None:
+    """Tag counts kept by triggers (index_service.tag_counts), filled from every collection's rows."""
+    tag_counts.create_storage(cur)
+    cur.execute("SELECT name, table_name FROM collections ORDER BY name")
+    for name, table in cur.fetchall():
+        tag_counts.install(cur, name, table)  # first: its lock keeps writers out until the fill commits
+        tag_counts.fill(cur, name, table)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[cursor, Context], None]]] = [
     (1, "metadata table", m1_meta),
     (2, "vector extension", m2_extension),
@@ -236,6 +246,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[cursor, Context], None]]] = [
     (6, "photo facts and tags", m6_photos),
     (7, "files of folder syncs", m7_files),
     (11, "vector types of collections", m11_vector_types),
+    (13, "tag counts kept by triggers", m13_tag_counts),
 ]
 
 

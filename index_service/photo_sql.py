@@ -9,9 +9,9 @@ from typing import Any
 
 from psycopg2.extensions import cursor
 
+from index_service import tag_counts as counts
 from index_service.domain import ImageMeta, InvalidArgument, NewImage, ServiceError
 from index_service.photos import MAX_TAGS, Facts, label_of, merge_tags
-from index_service.pool import one_row
 
 # Appended to the columns an upsert COPYs and to those Get and ListImages read, in this order.
 COLUMNS = "tags, taken_at, taken_offset_minutes, camera_make, camera_model, latitude, longitude, file_mtime_ns"
@@ -119,14 +119,11 @@ def update_tags(cur: cursor, table: str, ids: Sequence[int], add: tuple[str, ...
     return sorted(tags_of)
 
 
-def tag_counts(cur: cursor, table: str) -> list[tuple[str, int]]:
+def tag_counts(cur: cursor, collection: str) -> list[tuple[str, int]]:
     """Every tag in use with the number of images carrying it, by name (code point order)."""
-    cur.execute(f'SELECT tag, count(*) FROM {table}, unnest(tags) AS tag GROUP BY tag ORDER BY tag COLLATE "C"')
-    return [(str(t), int(n)) for t, n in cur.fetchall()]
+    return [(tag, n) for tag, n in counts.counts(cur, collection) if tag]
 
 
-def label_counts(cur: cursor, table: str) -> list[tuple[str, int]]:
-    """ListLabels answered from tags: every tag with its count, and "" for the images without any."""
-    cur.execute(f"SELECT count(*) FROM {table} WHERE tags = '{{}}'")
-    untagged = int(one_row(cur)[0])
-    return ([("", untagged)] if untagged else []) + tag_counts(cur, table)
+def label_counts(cur: cursor, collection: str) -> list[tuple[str, int]]:
+    """ListLabels answered from tags: every tag with its count, and "" for the images without any, first."""
+    return counts.counts(cur, collection)

@@ -412,7 +412,7 @@ class Repository:
 
     def labels(self, timeout_s: float | None, collection: str = "") -> list[tuple[str, int]]:
         """Every label with its count (labels are tags now: photo_sql.label_counts)."""
-        return run_tx(self.pool, lambda cur: photo_sql.label_counts(cur, catalog.resolve(cur, collection).table),
+        return run_tx(self.pool, lambda cur: photo_sql.label_counts(cur, catalog.resolve(cur, collection).name),
                       timeout_s)
 
     def update_tags(self, ids: Sequence[int], add: tuple[str, ...], remove: tuple[str, ...],
@@ -423,7 +423,7 @@ class Repository:
 
     def tags(self, timeout_s: float | None, collection: str = "") -> list[tuple[str, int]]:
         """Every tag with its count."""
-        return run_tx(self.pool, lambda cur: photo_sql.tag_counts(cur, catalog.resolve(cur, collection).table),
+        return run_tx(self.pool, lambda cur: photo_sql.tag_counts(cur, catalog.resolve(cur, collection).name),
                       timeout_s)
 
     def exists(self, shas: Sequence[str], timeout_s: float | None, collection: str = "") -> list[str]:

@@ -96,6 +96,9 @@ def test_adopted_rows_get_their_files_thumbnails_and_hashes(tmp_path: Path, pg_d
         result = running.stub.Upsert(index_pb2.UpsertRequest(items=[again]), timeout=10).results[0]
         assert (result.created, result.id) == (False, 1)
         assert running.stub.Stats(index_pb2.StatsRequest(), timeout=5).count == 5
+        # The tag counts follow the duplicate's delete and the upsert's merged tag (migration 13's triggers).
+        labels = running.stub.ListLabels(index_pb2.ListLabelsRequest(), timeout=5).labels
+        assert [(lb.label, lb.count) for lb in labels] == [("", 4), ("cat", 1)]
         assert "file " + str(folder / "gone.jpg") + " is missing" in caplog.text
         assert "1 missing files, 1 unreadable" in caplog.text
     finally:
