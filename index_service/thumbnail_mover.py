@@ -25,7 +25,7 @@ from index_service.config import Config
 from index_service.domain import ServiceError, StorageError
 from index_service.media import MediaStore
 from index_service.metrics import THUMBNAILS_MOVED
-from index_service.pool import run_tx
+from index_service.pool import one_row, run_tx
 from index_service.repository import Repository
 from semsearch_common.worker import Worker
 
@@ -75,6 +75,8 @@ class ThumbnailMover(Worker):
         """Walk every collection once; returns the number of rows whose column this call emptied."""
         before = self.moved
         for table in run_tx(self.repo.pool, catalog.tables, TX_TIMEOUT_S):
+            if not self._any(table):
+                continue
             start = self.moved
             while not self._stop.is_set() and (batch := self._pending(table)):
                 self.moved += self._move(table, batch)
@@ -86,6 +88,20 @@ class ThumbnailMover(Worker):
             if self.moved > start:
                 log.info("thumbnails of %s: %d moved into the media store", table, self.moved - start)
         return self.moved - before
+
+    def _any(self, table: str) -> bool:
+        """Whether any row of the table still holds a thumbnail to move.
+
+        Once everything moved, every start asks this: one sequential read of the table's heap (IS NOT NULL
+        reads the row's null bitmap, never the TOAST table), instead of a walk by id through the index.
+        """
+
+        def work(cur: cursor) -> bool:
+            cur.execute(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE thumbnail IS NOT NULL AND sha256 IS NOT NULL "
+                        "AND id > %s)", (self._after.get(table, 0),))
+            return bool(one_row(cur)[0])
+
+        return run_tx(self.repo.pool, work, None)  # unbounded: a read of the whole heap, off every hot path
 
     def _pending(self, table: str) -> list[tuple[int, str, int]]:
         """The next rows whose column holds a thumbnail: (id, sha256, bytes), at most BATCH_BYTES together."""
