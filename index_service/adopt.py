@@ -3,9 +3,9 @@
 Migration 3 adopts the prototype's `image_table` with only a path per row (`original_ref`): no sha256,
 no thumbnail, no size. After start-up a thread walks every collection's rows with `sha256 IS NULL` and
 a path, reads each file (adopt_files), copies it into the media store (so "no row without its file"
-holds even after the prototype's folder moves or goes), and fills sha256, content type, size,
-thumbnail and, where the table has the columns, the photo facts. Loading that folder again then adds
-nothing: the loader asks Exists by sha256.
+holds even after the prototype's folder moves or goes) with its thumbnail beside it (thumbnails.py), and
+fills sha256, content type, size and, where the table has the columns, the photo facts. Loading that
+folder again then adds nothing: the loader asks Exists by sha256.
 
 Duplicates keep one row: a file whose content another row of the table already holds (a second
 prototype row of the same picture, or a later load of it) loses its adopted row; the row kept is the
@@ -20,11 +20,12 @@ import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from psycopg2.extensions import cursor
 
-from index_service import adopt_files, catalog
+from index_service import adopt_files, catalog, thumbnails
 from index_service.adopt_files import Missing, Unreadable, Whole
 from index_service.config import Config
 from index_service.domain import ServiceError, StorageError
@@ -139,8 +140,13 @@ class Adopter(Worker):
 
     def _store(self, table: str, wholes: list[tuple[int, Whole]], facts: bool) -> None:
         # Files are durable before any row names them, as in an upsert; a crash leaves only orphans for the sweep.
-        self.media.put_many(list({w.sha256: (w.sha256, w.data) for _, w in wholes
-                                  if not self.media.exists(w.sha256)}.values()))
+        files: dict[str, tuple[Path, bytes]] = {}
+        for _, w in wholes:
+            for target, data in ((self.media.path_for(w.sha256), w.data), (thumbnails.path(self.media, w.sha256),
+                                                                           w.thumbnail)):
+                if not target.exists():
+                    files[str(target)] = (target, data)
+        self.media.put_paths(list(files.values()))
         outcomes = run_tx(self.repo.pool, lambda cur: _fill(cur, table, wholes, facts), TX_TIMEOUT_S)
         for row_id, outcome in outcomes:
             self.report.add(outcome, row_id)
@@ -172,8 +178,8 @@ def _fill(cur: cursor, table: str, wholes: list[tuple[int, Whole]], facts: bool)
 
 
 def _assignments(w: Whole, facts: bool) -> tuple[list[str], list[Any]]:
-    columns = ["sha256", "content_type", "width", "height", "size_bytes", "thumbnail"]
-    values: list[Any] = [w.sha256, w.content_type, w.width, w.height, len(w.data), w.thumbnail]
+    columns = ["sha256", "content_type", "width", "height", "size_bytes"]
+    values: list[Any] = [w.sha256, w.content_type, w.width, w.height, len(w.data)]
     if facts:
         f = w.facts
         located = f.latitude is not None and f.longitude is not None

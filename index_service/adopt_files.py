@@ -115,7 +115,7 @@ def make_whole(data: bytes, mtime_ns: int) -> Whole:
             im.load()
             facts = exif.read(im)
             picture = im.transpose(_UPRIGHT[facts.orientation]) if facts.orientation in _UPRIGHT else im
-            thumbnail = _thumbnail(picture)
+            thumbnail = make_thumbnail(picture)
     except Unreadable:
         raise
     except Exception as err:  # Pillow reports corrupt data with many exception types
@@ -125,7 +125,7 @@ def make_whole(data: bytes, mtime_ns: int) -> Whole:
     return Whole(hashlib.sha256(data).hexdigest(), data, mime, width, height, thumbnail, facts, mtime_ns)
 
 
-def _thumbnail(im: Image.Image) -> bytes:
+def make_thumbnail(im: Image.Image) -> bytes:
     """A JPEG whose longest side is THUMBNAIL_SIZE (never enlarged), transparency laid on white."""
     if im.mode not in ("RGB", "L"):
         rgba = im.convert("RGBA")

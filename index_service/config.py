@@ -92,6 +92,8 @@ class Config:
     # The relevance cutoff of a date-sorted search that asks for none (see README: relative, per query).
     date_cutoff_gap: float = 0.05
     date_cutoff_fraction: float = 0.0  # 0: no fraction bound
+    # Rows from before issue 14 hold their thumbnail in the database: move them into the media store.
+    move_thumbnails: bool = True
 
     @property
     def media_dir(self) -> Path:
@@ -165,6 +167,7 @@ class Config:
             adopt_batch=r.int("adopt_batch", 32, 1, 1000),
             date_cutoff_gap=r.float("date_cutoff_gap", 0.05, 0.0, 2.0),
             date_cutoff_fraction=r.float("date_cutoff_fraction", 0.0, 0.0, 1.0),
+            move_thumbnails=r.bool("move_thumbnails", True),
         )
 
 

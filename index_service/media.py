@@ -22,8 +22,9 @@ FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 UNWRITABLE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 CHUNK = 64 * 1024
 OrphanCheck = Callable[[list[str], Callable[[list[str]], None]], None]
-# Files made from an original and kept beside it as <sha256><suffix> (renditions.py); they go with it.
-RENDITION_SUFFIXES = (".display.jpg",)
+# Files made from an original and kept beside it as <sha256><suffix> (renditions.py, thumbnails.py); they go
+# with it: a delete and the orphan sweep remove them together.
+RENDITION_SUFFIXES = (".display.jpg", ".thumb")
 
 
 class MediaStore:
@@ -48,14 +49,20 @@ class MediaStore:
         self.put_many([(sha256, data)])
 
     def put_many(self, files: list[tuple[str, bytes]]) -> None:
-        """Write files durably before returning: temp files, flush, rename, flush the folders.
+        """Write originals durably before returning (see put_paths)."""
+        self.put_paths([(self.path_for(sha256), data) for sha256, data in files])
+
+    def put_paths(self, files: list[tuple[Path, bytes]]) -> None:
+        """Write files of this store (originals, renditions) durably before returning: temp files, flush,
+        rename, flush the folders.
 
         One syncfs per step instead of an fsync per file: a batch of 500 fsyncs costs seconds.
         """
+        if not files:
+            return  # nothing to flush: a syncfs for no file still costs a round over the disk
         staged: list[tuple[Path, Path]] = []
         try:
-            for sha256, data in files:
-                final = self.path_for(sha256)
+            for final, data in files:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 tmp = final.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
                 staged.append((tmp, final))
@@ -73,6 +80,18 @@ class MediaStore:
             if isinstance(err, OSError) and err.errno in UNWRITABLE_ERRNOS:
                 raise StorageUnwritable(f"the media store is not writable: {err.strerror}") from err
             raise
+
+    def sync(self, paths: list[Path]) -> None:
+        """Make files already in place durable (their data and names), e.g. ones a reader wrote lazily."""
+        if not _HAVE_SYNCFS:
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError):
+                    fd = os.open(path, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+        self._flush({p.parent for p in paths}, files_done=True)
 
     def _flush(self, folders: set[Path], files_done: bool) -> None:
         if _HAVE_SYNCFS:

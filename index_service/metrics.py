@@ -12,3 +12,5 @@ DB_UP = Gauge("index_database_up", "1 while the database is reachable and migrat
 PG_RESTARTS = Counter("index_postgres_restarts", "Restarts of the embedded Postgres after its postmaster died")
 ADOPTED = Counter("index_adopted_rows", "Prototype rows whose file was adopted, by outcome "
                   "(whole, duplicate, missing, unreadable)", ["outcome"])
+THUMBNAILS_MOVED = Counter("index_thumbnails_moved", "Rows whose thumbnail moved from the database into the media "
+                           "store, by outcome (moved; empty: the column held no bytes)", ["outcome"])

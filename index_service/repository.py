@@ -16,7 +16,7 @@ import psycopg2
 from psycopg2 import errors
 from psycopg2.extensions import connection, cursor
 
-from index_service import builds, bulk, catalog, duplicates, files, filters, photo_sql, sizes
+from index_service import builds, bulk, catalog, duplicates, files, filters, photo_sql, sizes, thumbnails
 from index_service.bulk import BulkLoads
 from index_service.catalog import Coll, CollInfo
 from index_service.config import Config
@@ -53,7 +53,7 @@ META_COLUMNS = (
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _INT2, _INT4, _INT8 = struct.Struct(">h"), struct.Struct(">i"), struct.Struct(">q")
 INSERT_COLUMNS = (
-    "id, sha256, label, source, file_name, width, height, content_type, size_bytes, model_id, thumbnail, v, "
+    "id, sha256, label, source, file_name, width, height, content_type, size_bytes, model_id, v, "
     + photo_sql.COLUMNS
 )
 
@@ -64,6 +64,7 @@ class Repository:
     def __init__(self, config: Config, dsn: str, media: MediaStore) -> None:
         self.config = config
         self.media = media
+        self.thumbs = thumbnails.Thumbnails(media)  # in the media store; the column only in rows from before
         self.pool = Pool(dsn, config.pool_size, config.connect_timeout_s, self._setup)
         self._collection: Collection | None = None
         self.bulk = BulkLoads(self.pool, config.bulk_min_rows, config.bulk_idle_s)
@@ -206,8 +207,7 @@ class Repository:
         existing = dict(cur.fetchall())
         refused = photo_sql.merge_existing(cur, c.table, [i for i in items if i.sha256 in existing])
         new = [i for i in items if i.sha256 not in existing]
-        # Another collection's row already holds the file (a re-embed): it is durable, not written again.
-        self.media.put_many([(i.sha256, i.original) for i in new if not self.media.path_for(i.sha256).exists()])
+        self.media.put_paths(thumbnails.upsert_files(self.media, items))  # originals and thumbnails, durable
         if new:
             ids = self._ids_for(cur, c, [i.sha256 for i in new])
             # COPY straight into the table: every new sha256 is locked by us, so no one else can insert it.
@@ -234,13 +234,13 @@ class Repository:
         return ids
 
     def _copy_rows(self, items: list[NewImage], ids: dict[str, int], half: bool = False) -> bytes:
-        """The rows in COPY's binary format: no text formatting of floats, no hex of thumbnails."""
+        """The rows in COPY's binary format: no text formatting of floats; the thumbnail column stays NULL."""
         out = [COPY_HEADER]
         for i in items:
             fields = [_INT8.pack(ids[i.sha256]), i.sha256.encode(), i.label.encode(), i.source.encode(),
                       i.file_name.encode(),
                       _INT4.pack(i.width), _INT4.pack(i.height), i.content_type.encode(),
-                      _INT8.pack(len(i.original)), i.model_id.encode(), i.thumbnail,
+                      _INT8.pack(len(i.original)), i.model_id.encode(),
                       self.dialect.binary(i.vector, half), *photo_sql.copy_fields(i)]
             out.append(_INT2.pack(len(fields)))
             for f in fields:
@@ -363,11 +363,12 @@ class Repository:
         return [found[i] for i in dict.fromkeys(ids) if i in found]
 
     def page(self, after_id: int, limit: int, timeout_s: float | None, collection: str = "",
-             missing_from: str = "") -> tuple[list[ImageMeta], list[bytes], list[int]]:
+             missing_from: str = "", with_bytes: bool = True) -> tuple[list[ImageMeta], list[bytes], list[int]]:
         """Images with ids above `after_id` (of the next `limit`, those `missing_from` lacks), their
-        thumbnails, and the ids scanned (none at the end): re-embedding walks a collection so."""
+        thumbnails (empty unless `with_bytes`), and the ids scanned (none at the end): re-embedding walks
+        a collection so."""
 
-        def work(cur: cursor) -> tuple[list[ImageMeta], list[bytes], list[int]]:
+        def work(cur: cursor) -> tuple[list[ImageMeta], list[Any], list[int]]:
             c = catalog.resolve(cur, collection)
             cur.execute(f"SELECT id FROM {c.table} WHERE id > %s ORDER BY id LIMIT %s", (after_id, limit))
             scanned = [r[0] for r in cur.fetchall()]
@@ -378,13 +379,16 @@ class Repository:
                 target = catalog.resolve(cur, missing_from).table
                 where = (f"AND ({c.table}.sha256 IS NULL OR NOT EXISTS "
                          f"(SELECT 1 FROM {target} t WHERE t.sha256 = {c.table}.sha256))")
-            cur.execute(f"SELECT {META_COLUMNS}, thumbnail FROM {c.table} WHERE id = ANY(%s) {where} ORDER BY id",
+            column = "thumbnail" if with_bytes else "NULL"  # only rows from before the move hold bytes there
+            cur.execute(f"SELECT {META_COLUMNS}, {column} FROM {c.table} WHERE id = ANY(%s) {where} ORDER BY id",
                         (scanned,))
             rows = cur.fetchall()
-            metas = [photo_sql.meta_from_row(row[:-1]) for row in rows]
-            return metas, [bytes(row[-1] or b"") for row in rows], scanned
+            return [photo_sql.meta_from_row(row[:-1]) for row in rows], [row[-1] for row in rows], scanned
 
-        return run_tx(self.pool, work, timeout_s)
+        metas, columns, scanned = run_tx(self.pool, work, timeout_s)
+        thumbs = [self.thumbs.pick(m.sha256, b) or b"" if with_bytes else b""
+                  for m, b in zip(metas, columns, strict=True)]
+        return metas, thumbs, scanned
 
     def find_duplicates(self, max_distance: float, after_id: int, limit: int, timeout_s: float | None,
                         collection: str = "") -> duplicates.Scan:
@@ -400,15 +404,16 @@ class Repository:
         return run_tx(self.pool, work, timeout_s)
 
     def thumbnail(self, image_id: int, timeout_s: float | None, collection: str = "") -> bytes:
-        """The stored thumbnail of an image."""
+        """The thumbnail of an image: its file, its row's old column, or made again from the original."""
         row = run_tx(self.pool, lambda cur: _fetchone(
-            cur, f"SELECT thumbnail FROM {catalog.resolve(cur, collection).table} WHERE id = %s", (image_id,)),
-            timeout_s)
+            cur, f"SELECT sha256, thumbnail FROM {catalog.resolve(cur, collection).table} WHERE id = %s",
+            (image_id,)), timeout_s)
         if row is None:
             raise NotFound(f"no image with id {image_id}")
-        if row[0] is None:
-            raise NotFound(f"image {image_id} has no thumbnail")
-        return bytes(row[0])
+        data = self.thumbs.pick(row[0], row[1], or_original=True)
+        if data is None:
+            raise NotFound(f"image {image_id} has no thumbnail and its original is not stored")
+        return data
 
     def labels(self, timeout_s: float | None, collection: str = "") -> list[tuple[str, int]]:
         """Every label with its count (labels are tags now: photo_sql.label_counts)."""

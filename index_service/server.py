@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from index_service.monitor import DbMonitor
     from index_service.pg import EmbeddedPostgres
     from index_service.recall import RecallKeeper
+    from index_service.thumbnail_mover import ThumbnailMover
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class Deps:
     keeper: RecallKeeper | None = None  # measures recall and widens the search breadth (serve starts it)
     postgres: EmbeddedPostgres | None = None  # set when the service runs its own cluster: the monitor revives it
     adopter: Adopter | None = None  # makes the prototype's adopted rows whole in the background
+    mover: ThumbnailMover | None = None  # moves old rows' thumbnails into the media store in the background
     renditions: Renditions = field(init=False)
 
     def __post_init__(self) -> None:
@@ -81,6 +83,8 @@ class Deps:
             self.background.stop()
         if self.adopter is not None:
             self.adopter.stop()
+        if self.mover is not None:
+            self.mover.stop()
         if self.keeper is not None:
             self.keeper.stop()
         self.repo.close()
@@ -203,7 +207,7 @@ class IndexServicer(FilesServicer, index_pb2_grpc.IndexServicer):
         return index_pb2.GetResponse(images=[_meta_pb(m) for m in metas])
 
     def GetImage(self, request: index_pb2.GetImageRequest, context: grpc.ServicerContext) -> Iterator[Any]:
-        """The original (from the media store) or the thumbnail (from the database), in chunks."""
+        """The original, its display rendition or its thumbnail (all from the media store), in chunks."""
         self._ready()
         timeout = _timeout(context)
         metas = self.repo.get([request.id], timeout, request.collection)
@@ -328,7 +332,8 @@ class IndexServicer(FilesServicer, index_pb2_grpc.IndexServicer):
             raise TooLarge(f"limit must be between 1 and {limit}") if request.limit else InvalidArgument(
                 "limit must be at least 1")
         metas, thumbnails, scanned = self.repo.page(request.after_id, request.limit, _timeout(context),
-                                                    request.collection, request.missing_from)
+                                                    request.collection, request.missing_from,
+                                                    with_bytes=request.include_bytes)
         out = index_pb2.ListImagesResponse(last_id=scanned[-1] if scanned else 0)
         if not request.include_bytes:
             out.images.extend(_meta_pb(m) for m in metas)
@@ -460,8 +465,10 @@ def serve(config: Config, deps: Deps) -> Server:
     start_monitor(config, deps, server.set_serving)
     # Imported once the port is ours: Pillow's import is not worth paying for an instance that is refused.
     from index_service.adopt import start_adopter
+    from index_service.thumbnail_mover import start_mover
 
     deps.adopter = start_adopter(config, deps.repo, deps.media)
+    deps.mover = start_mover(config, deps.repo, deps.media)
     if config.target_recall:
         deps.keeper = deps.repo.recall_keeper()
         deps.keeper.start()

@@ -121,10 +121,10 @@ class FakeStore:
                 for i in dict.fromkeys(ids) if (r := self.rows.get(i)) is not None]
 
     def page(self, after_id: int, limit: int, timeout_s: float | None, collection: str = "",
-             missing_from: str = "") -> tuple[list[ImageMeta], list[bytes], list[int]]:
+             missing_from: str = "", with_bytes: bool = True) -> tuple[list[ImageMeta], list[bytes], list[int]]:
         self._call("page", timeout_s)
         ids = sorted(i for i in self.rows if i > after_id)[:limit]
-        return self.get(ids, timeout_s), [self.rows[i].thumbnail for i in ids], ids
+        return self.get(ids, timeout_s), [self.rows[i].thumbnail if with_bytes else b"" for i in ids], ids
 
     def thumbnail(self, image_id: int, timeout_s: float | None, collection: str = "") -> bytes:
         self._call("thumbnail", timeout_s)

@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 from PIL import Image
 
-from index_service import adopt, adopt_files
+from index_service import adopt, adopt_files, thumbnails
 from index_service.config import Config, ConfigError
 from protos.semsearch.v1 import index_pb2
 from tests.support import exif as written
@@ -76,9 +76,15 @@ def test_adopted_rows_get_their_files_thumbnails_and_hashes(tmp_path: Path, pg_d
             m = meta(running, row_id)
             assert (m.sha256, m.size_bytes) == (hashlib.sha256(data).hexdigest(), len(data))
             assert fetch(running, row_id, index_pb2.IMAGE_VARIANT_ORIGINAL) == data
-            thumb = Image.open(io.BytesIO(fetch(running, row_id, index_pb2.IMAGE_VARIANT_THUMBNAIL)))
+            kept = thumbnails.path(running.deps.media, m.sha256).read_bytes()  # beside the original, not in the row
+            assert fetch(running, row_id, index_pb2.IMAGE_VARIANT_THUMBNAIL) == kept
+            thumb = Image.open(io.BytesIO(kept))
             assert thumb.format == "JPEG" and max(thumb.size) == adopt_files.THUMBNAIL_SIZE
             assert thumb.size[0] / thumb.size[1] == pytest.approx(m.width / m.height, abs=0.01)
+        with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT count(*) FROM {running.deps.repo.collection('', 5).table} WHERE thumbnail IS NOT NULL")
+            assert cur.fetchone() == (0,)
+        conn.close()
         assert (meta(running, 2).content_type, meta(running, 2).width, meta(running, 2).height) == (
             "image/png", 300, 500)
         assert (meta(running, 3).width, meta(running, 3).height) == (480, 640)  # after EXIF orientation 6

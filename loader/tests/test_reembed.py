@@ -133,7 +133,8 @@ def test_reembed_under_searches_survives_sigkill_and_swaps_atomically(
         vector=vector_of(original, 384, NEW).tolist(), k=1, model_id=NEW), timeout=10).hits
     assert hits[0].id == first.id and hits[0].score == pytest.approx(1.0, abs=1e-4)
     media = [p for p in (tmp_path / "index-data" / "media").rglob("*") if p.is_file()]
-    assert len(media) == N, "originals are shared by sha256, never copied"
+    assert len([p for p in media if len(p.name) == 64]) == N, "originals are shared by sha256, never copied"
+    assert len([p for p in media if p.name.endswith(".thumb")]) == N, "so are their thumbnails"
 
 
 def test_refused_before_any_work(index: IndexServer, new_model: tuple[FakeEmbedder, str]) -> None:

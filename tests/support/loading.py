@@ -44,5 +44,12 @@ def assert_one_row_per_image(index: Counted, images: list[str], media_root: Path
     metas = index.metas()
     assert sorted(m.file_name for m in metas) == sorted(images)
     assert len({m.sha256 for m in metas}) == len(images)
-    media = [p for p in media_root.rglob("*") if p.is_file()]
-    assert len(media) == len(images), "every row has its original file and there are no orphans"
+    originals = {p.name for p in media_originals(media_root)}
+    assert originals == {m.sha256 for m in metas}, "every row has its original file and there are no orphans"
+    thumbs = {p.name.removesuffix(".thumb") for p in media_root.rglob("*.thumb")}
+    assert thumbs <= originals, "a thumbnail without its original"
+
+
+def media_originals(media_root: Path) -> list[Path]:
+    """The originals in a media store (named by their sha256 alone; renditions and thumbnails carry a suffix)."""
+    return [p for p in media_root.rglob("*") if p.is_file() and len(p.name) == 64]

@@ -22,7 +22,7 @@ from PIL import Image
 
 from index_service.pg import EmbeddedPostgres
 from protos.semsearch.v1 import index_pb2
-from tests.support.loading import assert_one_row_per_image, loader_process, wait_for_rows
+from tests.support.loading import assert_one_row_per_image, loader_process, media_originals, wait_for_rows
 from tests.support.pg import scratch_postgres
 from tests.support.trees import encoded
 from tests.system.procs import (
@@ -136,7 +136,7 @@ def test_load_survives_a_fault_with_one_row_and_one_file_per_image(
         index.stop()
         index.start(INDEX_ORPHAN_GRACE_S="0")
         deadline = time.monotonic() + 60
-        while len([p for p in (data_dir / "media").rglob("*") if p.is_file()]) > IMAGES and time.monotonic() < deadline:
+        while len(media_originals(data_dir / "media")) > IMAGES and time.monotonic() < deadline:
             time.sleep(0.2)
         assert_one_row_per_image(client, names, data_dir / "media")  # type: ignore[arg-type]
     finally:

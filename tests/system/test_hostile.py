@@ -336,7 +336,8 @@ def assert_media_named_by_hash(hostile_stack: Stack) -> None:
     """Every stored file is named by its sha256, and nothing a client named exists under the data dir."""
     media = hostile_stack.index.config.media_dir
     files = media_files(media)
-    assert files and all(len(p.name) == 64 and set(p.name) <= set("0123456789abcdef") for p in files)
+    assert files and all(p.name[64:] in ("", ".thumb", ".display.jpg") and set(p.name[:64]) <= set("0123456789abcdef")
+                         for p in files)
     root = Path(hostile_stack.index.config.data_dir)
     assert not any(p.name in ("passwd", "shadow", "sam", "x.jpg") for p in root.rglob("*"))
 
