@@ -173,13 +173,13 @@ def run_point(n: int, vector_type: str, args: argparse.Namespace, root: Path) ->
             point |= measure_searches(stub, vecs, labels, ids, queries, args)
             point |= measure_stats(stub, n)
             point["postgres_pss_bytes"] = postgres_pss_bytes(data_dir)
-        if efs:
-            point["ef_sweep"] = ef_sweep(data_dir, port, queries, exact_top(vecs, queries, ids), efs)
-            point["ef_sweep_method"] = "service restarted per INDEX_HNSW_EF; same queries over gRPC"
-        with running(data_dir, port) as stub:
             extra = near(rng, vecs[: args.indexed_rows], 0.1)
-            point["upsert_indexed_rows_per_s"], _ = upsert(stub, extra, labels, args.batch, args.clients, offset=n,
-                                                           collection=COLLECTION)
+            point["upsert_indexed_rows_per_s"], extra_ids = upsert(stub, extra, labels, args.batch, args.clients,
+                                                                   offset=n, collection=COLLECTION)
+        if efs:  # the truth now includes the rows upserted into the index
+            truth = exact_top(np.vstack([vecs, extra]), queries, np.concatenate([ids, extra_ids]))
+            point["ef_sweep"] = ef_sweep(data_dir, port, queries, truth, efs)
+            point["ef_sweep_method"] = "service restarted per INDEX_HNSW_EF; same queries over gRPC"
         point["serving_with_sweep_due_s"] = serving_with_sweep_due(data_dir, port)
         point["load_average"] = os.getloadavg()[0]  # how busy the machine was: the figures are as noisy
         return point
