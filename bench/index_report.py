@@ -49,7 +49,9 @@ def curve_row(x: dict[str, Any], run: str) -> dict[str, str]:
         "p50 / p99 ms (k 10)": pair(x, "search_p50_ms", "search_p99_ms"),
         "p50 / p99 ms (k 100)": pair(x, "k100_p50_ms", "k100_p99_ms"),
         "filtered p50 / p99 ms": pair(x, "filtered_p50_ms", "filtered_p99_ms"),
-        "exact p50 ms": cell(x, "exact_p50_ms", "{:,.0f}"), "build s": cell(x, "index_build_s", "{:,.1f}"),
+        "filtered recall@10 labels / tag": pair(x, "filtered_recall_at_10", "tag_filtered_recall_at_10", "{:.3f}"),
+        "exact p50 ms": cell(x, "exact_p50_ms", "{:,.0f}"), "build s": cell(x, "index_build_s", "{:,.1f}")
+        if x.get("index_deferred_by_service", True) else "—",  # below INDEX_BULK_MIN_ROWS nothing is deferred
         "upsert rows/s empty / indexed": f"{cell({'v': empty_rate(x)}, 'v', '{:,.0f}')} / "
                                          f"{cell(x, 'upsert_indexed_rows_per_s', '{:,.0f}')}",
         "disk B/row table / index": pair(x, "table_bytes_per_row", "index_bytes_per_row", "{:,.0f}"),
