@@ -11,8 +11,9 @@ allowed at every size, INDEX_EXACT_MAX_ROWS=0). Per point, in one run:
   breadth until the target holds), then recall@10 against numpy's exact answer, p50/p99 at k=10 and
   k=100, a label filter (tags_any) and a one-tag tags_all filter with their recall, a few exact searches.
 - 50 Stats calls, bytes per row (table, index), the Postgres processes' memory after the searches.
+- Upsert into the indexed collection (same service session).
 - optionally the ef sweep (the service restarted with each INDEX_HNSW_EF, same queries over gRPC).
-- Upsert into the indexed collection, then the time to SERVING with the orphan sweep due at start.
+- the time to SERVING with the orphan sweep due at start.
 Prints a table after each point and writes bench/results/index.json (`--out`), also after each point.
 """
 
