@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import RESULTS, free_port, machine, table
-from bench.index import DIM, clustered, connect, start_service, stop_service
+from bench.index_data import DIM, clustered, connect, start_service, stop_service
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
 
 OUT = RESULTS / "duplicates.json"

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import free_port, machine, table, write
-from bench.index import DIM, clustered, connect, start_service, stop_service
+from bench.index_data import DIM, clustered, connect, start_service, stop_service
 from protos.semsearch.v1 import common_pb2, index_pb2, index_pb2_grpc
 
 START = 1_420_070_400  # 2015-01-01

@@ -1,205 +1,149 @@
-"""Benchmark of the index service over gRPC: bulk upsert, index build, search latency and recall.
+"""Growth curve of the index service with its default settings: recall, latency, load rates and sizes as rows grow.
 
-`python -m bench.index [--sizes 30000,100000]` starts the real service (`python -m index_service`, with
-its embedded Postgres + pgvector) per size in a fresh data dir, loads clustered 512-d unit vectors with
-~15 KB thumbnails through Upsert announcing the load's size (the service defers the index of the empty
-collection by itself, as for the loader), builds the index, and measures ANN and exact
-search in the same run. Then the ef sweep: the service is restarted on the same data with each
-INDEX_HNSW_EF of --ef-sweep (pgvector's hnsw.ef_search; the service raises it to k per query) and the
-same queries go through the same gRPC Search, so recall@10 and latency are those of the real path at
-that ef. Prints a table and writes bench/results/index.json (with every latency sample of the default
-run, for the report's distributions).
+`python -m bench.index [--sizes 30000,100000,300000] [--types float32,float16] [--ef-sweep 10,40,100]`
+starts the real service (`python -m index_service` on its embedded Postgres + pgvector) per size and
+vector type in a fresh data dir, with its default settings (the recall target on; only exact search is
+allowed at every size, INDEX_EXACT_MAX_ROWS=0). Per point, in one run:
+- CreateCollection, then Upsert of clustered 512-d unit vectors with ~15 KB thumbnails announcing the
+  load's size (expected_rows), so the service defers the index of the empty collection; rows/s.
+- BuildIndex right after the load, as the loader does: its build_seconds is the build after a bulk load.
+- the service's own recall estimate once its keeper has measured the built index (and widened the
+  breadth until the target holds), then recall@10 against numpy's exact answer, p50/p99 at k=10 and
+  k=100, a label filter (tags_any) and a one-tag tags_all filter with their recall, a few exact searches.
+- 50 Stats calls, bytes per row (table, index), the Postgres processes' memory after the searches.
+- Upsert into the indexed collection (same service session).
+- optionally the ef sweep (the service restarted with each INDEX_HNSW_EF, same queries over gRPC).
+- the time to SERVING with the orphan sweep due at start.
+Prints a table after each point and writes bench/results/index.json (`--out`), also after each point.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 
 from bench.common import free_port
+from bench.index_data import (
+    DIM,
+    clustered,
+    exact_top,
+    near,
+    percentile,
+    postgres_pss_bytes,
+    recall,
+    running,
+    start_service,
+    stop_service,
+    timed_search,
+    upsert,
+)
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
-from semsearch_common import channels
 from semsearch_common.enums import enum_word
 
-DIM = 512
-THUMB_BYTES = 15_000
 RESULTS = Path(__file__).resolve().parent / "results" / "index.json"
+COLLECTION = "bench"
+SMALL = 1_000  # the service's recall keeper measures nothing below this many rows
+LABEL_FILTER = index_pb2.Filter(labels=["c1", "c2", "c3"])  # 3 of 257 labels: about 1.2 % of rows
+TAG_FILTER = index_pb2.Filter(tags_all=["c7"])  # one tag: about 0.4 % of rows
 
 
-def clustered(rng: np.random.Generator, n: int, clusters: int) -> np.ndarray:
-    """CLIP-like data: unit vectors around random centres."""
-    centres = rng.standard_normal((clusters, DIM)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    x = centres[rng.integers(0, clusters, n)] + rng.standard_normal((n, DIM)).astype(np.float32) * (
-        0.35 / np.sqrt(DIM))
-    unit: np.ndarray = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return unit
+def stats(stub: index_pb2_grpc.IndexStub) -> index_pb2.StatsResponse:
+    """Stats of the benchmark's collection."""
+    reply: index_pb2.StatsResponse = stub.Stats(index_pb2.StatsRequest(collection=COLLECTION), timeout=30)
+    return reply
 
 
-def start_service(data_dir: Path, port: int, ef: int | None = None, **extra: str) -> subprocess.Popen[bytes]:
-    """The real service in its own process, on its own embedded Postgres (tuned from the machine)."""
-    # Exact search is measured here at every size: the service's refusal above a size is switched off.
-    env = dict(os.environ, INDEX_DATA_DIR=str(data_dir), INDEX_PORT=str(port), INDEX_LOG_LEVEL="WARNING",
-               INDEX_EXACT_MAX_ROWS="0", **extra)
-    if ef is not None:
-        env["INDEX_HNSW_EF"] = str(ef)
-    proc = subprocess.Popen([sys.executable, "-m", "index_service"], env=env)
-    try:
-        channels.wait_serving(f"127.0.0.1:{port}", 60, alive=lambda: proc.poll() is None)
-    except (TimeoutError, RuntimeError):
-        proc.kill()
-        raise
-    return proc
-
-
-def make_batch(vecs: np.ndarray, start: int, labels: np.ndarray, expected_rows: int = 0) -> index_pb2.UpsertRequest:
-    items = []
-    for i in range(start, start + len(vecs)):
-        original = f"bench-original-{i}".encode() * 8
-        items.append(index_pb2.UpsertItem(
-            sha256=hashlib.sha256(original).hexdigest(), original=original, content_type="image/jpeg",
-            thumbnail=os.urandom(THUMB_BYTES), width=640, height=480, label=f"c{labels[i - start]}",
-            source="bench", file_name=f"{i}.jpg", embedding=vecs[i - start].tolist(), model_id="bench@1"))
-    return index_pb2.UpsertRequest(items=items, expected_rows=expected_rows)
-
-
-def load(stub: index_pb2_grpc.IndexStub, vecs: np.ndarray, labels: np.ndarray, batch: int, clients: int,
-         offset: int = 0, expected_rows: int = 0) -> tuple[float, np.ndarray]:
-    """Upsert everything in batches from `clients` threads; returns rows/s (request building included), ids."""
-    starts = list(range(0, len(vecs), batch))
-
-    def send(s: int) -> list[int]:
-        req = make_batch(vecs[s:s + batch], offset + s, labels[s:s + batch], expected_rows)
-        res = stub.Upsert(req, timeout=300)
-        assert all(not r.HasField("error") for r in res.results), res.results[0].error
-        return [r.id for r in res.results]
-
+def load_and_build(stub: index_pb2_grpc.IndexStub, vecs: np.ndarray, labels: np.ndarray,
+                   args: argparse.Namespace) -> tuple[dict[str, Any], np.ndarray]:
+    """Bulk load into the empty collection, then BuildIndex at once (as the loader does); returns figures, ids."""
+    rows_s, ids = upsert(stub, vecs, labels, args.batch, args.clients, expected_rows=len(vecs), collection=COLLECTION)
+    deferred = stats(stub).index_state != index_pb2.INDEX_STATE_READY
     started = time.perf_counter()
-    with ThreadPoolExecutor(clients) as ex:
-        ids = [i for chunk in ex.map(send, starts) for i in chunk]
-    return len(vecs) / (time.perf_counter() - started), np.array(ids)
+    build = stub.BuildIndex(index_pb2.BuildIndexRequest(collection=COLLECTION), timeout=7200)
+    wall = time.perf_counter() - started
+    return {"upsert_empty_rows_per_s": rows_s, "index_deferred_by_service": deferred,
+            "index_build_s": build.build_seconds, "index_build_call_s": wall}, ids
 
 
-def search_run(stub: index_pb2_grpc.IndexStub, queries: np.ndarray, exact: bool) -> tuple[list[float], list[list[int]]]:
-    times, ids = [], []
-    for q in queries:
-        req = index_pb2.SearchRequest(vector=q.tolist(), k=10, exact=exact)
-        t = time.perf_counter()
-        res = stub.Search(req, timeout=30)
-        times.append((time.perf_counter() - t) * 1000)
-        ids.append([h.id for h in res.hits])
-    return times, ids
+def settle(stub: index_pb2_grpc.IndexStub, rows: int, since: float, limit_s: float) -> tuple[index_pb2.StatsResponse,
+                                                                                             float]:
+    """Stats once the keeper has measured after `since` (epoch s) and holds the target or stopped widening."""
+    started = time.monotonic()
+    while True:
+        reply = stats(stub)
+        fresh = reply.recall_measured_at >= since and reply.recall_measured_at > 0
+        settled = fresh and (reply.recall_estimate >= reply.recall_target or reply.search_breadth >= 1000)
+        if settled or rows < SMALL or time.monotonic() - started > limit_s:
+            return reply, time.monotonic() - started
+        time.sleep(2)
 
 
-def connect(port: int) -> tuple[grpc.Channel, index_pb2_grpc.IndexStub]:
-    """A channel and stub to the service on port."""
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)])
-    return channel, index_pb2_grpc.IndexStub(channel)
+def measure_searches(stub: index_pb2_grpc.IndexStub, vecs: np.ndarray, labels: np.ndarray, ids: np.ndarray,
+                     queries: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+    """Latency and recall of the default search path: k=10, k=100, two filters, exact."""
+    truth = exact_top(vecs, queries, ids)
+    part = queries[: max(1, len(queries) // 3)]
+    timed_search(stub, queries[:20], collection=COLLECTION)  # warm-up: caches, connections
+    ms10, found = timed_search(stub, queries, collection=COLLECTION)
+    ms100, found100 = timed_search(stub, part, k=100, collection=COLLECTION)
+    out: dict[str, Any] = {
+        "recall_at_10": recall(found, truth), "search_p50_ms": percentile(ms10, 50),
+        "search_p99_ms": percentile(ms10, 99), "k100_p50_ms": percentile(ms100, 50),
+        "k100_p99_ms": percentile(ms100, 99), "recall_at_100": recall(found100, exact_top(vecs, part, ids, k=100), 100)}
+    for key, flt, mask in (("filtered", LABEL_FILTER, np.isin(labels, [1, 2, 3])),
+                           ("tag_filtered", TAG_FILTER, labels == 7)):
+        ms, hits = timed_search(stub, part, flt=flt, collection=COLLECTION)
+        out |= {f"{key}_p50_ms": percentile(ms, 50), f"{key}_p99_ms": percentile(ms, 99),
+                f"{key}_recall_at_10": recall(hits, exact_top(vecs, part, ids, mask=mask))}
+    exact_ms, exact_ids = timed_search(stub, queries[: args.exact_queries], exact=True, collection=COLLECTION)
+    out |= {"exact_p50_ms": percentile(exact_ms, 50), "exact_queries": len(exact_ms),
+            "exact_matches_numpy": float(np.mean([set(e) == set(t) for e, t in zip(exact_ids, truth, strict=False)]))
+            if exact_ids else None,
+            "search_samples_ms": [round(x, 3) for x in ms10]}
+    return out
 
 
-def stop_service(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM and wait (the service stops its embedded Postgres)."""
-    proc.terminate()
-    proc.wait(timeout=60)
-
-
-def recall_at_10(found: list[list[int]], truth: list[list[int]]) -> float:
-    """Mean overlap of each result with the exact top 10."""
-    return float(np.mean([len(set(a) & set(t)) / 10 for a, t in zip(found, truth, strict=True)]))
-
-
-def run_size(n: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    """Load n rows, build, measure the default search path, sweep ef, then upsert into the built index."""
-    rng = np.random.default_rng(n)
-    vecs = clustered(rng, n, max(50, n // 100))
-    labels = rng.integers(0, 257, n)
-    port = free_port()
-    data_dir = root / f"n{n}"
-    proc = start_service(data_dir, port)
-    channel, stub = connect(port)
-    try:
-        rows_s, ids = load(stub, vecs, labels, args.batch, args.clients, expected_rows=n)
-        deferred = stub.Stats(index_pb2.StatsRequest(), timeout=30).index_state != index_pb2.INDEX_STATE_READY
-        build = stub.BuildIndex(index_pb2.BuildIndexRequest(), timeout=3600)
-        stats = stub.Stats(index_pb2.StatsRequest(), timeout=30)
-        picks = rng.integers(0, n, args.queries)
-        noise = rng.standard_normal((args.queries, DIM)).astype(np.float32) * (0.2 / np.sqrt(DIM))
-        queries = vecs[picks] + noise
-        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-        search_run(stub, queries[:20], exact=False)  # warm-up: caches, connections
-        ann_ms, ann_ids = search_run(stub, queries, exact=False)
-        exact_ms, exact_ids = search_run(stub, queries[: args.exact_queries], exact=True)
-        truth = _truth(vecs, queries, ids)
-        recall = recall_at_10(ann_ids, truth)
-        agree = float(np.mean([set(e) == set(t) for e, t in zip(exact_ids, truth[: len(exact_ids)], strict=True)]))
-        channel.close()
-        stop_service(proc)
-        sweep = []
-        for ef in (int(e) for e in args.ef_sweep.split(",") if e):
-            proc = start_service(data_dir, port, ef)
-            channel, stub = connect(port)
-            search_run(stub, queries, exact=False)  # warm-up: a restarted Postgres starts with cold buffers
-            ms, found = search_run(stub, queries, exact=False)
-            sweep.append({"ef_search": ef, "p50_ms": float(np.percentile(ms, 50)),
-                          "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(np.mean(ms)),
-                          "recall_at_10": recall_at_10(found, truth)})
-            print(f"  ef_search {ef}: recall@10 {sweep[-1]['recall_at_10']:.3f}, p50 {sweep[-1]['p50_ms']:.2f} ms",
-                  flush=True)
-            channel.close()
-            stop_service(proc)
-        proc = start_service(data_dir, port)
-        channel, stub = connect(port)
-        extra = vecs[: args.indexed_rows].copy()
-        extra_rows_s, _ = load(stub, _perturb(rng, extra), labels, args.batch, args.clients, offset=n)
-        ops = measure_stats(stub)
-        channel.close()
-        stop_service(proc)
-        ops["serving_with_sweep_due_s"] = measure_serving_with_sweep_due(data_dir, port)
-        return {**ops, "index_deferred_by_service": deferred,
-            "rows": n, "upsert_rows_per_s": rows_s, "index_build_s": build.build_seconds,
-            "search_p50_ms": float(np.percentile(ann_ms, 50)), "search_p99_ms": float(np.percentile(ann_ms, 99)),
-            "exact_p50_ms": float(np.percentile(exact_ms, 50)), "recall_at_10": recall,
-            "exact_matches_numpy": agree, "upsert_indexed_rows_per_s": extra_rows_s,
-            "table_mb": stats.table_bytes / 1e6, "index_mb": stats.index_bytes / 1e6,
-            "backend": f"{enum_word(index_pb2.Backend, stats.backend)} {stats.extension_version}",
-            "index_params": dict(stats.index_params),
-            "ef_sweep": sweep, "ef_sweep_method": "service restarted per INDEX_HNSW_EF; same queries over gRPC",
-            "search_samples_ms": [round(x, 3) for x in ann_ms],
-            "exact_samples_ms": [round(x, 3) for x in exact_ms],
-        }
-    finally:
-        channel.close()
-        if proc.poll() is None:
-            stop_service(proc)
-
-
-def measure_stats(stub: index_pb2_grpc.IndexStub, calls: int = 50) -> dict[str, Any]:
-    """Latency of Stats (the page asks for it on every load), and whether its figures were estimates."""
-    stub.Stats(index_pb2.StatsRequest(), timeout=30)  # warm-up
+def measure_stats(stub: index_pb2_grpc.IndexStub, rows: int, calls: int = 50) -> dict[str, Any]:
+    """Latency of Stats (the page asks on every load), and the sizes and settings it reports."""
+    stats(stub)  # warm-up
     times = []
     for _ in range(calls):
         t = time.perf_counter()
-        stats = stub.Stats(index_pb2.StatsRequest(), timeout=30)
+        reply = stats(stub)
         times.append((time.perf_counter() - t) * 1000)
-    return {"stats_p50_ms": float(np.percentile(times, 50)), "stats_p99_ms": float(np.percentile(times, 99)),
-            "stats_estimated": stats.estimated, "stats_count": stats.count}
+    return {"stats_p50_ms": percentile(times, 50), "stats_p99_ms": percentile(times, 99),
+            "stats_estimated": reply.estimated, "stats_count": reply.count,
+            "table_bytes_per_row": reply.table_bytes / rows, "index_bytes_per_row": reply.index_bytes / rows,
+            # The HNSW graph must stay in memory for millisecond searches: its size per vector is the floor.
+            "ram_bytes_per_row": reply.index_bytes / rows,
+            "backend": f"{enum_word(index_pb2.Backend, reply.backend)} {reply.extension_version}",
+            "index_params": dict(reply.index_params)}
 
 
-def measure_serving_with_sweep_due(data_dir: Path, port: int) -> float:
+def ef_sweep(data_dir: Path, port: int, queries: np.ndarray, truth: list[list[int]], efs: list[int]) -> list[Any]:
+    """Recall@10 and latency per INDEX_HNSW_EF, the service restarted for each (the keeper is off then)."""
+    sweep = []
+    for ef in efs:
+        with running(data_dir, port, ef) as stub:
+            timed_search(stub, queries, collection=COLLECTION)  # warm-up: a restarted Postgres has cold buffers
+            ms, found = timed_search(stub, queries, collection=COLLECTION)
+        sweep.append({"ef_search": ef, "p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99),
+                      "mean_ms": float(np.mean(ms)), "recall_at_10": recall(found, truth)})
+        print(f"  ef_search {ef}: recall@10 {sweep[-1]['recall_at_10']:.3f}, p50 {sweep[-1]['p50_ms']:.2f} ms",
+              flush=True)
+    return sweep
+
+
+def serving_with_sweep_due(data_dir: Path, port: int) -> float:
     """Seconds from starting the service to SERVING with the media sweep due at once (orphan grace 0)."""
     started = time.perf_counter()
     proc = start_service(data_dir, port, INDEX_ORPHAN_GRACE_S="0")
@@ -208,54 +152,86 @@ def measure_serving_with_sweep_due(data_dir: Path, port: int) -> float:
     return seconds
 
 
-def _perturb(rng: np.random.Generator, vecs: np.ndarray) -> np.ndarray:
-    out = vecs + rng.standard_normal(vecs.shape).astype(np.float32) * (0.1 / np.sqrt(DIM))
-    unit: np.ndarray = out / np.linalg.norm(out, axis=1, keepdims=True)
-    return unit
-
-
-def _truth(vecs: np.ndarray, queries: np.ndarray, ids: np.ndarray) -> list[list[int]]:
-    """Exact top-10 ids by numpy."""
-    order = np.argsort(-(queries @ vecs.T), axis=1)[:, :10]
-    return [[int(ids[i]) for i in row] for row in order]
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", default="30000")
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--clients", type=int, default=2)
-    parser.add_argument("--queries", type=int, default=300)
-    parser.add_argument("--exact-queries", type=int, default=30)
-    parser.add_argument("--indexed-rows", type=int, default=2048, help="rows upserted after the build")
-    parser.add_argument("--ef-sweep", default="10,20,40,100,200",
-                        help="INDEX_HNSW_EF values to sweep (empty: none)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="bench-index-", dir="/tmp"))
-    results = []
+def run_point(n: int, vector_type: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """One point of the curve: n rows of one vector type in a fresh data dir."""
+    rng = np.random.default_rng(n)
+    vecs = clustered(rng, n, max(50, n // 100))
+    labels = rng.integers(0, 257, n)
+    queries = near(rng, vecs[rng.integers(0, n, args.queries)], 0.2)
+    port, data_dir = free_port(), root / f"{vector_type}-{n}"
+    efs = [int(e) for e in args.ef_sweep.split(",") if e]
+    point: dict[str, Any] = {"rows": n, "vector_type": vector_type}
     try:
-        for n in (int(s) for s in args.sizes.split(",")):
-            results.append(run_size(n, args, root))
-            print_table(results)
+        with running(data_dir, port) as stub:
+            stub.CreateCollection(index_pb2.CreateCollectionRequest(
+                name=COLLECTION, model_id="bench@1", dim=DIM, vector_type=vector_type), timeout=60)
+            built, ids = load_and_build(stub, vecs, labels, args)
+            point |= built
+            since = int(time.time()) if built["index_deferred_by_service"] else 0
+            est, waited = settle(stub, n, since, args.settle_s)
+            point |= {"recall_estimate": est.recall_estimate, "recall_target": est.recall_target,
+                      "search_breadth": est.search_breadth, "recall_settle_s": waited}
+            point |= measure_searches(stub, vecs, labels, ids, queries, args)
+            point |= measure_stats(stub, n)
+            point["postgres_pss_bytes"] = postgres_pss_bytes(data_dir)
+            extra = near(rng, vecs[: args.indexed_rows], 0.1)
+            point["upsert_indexed_rows_per_s"], extra_ids = upsert(stub, extra, labels, args.batch, args.clients,
+                                                                   offset=n, collection=COLLECTION)
+        if efs:  # the truth now includes the rows upserted into the index
+            truth = exact_top(np.vstack([vecs, extra]), queries, np.concatenate([ids, extra_ids]))
+            point["ef_sweep"] = ef_sweep(data_dir, port, queries, truth, efs)
+            point["ef_sweep_method"] = "service restarted per INDEX_HNSW_EF; same queries over gRPC"
+        point["serving_with_sweep_due_s"] = serving_with_sweep_due(data_dir, port)
+        point["load_average"] = os.getloadavg()[0]  # how busy the machine was: the figures are as noisy
+        return point
     finally:
-        shutil.rmtree(root, ignore_errors=True)
-    machine = f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine, "batch": args.batch, "clients": args.clients,
-                                    "results": results}, indent=2))
-    print(f"\n{machine}\nwrote {args.out}")
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+COLUMNS = [("rows", "{:d}"), ("vector_type", "{}"), ("recall_at_10", "{:.3f}"), ("recall_estimate", "{:.3f}"),
+           ("search_breadth", "{:d}"), ("search_p50_ms", "{:.2f}"), ("search_p99_ms", "{:.2f}"),
+           ("k100_p99_ms", "{:.1f}"), ("filtered_p50_ms", "{:.2f}"), ("exact_p50_ms", "{:.0f}"),
+           ("index_build_s", "{:.1f}"), ("upsert_empty_rows_per_s", "{:.0f}"), ("upsert_indexed_rows_per_s", "{:.0f}"),
+           ("index_bytes_per_row", "{:.0f}"), ("table_bytes_per_row", "{:.0f}"), ("stats_p50_ms", "{:.1f}"),
+           ("serving_with_sweep_due_s", "{:.1f}")]
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    cols = [("rows", "{:d}"), ("upsert_rows_per_s", "{:.0f}"), ("index_build_s", "{:.1f}"),
-            ("search_p50_ms", "{:.2f}"), ("search_p99_ms", "{:.2f}"), ("exact_p50_ms", "{:.1f}"),
-            ("recall_at_10", "{:.3f}"), ("upsert_indexed_rows_per_s", "{:.0f}"), ("stats_p50_ms", "{:.2f}"),
-            ("serving_with_sweep_due_s", "{:.1f}")]
-    print(" | ".join(c for c, _ in cols) + " | exact/ann")
+    """The curve so far, one row per point ("—" where a figure is missing)."""
+    print(" | ".join(c for c, _ in COLUMNS))
     for r in results:
-        ratio = r["exact_p50_ms"] / r["search_p50_ms"]
-        print(" | ".join(f.format(r[c]) for c, f in cols) + f" | {ratio:.0f}x")
+        print(" | ".join("—" if r.get(c) is None else f.format(r[c]) for c, f in COLUMNS), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="30000,100000,300000")
+    parser.add_argument("--types", default="float32,float16")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--exact-queries", type=int, default=10)
+    parser.add_argument("--indexed-rows", type=int, default=4096, help="rows upserted after the build")
+    parser.add_argument("--settle-s", type=float, default=900, help="longest wait for the recall keeper")
+    parser.add_argument("--ef-sweep", default="", help="INDEX_HNSW_EF values to sweep per point (empty: none)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    machine = f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    root = Path(tempfile.mkdtemp(prefix="bench-index-", dir="/tmp"))
+    results: list[dict[str, Any]] = []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        for n in (int(s) for s in args.sizes.split(",")):
+            for vector_type in args.types.split(","):
+                started = time.perf_counter()
+                results.append(run_point(n, vector_type, args, root) | {"point_s": time.perf_counter() - started})
+                print_table(results)
+                args.out.write_text(json.dumps({
+                    "machine": machine, "batch": args.batch, "clients": args.clients, "queries": args.queries,
+                    "results": results}, indent=2))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"\n{machine}\nwrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -11,11 +11,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import NullFormatter, ScalarFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter, ScalarFormatter
 
 BATCHES = (1, 8, 32)
 COLORS = {"ours int8": "tab:green", "ours fp32": "tab:blue", "PyTorch fp32": "tab:red",
-          "direct": "tab:blue", "gateway": "tab:orange", "embedder": "tab:blue", "loader": "tab:green"}
+          "direct": "tab:blue", "gateway": "tab:orange", "embedder": "tab:blue", "loader": "tab:green",
+          "float32": "tab:blue", "float16": "tab:green"}
 MEMORY_COLORS = ("tab:purple", "tab:brown", "tab:gray", "tab:olive")
 
 
@@ -203,4 +204,36 @@ def load_timeline(load: dict[str, Any], path: Path) -> Path:
         right.legend(loc="lower right", fontsize=8)
     ax.legend(loc="lower left")
     ax.set_title(f"{load.get('clients', '?')} search clients through the gateway")
+    return _save(fig, path)
+
+
+def growth_curve(points: list[dict[str, Any]], path: Path) -> Path:
+    """Search latency (left) and recall@10 (right) against rows, one line per vector type, with the goals."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for vtype in sorted({p.get("vector_type", "float32") for p in points}):
+        mine = sorted((p for p in points if p.get("vector_type", "float32") == vtype), key=lambda p: p["rows"])
+        rows, color = [p["rows"] for p in mine], COLORS.get(vtype)
+        left.plot(rows, [p["search_p50_ms"] for p in mine], marker="o", color=color, label=f"{vtype} p50")
+        left.plot(rows, [p.get("search_p99_ms", np.nan) for p in mine], marker=".", linestyle=":", color=color,
+                  label=f"{vtype} p99")
+        right.plot(rows, [p["recall_at_10"] for p in mine], marker="o", color=color, label=vtype)
+    left.axhline(10, color="tab:red", linestyle="--", linewidth=0.8, label="goal at 1M: p50 ≤ 10 ms")
+    right.axhline(0.98, color="tab:red", linestyle="--", linewidth=0.8, label="goal: ≥ 0.98")
+    rows_label = FuncFormatter(lambda x, _: f"{x / 1e6:g}M" if x >= 1e6 else f"{x / 1e3:g}k")
+    for ax, ylabel in ((left, "search latency, ms (gRPC Search, k = 10, log scale)"),
+                       (right, "recall@10 against numpy's exact")):
+        ax.set_xscale("log")
+        ax.set_xticks(sorted({p["rows"] for p in points}))
+        ax.xaxis.set_major_formatter(rows_label)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("rows in the collection (log scale)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    left.set_yscale("log")
+    plain = FuncFormatter(lambda y, _: f"{y:g}")
+    left.yaxis.set_major_formatter(plain)
+    left.yaxis.set_minor_formatter(plain)
+    left.set_title("latency as the collection grows (default settings)")
+    right.set_title("recall as the collection grows (the keeper's target on)")
     return _save(fig, path)

@@ -1,7 +1,7 @@
 """One report of how fast the system is: runs every benchmark, then writes bench/report.md and its plots.
 
 `python -m bench.report [--quick] [--only embedder,index,...] [--from-results]` runs bench.embedder,
-bench.index (with its ef sweep), bench.loader, bench.gateway and a load run (tests/system's load JSON
+bench.index (the growth curve, with an ef sweep), bench.loader, bench.gateway and a load run (tests/system's load JSON
 when one is in bench/results, else bench.search_load), each as its own process, noting the machine's
 load average around each; then reads their JSON from bench/results and writes bench/report.md with
 tables, the goals met or not, and PNG plots in bench/report/. `--from-results` only rebuilds the report.
@@ -24,14 +24,15 @@ from typing import Any
 from bench import plots
 from bench.common import machine, table
 from bench.filters import report_section as filters_report
+from bench.index_report import Goal, index_section
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
 # name -> (module, arguments for --quick, arguments for the full run)
 BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "embedder": ("bench.embedder", ["--quick"], []),
-    "index": ("bench.index", ["--sizes", "3000", "--queries", "100", "--exact-queries", "10",
-                              "--indexed-rows", "256"], []),
+    "index": ("bench.index", ["--sizes", "3000", "--queries", "100", "--exact-queries", "5",
+                              "--indexed-rows", "256", "--ef-sweep", "10,40,100"], ["--ef-sweep", "10,20,40,100,200"]),
     "loader": ("bench.loader", ["--images", "256", "--rounds", "2"], []),
     "gateway": ("bench.gateway", ["--rows", "3000", "--requests", "40", "--requests-16", "8", "--rounds", "1"], []),
     "load": ("bench.search_load", ["--rows", "3000", "--clients", "8", "--seconds", "10"], []),
@@ -40,7 +41,6 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
 }
 OWN_LOAD = "search_load"
 RUN_META = "report_run"
-Goal = tuple[str, str, str, bool]  # area, goal, measured, met
 
 
 def external_load(results: Path) -> Path | None:
@@ -135,34 +135,6 @@ def embedder_section(emb: dict[str, Any], plot: Callable[..., str]) -> tuple[str
     return "\n".join(text), goals
 
 
-def index_section(idx: dict[str, Any], plot: Callable[..., str]) -> tuple[str, list[Goal]]:
-    """Index table, the ef sweep, the recall/latency plot and the index goals."""
-    r = max(idx["results"], key=lambda x: x["rows"])
-    main = [{"rows": f"{x['rows']:,}", "upsert rows/s": round(x["upsert_rows_per_s"]), "build s": x["index_build_s"],
-             "p50 ms": x["search_p50_ms"], "p99 ms": x["search_p99_ms"], "exact p50 ms": x["exact_p50_ms"],
-             "exact ÷ ANN": f"{x['exact_p50_ms'] / x['search_p50_ms']:.0f}×", "recall@10": f"{x['recall_at_10']:.3f}"}
-            for x in idx["results"]]
-    params = ", ".join(f"{k} {v}" for k, v in r.get("index_params", {}).items() if not k.startswith("built."))
-    text = ["## Index", "", f"Over gRPC, {r.get('backend', '')}, {params}.", "",
-            table(main, list(main[0]))]
-    if r.get("ef_sweep"):
-        sweep = [{"ef_search": s["ef_search"], "recall@10": f"{s['recall_at_10']:.3f}", "p50 ms": s["p50_ms"],
-                  "p99 ms": s["p99_ms"]} for s in r["ef_sweep"]]
-        sweep.append({"ef_search": "exact scan", "recall@10": f"{r.get('exact_matches_numpy', 1.0):.3f}",
-                      "p50 ms": r["exact_p50_ms"], "p99 ms": ""})
-        text += ["", f"ef sweep at {r['rows']:,} rows: {r.get('ef_sweep_method', '')}; recall against numpy's exact "
-                 "top 10.", "", table(sweep, list(sweep[0])), "", plot("recall_latency.png", plots.recall_latency, r)]
-    goals: list[Goal] = [
-        ("index", "bulk upsert ≥ 1,500 rows/s", f"{r['upsert_rows_per_s']:,.0f} rows/s",
-         r["upsert_rows_per_s"] >= 1500),
-        ("index", "search p50 ≤ 3 ms (k = 10)", f"{r['search_p50_ms']:.2f} ms", r["search_p50_ms"] <= 3),
-        ("index", "exact scan ≥ 20× ANN p50", f"{r['exact_p50_ms'] / r['search_p50_ms']:.0f}×",
-         r["exact_p50_ms"] / r["search_p50_ms"] >= 20),
-        ("index", "recall@10 ≥ 0.99", f"{r['recall_at_10']:.3f}", r["recall_at_10"] >= 0.99),
-    ]
-    return "\n".join(text), goals
-
-
 def loader_section(ld: dict[str, Any], plot: Callable[..., str]) -> tuple[str, list[Goal]]:
     """Loader rates, the timeline plot and the loader goals."""
     rows = [{"what": "embedder alone (stream, batch 32)", "images/s": ld["embedder_images_per_s"],
@@ -253,7 +225,8 @@ def duplicates_section(dup: dict[str, Any]) -> tuple[str, list[Goal]]:
 
 
 def build(results: Path, out: Path) -> Path:
-    """Write out/report.md and out/report/*.png from the JSON in results; returns the report's path."""
+    """Write out/report.md and out/report/*.png from the JSON in results (and the committed long run of
+    bench.index, out/report/index-1m.json); returns the report's path."""
     figures = out / "report"
     figures.mkdir(parents=True, exist_ok=True)
 
@@ -265,6 +238,7 @@ def build(results: Path, out: Path) -> Path:
         return f"![{name[:-4].replace('_', ' ')}](report/{name})"
 
     emb, idx, ld, gw = (read(results, s) for s in ("embedder", "index", "loader", "gateway"))
+    long_run = read(figures, "index-1m")
     ext = external_load(results)
     loads = [(f"{stem}.json", normalize_load(data)) for stem in ([ext.stem] if ext else []) + [OWN_LOAD]
              if (data := read(results, stem)) is not None]
@@ -275,7 +249,7 @@ def build(results: Path, out: Path) -> Path:
     # None: that benchmark wrote no results.
     makers: list[tuple[str, Callable[[], tuple[str, list[Goal]]] | None]] = [
         ("embedder", None if emb is None else partial(embedder_section, emb, plot)),
-        ("index", None if idx is None else partial(index_section, idx, plot)),
+        ("index", None if idx is None and long_run is None else partial(index_section, idx, long_run, plot)),
         ("loader", None if ld is None else partial(loader_section, ld, plot)),
         ("gateway", None if gw is None else partial(gateway_section, gw, idx, load, plot)),
         ("load", partial(load_sections, loads, plot) if loads else None),
@@ -302,7 +276,8 @@ def build(results: Path, out: Path) -> Path:
                 for n, b in meta["benches"].items()]
         header += ["Runs (the 1-minute load average shows how busy the machine was):", "",
                    table(runs, list(runs[0])), ""]
-    goal_rows = [{"area": a, "goal": g, "measured": m, "": "met" if ok else "**not met**"} for a, g, m, ok in goals]
+    verdict = {True: "met", False: "**not met**", None: "not measured"}
+    goal_rows = [{"area": a, "goal": g, "measured": m, "": verdict[ok]} for a, g, m, ok in goals]
     header += ["## Goals", "", table(goal_rows, ["area", "goal", "measured", ""]) if goal_rows else "No results.", ""]
     path = out / "report.md"
     path.write_text("\n".join(header) + "\n" + "\n\n".join(sections) + "\n")

@@ -34,11 +34,19 @@ def synthetic(results: Path) -> None:
                      "ratios": {"int8": {"vs_torch": 4.0, "jpeg_vs_predecoded": 0.97, "8_clients_vs_b32": 0.875},
                                 "fp32": {"vs_torch": 1.3, "jpeg_vs_predecoded": 0.95, "8_clients_vs_b32": 0.91}}},
         "index": {"machine": "test box", "results": [{
-            "rows": 3000, "upsert_rows_per_s": 1200.0, "index_build_s": 1.0, "search_p50_ms": 2.0, "search_p99_ms": 5.0,
-            "exact_p50_ms": 60.0, "recall_at_10": 0.995, "exact_matches_numpy": 1.0, "backend": "pgvector 0.8",
+            "rows": 3000, "vector_type": "float32", "upsert_empty_rows_per_s": 1200.0, "index_build_s": 1.0,
+            "search_p50_ms": 2.0, "search_p99_ms": 5.0, "k100_p50_ms": 4.0, "k100_p99_ms": 9.0, "filtered_p50_ms": 3.0,
+            "filtered_p99_ms": 7.0, "exact_p50_ms": 60.0, "recall_at_10": 0.995, "recall_estimate": 0.99,
+            "search_breadth": 100, "exact_matches_numpy": 1.0, "backend": "pgvector 0.8",
+            "upsert_indexed_rows_per_s": 1100.0, "table_bytes_per_row": 19000.0, "index_bytes_per_row": 3000.0,
+            "ram_bytes_per_row": 3000.0, "postgres_pss_bytes": 250e6, "stats_p50_ms": 3.0, "stats_p99_ms": 6.0,
+            "serving_with_sweep_due_s": 2.5,
             "index_params": {"m": "16", "ef_search": "100"}, "search_samples_ms": [2.0 + i / 50 for i in range(100)],
             "ef_sweep": [{"ef_search": ef, "p50_ms": 1 + ef / 100, "p99_ms": 3 + ef / 50, "mean_ms": 1.5,
-                          "recall_at_10": min(1.0, 0.8 + ef / 500)} for ef in (10, 20, 40, 100, 200)]}]},
+                          "recall_at_10": min(1.0, 0.8 + ef / 500)} for ef in (10, 20, 40, 100, 200)]},
+            {"rows": 300000, "vector_type": "float16", "upsert_empty_rows_per_s": 1900.0, "search_p50_ms": 4.0,
+             "recall_at_10": 0.975, "upsert_indexed_rows_per_s": 800.0, "stats_p50_ms": 8.0,
+             "serving_with_sweep_due_s": 2.0, "index_bytes_per_row": 1600.0}]},
         "loader": {"machine": "test box", "images": 200, "rounds": 2, "precision": "int8",
                    "embedder_images_per_s": 50.0, "loader_images_per_s": 45.0, "ratio": 0.9,
                    "projected_caltech256_min": 11.3,
@@ -75,11 +83,19 @@ def synthetic(results: Path) -> None:
 def test_report_from_synthetic_results(tmp_path: Path) -> None:
     results, out = tmp_path / "results", tmp_path / "out"
     synthetic(results)
+    # The committed long run, with bench.growth's keys (no Stats p99, no SERVING, no exact search).
+    (out / "report").mkdir(parents=True)
+    (out / "report" / "index-1m.json").write_text(json.dumps({"machine": "test box", "results": [{
+        "rows": 1_000_000, "vector_type": "float32", "upsert_empty_rows_per_s": 1500.0, "index_build_s": 700.0,
+        "upsert_indexed_rows_per_s": 1200.0, "recall_at_10": 0.985, "recall_estimate": 0.98, "search_breadth": 338,
+        "search_p50_ms": 8.5, "search_p99_ms": 20.0, "k100_p50_ms": 15.0, "k100_p99_ms": 40.0,
+        "filtered_p50_ms": 30.0, "stats_p50_ms": 12.0, "table_bytes_per_row": 19000.0,
+        "index_bytes_per_row": 2900.0}]}))
     subprocess.run([sys.executable, "-m", "bench.report", "--from-results", "--results", str(results),
                     "--out", str(out)], cwd=REPO, check=True, timeout=60, capture_output=True)
     md = (out / "report.md").read_text()
-    pngs = {"embedder_throughput", "text_latency", "recall_latency", "loader_timeline", "search_latency",
-            "load_timeline_search_load"}
+    pngs = {"embedder_throughput", "text_latency", "recall_latency", "index_growth", "loader_timeline",
+            "search_latency", "load_timeline_search_load"}
     for name in pngs:
         png = out / "report" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
@@ -87,7 +103,18 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     assert "Machine: **" in md and "## Goals" in md
     assert "| embedder | int8 ≥ 3.0× PyTorch fp32 images/s | 4.00× | met |" in md
     assert "| gateway | gateway p50 ≤ direct + 15 % (1 client) | +20.0% | **not met** |" in md
-    assert "| index | bulk upsert ≥ 1,500 rows/s | 1,200 rows/s | **not met** |" in md
+    assert "| index | bulk upsert ≥ 1,500 rows/s (3,000 rows, float32) | 1,200 rows/s | **not met** |" in md
+    assert ("| index | recall@10 ≥ 0.98 at every size (default settings) | 0.975 (worst: 300,000 float16) | "
+            "**not met** |") in md
+    assert "| index | search p50 ≤ 10 ms at 1,000,000 rows (k = 10) | 8.50 ms (worst: 1,000,000 float32) | met |" in md
+    assert ("| index | build after bulk load ≤ 10 min at 1,000,000 rows | 700 s (worst: 1,000,000 float32) | "
+            "**not met** |") in md
+    assert ("| index | upsert into an indexed collection ≥ 1,000 rows/s | 800 rows/s (worst: 300,000 float16) | "
+            "**not met** |") in md
+    assert "| index | SERVING ≤ 3 s with the sweep due at ≥ 300,000 rows | 2.0 s (worst: 300,000 float16) | met |" in md
+    # The long run's row, with "—" where bench.growth had no such figure.
+    assert "| long run | 1,000,000 | float32 | 0.985 | 0.980 / 338 | 8.50 / 20.00 |" in md
+    assert "| 12.00 / — | — |" in md
     assert "| load | search_load.json: index memory growth < 10 % (first vs last window) | +20.0% | **not met** |" in md
     assert "| load | system_load.json: zero errors, 32 clients | 2 | **not met** |" in md
     assert "| load | system_load.json: gateway memory growth < 10 % (first vs last window) | +0.8% | met |" in md

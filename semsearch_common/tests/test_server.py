@@ -179,7 +179,7 @@ def test_reflection_lists_the_services_in_both_versions(served: tuple, name: str
 
 def test_calls_under_way_outlive_their_connections_age() -> None:
     # An aged connection is closed once its calls end or the grace runs out: a minute cut off a BuildIndex of
-    # 300,000 rows (bench.growth), so the grace must outlast the longest unbounded call by far.
+    # 300,000 rows (bench.index's growth curve), so the grace must outlast the longest unbounded call by far.
     opts = dict(server_options(64 << 20))
     assert opts["grpc.max_connection_age_ms"] == 300_000
     assert opts["grpc.max_connection_age_grace_ms"] >= 3 * 3600 * 1000
