@@ -74,14 +74,20 @@ def load_and_build(stub: index_pb2_grpc.IndexStub, vecs: np.ndarray, labels: np.
             "index_build_s": build.build_seconds, "index_build_call_s": wall}, ids
 
 
-def settle(stub: index_pb2_grpc.IndexStub, rows: int, since: float, limit_s: float) -> tuple[index_pb2.StatsResponse,
-                                                                                             float]:
-    """Stats once the keeper has measured after `since` (epoch s) and holds the target or stopped widening."""
+def settle(stub: index_pb2_grpc.IndexStub, rows: int, since: float, limit_s: float,
+           quiet_s: float) -> tuple[index_pb2.StatsResponse, float]:
+    """Stats once the keeper has settled after `since` (epoch s): an estimate that holds the target (or the
+    widest breadth), then no further measurement for `quiet_s` (the keeper measures again at once whenever
+    it moved the breadth, narrower or wider)."""
     started = time.monotonic()
+    seen, quiet_since = 0, started
     while True:
         reply = stats(stub)
+        if reply.recall_measured_at != seen:
+            seen, quiet_since = reply.recall_measured_at, time.monotonic()
         fresh = reply.recall_measured_at >= since and reply.recall_measured_at > 0
-        settled = fresh and (reply.recall_estimate >= reply.recall_target or reply.search_breadth >= 1000)
+        holds = reply.recall_estimate >= reply.recall_target or reply.search_breadth >= 1000
+        settled = fresh and holds and time.monotonic() - quiet_since > quiet_s
         if settled or rows < SMALL or time.monotonic() - started > limit_s:
             return reply, time.monotonic() - started
         time.sleep(2)
@@ -168,7 +174,7 @@ def run_point(n: int, vector_type: str, args: argparse.Namespace, root: Path) ->
             built, ids = load_and_build(stub, vecs, labels, args)
             point |= built
             since = int(time.time()) if built["index_deferred_by_service"] else 0
-            est, waited = settle(stub, n, since, args.settle_s)
+            est, waited = settle(stub, n, since, args.settle_s, args.quiet_s)
             point |= {"recall_estimate": est.recall_estimate, "recall_target": est.recall_target,
                       "search_breadth": est.search_breadth, "recall_settle_s": waited}
             point |= measure_searches(stub, vecs, labels, ids, queries, args)
@@ -212,7 +218,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--exact-queries", type=int, default=10)
     parser.add_argument("--indexed-rows", type=int, default=4096, help="rows upserted after the build")
-    parser.add_argument("--settle-s", type=float, default=900, help="longest wait for the recall keeper")
+    parser.add_argument("--settle-s", type=float, default=1800, help="longest wait for the recall keeper")
+    parser.add_argument("--quiet-s", type=float, default=150,
+                        help="the keeper has settled once it measured nothing new for this long")
     parser.add_argument("--ef-sweep", default="", help="INDEX_HNSW_EF values to sweep per point (empty: none)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()

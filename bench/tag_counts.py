@@ -34,7 +34,7 @@ import numpy as np
 import psycopg2
 
 from bench.common import free_port, machine, table, write
-from bench.index import DIM, connect, start_service, stop_service
+from bench.index_data import DIM, connect, start_service, stop_service
 from index_service import tag_counts
 from index_service.pg import EmbeddedPostgres
 from index_service.pool import one_row

@@ -37,7 +37,7 @@ import numpy as np
 import psycopg2
 
 from bench.common import RESULTS, free_port, machine, percentiles, table
-from bench.index import start_service
+from bench.index_data import start_service
 from index_service import thumbnails
 from index_service.config import Config
 from index_service.media import MediaStore
