@@ -10,7 +10,7 @@ from psycopg2.extensions import cursor
 from index_service import sizes, tag_counts
 from index_service.dialects import Dialect
 from index_service.domain import InvalidArgument, Mismatch, NotFound
-from index_service.migrations import COLUMNS, DEFAULT_ALIAS, ID_SEQUENCE, photo_indexes
+from index_service.migrations import COLUMNS, DEFAULT_ALIAS, ID_SEQUENCE, photo_indexes, vectors_in_row
 from index_service.pool import one_row
 from semsearch_common.errors import FailedPrecondition, Reason, ServiceError
 
@@ -126,6 +126,7 @@ def create(cur: cursor, dialect: Dialect, name: str, model_id: str, dim: int,
     )
     cur.execute(f"ALTER TABLE {table} ALTER COLUMN model_id DROP DEFAULT")
     cur.execute(f"ALTER TABLE {table} ALTER COLUMN thumbnail SET STORAGE EXTERNAL")
+    cur.execute(vectors_in_row(table))
     cur.execute(f"CREATE INDEX {table}_label ON {table} (label)")
     cur.execute(f"CREATE INDEX {table}_source ON {table} (source)")
     for statement in photo_indexes(table):

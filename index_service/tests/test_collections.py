@@ -186,3 +186,18 @@ def test_list_images_leaves_out_what_another_collection_holds_and_carries_bytes(
     assert list(page.thumbnails) == [by_id[i].thumbnail for i in sorted(by_id)]
     end = index.stub.ListImages(index_pb2.ListImagesRequest(after_id=page.last_id, limit=10), timeout=5)
     assert (list(end.images), end.last_id) == ([], 0)
+
+
+def test_vectors_stay_in_their_rows_not_in_toast(index: Running) -> None:
+    """A 512-d float32 vector is 2 KB: stored out of line, every exact scan and build would go through TOAST."""
+    create(index, "inrow", "clip@1", 512)
+    rng = np.random.default_rng(9)
+    items = [item(unit(rng), f"r{i}") for i in range(200)]
+    index.stub.Upsert(index_pb2.UpsertRequest(items=items, collection="inrow"), timeout=30)
+    index.stub.Upsert(index_pb2.UpsertRequest(items=[item(unit(rng), "d")]), timeout=30)
+    with psycopg2.connect(index.config.dsn) as conn, conn.cursor() as cur:
+        for table in ("images_inrow", "images"):  # a new collection, and the first one (migration 14)
+            cur.execute("SELECT reloptions FROM pg_class WHERE oid = %s::regclass", (table,))
+            assert cur.fetchone() == (["toast_tuple_target=8160"],)
+        cur.execute("SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = 'images_inrow'::regclass")
+        assert cur.fetchone() == (0,)  # nothing went out of line (thumbnails live in the media store)
