@@ -17,7 +17,6 @@ unreadable are kept as they are, logged one line each with a summary per pass, c
 from __future__ import annotations
 
 import logging
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,20 +27,17 @@ from psycopg2.extensions import cursor
 from index_service import adopt_files, catalog, thumbnails
 from index_service.adopt_files import Missing, Unreadable, Whole
 from index_service.config import Config
-from index_service.domain import ServiceError, StorageError
 from index_service.media import MediaStore
 from index_service.metrics import ADOPTED
+from index_service.one_pass import OnePass
 from index_service.pool import one_row, run_tx
 from index_service.repository import Repository
 from index_service.shas import lock_keys as _lock_keys
-from semsearch_common.worker import Worker
 
 log = logging.getLogger(__name__)
 
 # One transaction per batch, each a few statements per row: short enough never to hold up an upsert.
 TX_TIMEOUT_S = 60.0
-RETRY_S = 5.0  # after the database went away mid-pass
-STORAGE_RETRY_S = 300.0  # after the media store refused a file (full, read-only): an operator must act first
 # Files held in memory at once: a batch is stored and committed early when its files pass this.
 BATCH_BYTES = 64 * 1024 * 1024
 # The photo facts' columns (migration 6): written when the table has them all.
@@ -64,36 +60,15 @@ class Report:
             self.problems[row_id] = why
 
 
-class Adopter(Worker):
+class Adopter(OnePass):
     """The background walk over adopted rows (it begins once the database is migrated and never holds up
     start-up or health); `done` is set once every collection was walked."""
 
-    def __init__(self, config: Config, repo: Repository, media: MediaStore) -> None:
-        super().__init__("index-adopt")
-        self.config, self.repo, self.media = config, repo, media
-        self.report = Report()
-        self.done = threading.Event()
-        self._after: dict[str, int] = {}  # table -> last id walked, so a retried pass resumes
+    task = "adopting the prototype's rows"
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            if not self.repo.ready:
-                self._stop.wait(self.config.health_interval_s)
-                continue
-            try:
-                self.run()
-                if not self._stop.is_set():
-                    self.done.set()
-                return
-            except StorageError as err:
-                log.error("adopting the prototype's rows paused: %s", err)
-                self._stop.wait(STORAGE_RETRY_S)
-            except ServiceError as err:
-                log.warning("adopting the prototype's rows paused: %s", err)
-                self._stop.wait(RETRY_S)
-            except Exception:  # a bug here must not take the service down with it
-                log.exception("adopting the prototype's rows failed")
-                return
+    def __init__(self, config: Config, repo: Repository, media: MediaStore) -> None:
+        super().__init__("index-adopt", config, repo, media)
+        self.report = Report()
 
     def run(self) -> Report:
         """Walk every collection's rows that lack a sha256 and have a path; returns the report so far."""

@@ -15,61 +15,36 @@ collection's table gives it back to the operating system (it locks the table whi
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
 from psycopg2.extensions import cursor
 
 from index_service import catalog, thumbnails
 from index_service.config import Config
-from index_service.domain import ServiceError, StorageError
 from index_service.media import MediaStore
 from index_service.metrics import THUMBNAILS_MOVED
+from index_service.one_pass import OnePass
 from index_service.pool import one_row, run_tx
 from index_service.repository import Repository
-from semsearch_common.worker import Worker
 
 log = logging.getLogger(__name__)
 
 TX_TIMEOUT_S = 60.0
-RETRY_S = 5.0  # after the database went away mid-pass
-STORAGE_RETRY_S = 300.0  # after the media store refused a file (full, read-only): an operator must act first
 BATCH_ROWS = 500
 BATCH_BYTES = 32 * 1024 * 1024  # a thumbnail may be up to 4 MB: the batch is cut by bytes too
 PAUSE_S = 0.05  # between batches: upserts and searches share the two cores
 LOG_EVERY = 10_000
 
 
-class ThumbnailMover(Worker):
+class ThumbnailMover(OnePass):
     """The background move of old rows' thumbnails into the media store; `done` is set once every
     collection was walked."""
 
-    def __init__(self, config: Config, repo: Repository, media: MediaStore) -> None:
-        super().__init__("index-thumbnails")
-        self.config, self.repo, self.media = config, repo, media
-        self.moved = 0
-        self.done = threading.Event()
-        self._after: dict[str, int] = {}  # table -> last id walked, so a retried pass resumes
+    task = "moving thumbnails into the media store"
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            if not self.repo.ready:
-                self._stop.wait(self.config.health_interval_s)
-                continue
-            try:
-                self.run()
-                if not self._stop.is_set():
-                    self.done.set()
-                return
-            except StorageError as err:
-                log.error("moving thumbnails into the media store paused: %s", err)
-                self._stop.wait(STORAGE_RETRY_S)
-            except ServiceError as err:
-                log.warning("moving thumbnails into the media store paused: %s", err)
-                self._stop.wait(RETRY_S)
-            except Exception:  # a bug here must not take the service down with it
-                log.exception("moving thumbnails into the media store failed")
-                return
+    def __init__(self, config: Config, repo: Repository, media: MediaStore) -> None:
+        super().__init__("index-thumbnails", config, repo, media)
+        self.moved = 0
 
     def run(self) -> int:
         """Walk every collection once; returns the number of rows whose column this call emptied."""

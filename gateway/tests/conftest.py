@@ -1,4 +1,5 @@
-"""Fixtures of the gateway's API and page tests: one shared stack and a private one (tests.support.stack)."""
+"""Fixtures of the gateway's tests: one shared stack and a private one (tests.support.stack), and the app over
+fake backends for route tests."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from embedder_service.model import ClipModel
+from gateway.app import create_app
+from gateway.config import GatewayConfig
+from gateway.tests.fakes import FakeBackends
 from index_service.pg import EmbeddedPostgres
 from tests.support.stack import Gateway, Stack, build_stack
 
@@ -40,3 +45,16 @@ def gw(stack: Stack) -> Gateway:
 def api(gw: Gateway) -> httpx.Client:
     """An HTTP client of the shared gateway."""
     return gw.client
+
+
+@pytest.fixture
+def fake() -> FakeBackends:
+    """Fake backends for route tests (a test module may define its own, e.g. with other settings)."""
+    return FakeBackends(GatewayConfig())
+
+
+@pytest.fixture
+def client(fake: FakeBackends) -> Iterator[TestClient]:
+    """The app over `fake`, started and stopped around the test."""
+    with TestClient(create_app(fake.config, connect=lambda _: fake)) as c:
+        yield c

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.app import create_app
-from gateway.config import GatewayConfig
 from gateway.tests.fakes import FakeBackends, rpc_error
 from protos.semsearch.v1 import index_pb2
 from semsearch_common.errors import InvalidArgument, NotFound, Unavailable
-
-
-@pytest.fixture
-def fake() -> FakeBackends:
-    return FakeBackends(GatewayConfig())
-
-
-@pytest.fixture
-def client(fake: FakeBackends) -> Iterator[TestClient]:
-    with TestClient(create_app(fake.config, connect=lambda _: fake)) as c:
-        yield c
 
 
 def test_a_page_of_groups_with_progress_and_the_next_cursor(fake: FakeBackends, client: TestClient) -> None:

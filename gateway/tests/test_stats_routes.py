@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.app import create_app
-from gateway.config import GatewayConfig
 from gateway.tests.fakes import FakeBackends
 from protos.semsearch.v1 import index_pb2
-
-
-@pytest.fixture
-def fake() -> FakeBackends:
-    return FakeBackends(GatewayConfig())
-
-
-@pytest.fixture
-def client(fake: FakeBackends) -> Iterator[TestClient]:
-    with TestClient(create_app(fake.config, connect=lambda _: fake)) as c:
-        yield c
 
 
 def test_a_measured_recall_below_target_is_passed_on(fake: FakeBackends, client: TestClient) -> None:

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
 
 from embedder_service.tests import images
-from gateway.app import create_app
-from gateway.config import GatewayConfig
 from gateway.tests.fakes import FakeBackends
 from protos.semsearch.v1 import common_pb2
-
-
-@pytest.fixture
-def fake() -> FakeBackends:
-    return FakeBackends(GatewayConfig())
-
-
-@pytest.fixture
-def client(fake: FakeBackends) -> Iterator[TestClient]:
-    with TestClient(create_app(fake.config, connect=lambda _: fake)) as c:
-        yield c
 
 
 def test_an_upload_passes_the_embedders_facts_to_the_index(fake: FakeBackends, client: TestClient) -> None:
