@@ -38,7 +38,7 @@ K = 10  # recall@10: what a result page shows first
 MAX_EF = 1000  # pgvector's limit for hnsw.ef_search (Lantern's ef stops at 400: the dialect clamps)
 SMALL = 1_000  # below this an index scan with ef >= rows is already exact: nothing to measure
 GROWTH = 0.1  # re-measure once a collection grew by a tenth since the last estimate
-EXPONENT = 0.7  # the breadth a target needs grows slower than the rows (a first guess that errs wide)
+EXPONENT = 0.8  # the breadth a target needs grows slower than the rows (a first guess that errs wide)
 MIN_VARIANCE = 0.0025  # per-query variance assumed at least: 20 perfect queries do not prove 1.000
 
 
@@ -60,8 +60,8 @@ def initial_ef(rows: int, floor: int) -> int:
     """A first breadth for `rows` rows: `floor` up to 50k rows, then growing a little slower than the rows.
 
     From bench.index on clustered 512-d vectors (m=16, ef_construction=64): ef 100 holds recall@10 >= 0.98
-    to about 100,000 rows (0.983) and gives 0.926 at 300,000, where ef 400 gives 0.981; from 250,000 rows
-    builds use ef_construction 128 (builds.py), a better graph that needs a narrower beam.
+    to about 100,000 rows (0.983) and gives 0.926 at 300,000, where ef 400 gives 0.981. The keeper narrows
+    a guess that proves wider than needed.
     """
     if rows <= 50_000:
         return floor

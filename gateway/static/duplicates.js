@@ -14,6 +14,7 @@ const dups = {
   total: 0,
   controller: null,     // aborts the scan when the view closes
   deleted: 0,           // pictures deleted while the view was open: the results behind it are stale
+  leaving: false,       // the page is being unloaded: its dialog closing is not the user closing the view
 };
 
 function dupsSize(bytes) {
@@ -67,6 +68,7 @@ function dupsShow() {
 }
 
 function dupsClosed() {
+  if (dups.leaving) return;  // the page itself is going (a reload keeps the view's address)
   if (dups.controller) dups.controller.abort();
   dups.controller = null;
   if (dups.deleted) { refreshStats(); if (state.mode !== "idle") runSearch(); }
@@ -225,6 +227,8 @@ function dupsStart() {
   $("dups-continue").addEventListener("click", dupsScan);
   $("dups-distance").addEventListener("change", () => { if (dups.controller) dups.controller.abort(); dupsOpenScan(); });
   window.addEventListener("popstate", dupsFollowUrl);
+  window.addEventListener("pagehide", () => { dups.leaving = true; });
+  window.addEventListener("pageshow", () => { dups.leaving = false; });  // back from the browser's page cache
   dupsProbe().then(() => { if (location.hash === DUPS_HASH) dupsFollowUrl(); });
 }
 
