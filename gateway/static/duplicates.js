@@ -48,10 +48,15 @@ function dupsAddress(withView) {
 
 // The route is new: the entry point shows only where the gateway has it (404 or 405 means it does not).
 async function dupsProbe() {
-  try {
-    const response = await fetch(`/api/duplicates?${inCollection(new URLSearchParams({ limit: "1" }))}`);
-    $("open-duplicates").hidden = response.status === 404 || response.status === 405;
-  } catch { /* unreachable now; the footer says so, and the button stays as it was */ }
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const response = await fetch(`/api/duplicates?${inCollection(new URLSearchParams({ limit: "1" }))}`);
+      $("open-duplicates").hidden = response.status === 404 || response.status === 405;
+      return;
+    } catch {  // unreachable now (the footer says so): the button stays as it was; ask again shortly
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  }
 }
 
 function dupsOpen() {
