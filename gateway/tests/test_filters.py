@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -10,7 +10,6 @@ from fastapi.testclient import TestClient
 from httpx import Response
 
 from embedder_service.tests import images
-from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.tests.fakes import Recording
 from protos.semsearch.v1 import index_pb2
@@ -36,12 +35,6 @@ ROUTES = [by_text, by_image, by_similar]
 @pytest.fixture
 def fake() -> Recording:
     return Recording(GatewayConfig())
-
-
-@pytest.fixture
-def client(fake: Recording) -> Iterator[TestClient]:
-    with TestClient(create_app(fake.config, connect=lambda _: fake)) as c:
-        yield c
 
 
 def unix(text: str) -> int:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
 import pytest
 from fastapi.testclient import TestClient
@@ -20,12 +18,6 @@ TOKEN = "tag-token"
 @pytest.fixture
 def fake() -> Recording:
     return Recording(GatewayConfig())
-
-
-@pytest.fixture
-def client(fake: Recording) -> Iterator[TestClient]:
-    with TestClient(create_app(fake.config, connect=lambda _: fake)) as c:
-        yield c
 
 
 def test_tags_are_added_and_removed(fake: Recording, client: TestClient) -> None:
