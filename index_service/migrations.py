@@ -252,6 +252,21 @@ def m14_vectors_in_row(cur: cursor, ctx: Context) -> None:
         cur.execute(vectors_in_row(table))
 
 
+def m15_search_breadths(cur: cursor, ctx: Context) -> None:
+    """Each collection's search breadth and last recall estimate, kept across restarts (index_service.recall)."""
+    cur.execute("""CREATE TABLE search_breadths (
+        collection text PRIMARY KEY REFERENCES collections ON DELETE CASCADE,
+        ef integer NOT NULL,
+        rows bigint,                 -- the rows the breadth was last guessed for
+        recall double precision,     -- the last estimate, if any: mean recall@K ...
+        stderr double precision,     -- ... its standard error,
+        queries integer,             -- ... over this many sampled vectors,
+        measured_ef integer,         -- ... at this breadth,
+        measured_rows bigint,        -- ... and this many rows,
+        measured_at timestamptz,
+        measured_seconds double precision)""")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[cursor, Context], None]]] = [
     (1, "metadata table", m1_meta),
     (2, "vector extension", m2_extension),
@@ -263,6 +278,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[cursor, Context], None]]] = [
     (11, "vector types of collections", m11_vector_types),
     (13, "tag counts kept by triggers", m13_tag_counts),
     (14, "vectors kept in their rows", m14_vectors_in_row),
+    (15, "search breadths kept across restarts", m15_search_breadths),
 ]
 
 

@@ -9,6 +9,8 @@ The same exact answers also score one narrower beam (the exact scans are the cos
 is almost free), and where the breadth is a per-query setting (pgvector) the keeper narrows to it when
 even its estimate less one standard error holds the target: a first guess that was too wide comes down
 step by step, and noise around the target cannot make it oscillate.
+Each collection's breadth and last estimate are kept in `search_breadths`, so a restarted service (or a
+second replica) searches at the measured breadth at once instead of guessing and measuring again.
 """
 
 from __future__ import annotations
@@ -173,6 +175,22 @@ class Breadth:
         with self._lock:
             return self._estimates.get(collection)
 
+    def state(self, collection: str) -> tuple[int, int | None, Estimate | None]:
+        """The breadth of `collection`, the rows it was guessed for and its last estimate (what `save` keeps)."""
+        with self._lock:
+            return self._ef.get(collection, self.floor), self._rows.get(collection), self._estimates.get(collection)
+
+    def restore(self, collection: str, ef: int, rows: int | None, estimate: Estimate | None) -> None:
+        """Take up a kept state (`load`): never below the floor, and not at all with a fixed breadth."""
+        if self.fixed:
+            return
+        with self._lock:
+            self._ef[collection] = max(self.floor, min(MAX_EF, ef))
+            if rows is not None:
+                self._rows[collection] = rows
+            if estimate is not None:
+                self._estimates[collection] = estimate
+
     def grow_to(self, collection: str, rows: int) -> int:
         """Follow the collection's growth: the first guess for `rows` when first seen, then, once it grew by
         GROWTH, the breadth scaled as initial_ef scales (never narrower than now). Returns the breadth."""
@@ -215,6 +233,7 @@ class RecallKeeper(Worker):
         self.breadth, self.dialect, self.tx, self.collections = breadth, dialect, tx, collections
         self.target, self.queries, self.interval_s, self.budget_s = target, queries, interval_s, budget_s
         self.on_widen = on_widen
+        self.kept: dict[str, tuple[int, int | None, Estimate | None]] = {}  # what search_breadths holds
 
     def _loop(self) -> None:
         while not self._stop.wait(min(30.0, self.interval_s)):
@@ -245,6 +264,7 @@ class RecallKeeper(Worker):
         if ef != before and self.on_widen is not None:
             self.on_widen(c, ef)
         if not self.due(c, rows):
+            self._keep(c)
             return None
         dialect = self.dialect()
         per_query = not dialect.widen(c.index, ef)  # narrowing is free only where no rebuild applies it
@@ -263,7 +283,37 @@ class RecallKeeper(Worker):
             log.info("collection %s: estimated recall@%d %.3f at ef %d (%d rows, %d queries, %.1f s)%s", c.name, K,
                      estimate.recall, ef, rows, estimate.queries, estimate.seconds,
                      f"; narrowing to ef {after}" if after < ef else "")
+        self._keep(c)
         return estimate
+
+    def _keep(self, c: Coll) -> None:
+        """Store the collection's breadth and estimate when they changed since last stored."""
+        state = self.breadth.state(c.name)
+        if self.kept.get(c.name) != state:
+            self.tx(lambda cur: save(cur, c.name, *state), 30.0)
+            self.kept[c.name] = state
+
+
+def save(cur: cursor, collection: str, ef: int, rows: int | None, e: Estimate | None) -> None:
+    """Keep a collection's breadth and last estimate in search_breadths (migration 15)."""
+    fields = (e.recall, e.stderr, e.queries, e.ef, e.rows, e.at, e.seconds) if e else (None,) * 7
+    cur.execute("INSERT INTO search_breadths VALUES (%s, %s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), %s) "
+                "ON CONFLICT (collection) DO UPDATE SET ef = excluded.ef, rows = excluded.rows, "
+                "recall = excluded.recall, stderr = excluded.stderr, queries = excluded.queries, "
+                "measured_ef = excluded.measured_ef, measured_rows = excluded.measured_rows, "
+                "measured_at = excluded.measured_at, measured_seconds = excluded.measured_seconds",
+                (collection, ef, rows, *fields))
+
+
+def load(cur: cursor) -> list[tuple[str, int, int | None, Estimate | None]]:
+    """Every kept breadth (for Breadth.restore)."""
+    cur.execute("SELECT collection, ef, rows, recall, stderr, queries, measured_ef, measured_rows, "
+                "extract(epoch FROM measured_at), measured_seconds FROM search_breadths ORDER BY collection")
+    out = []
+    for name, ef, rows, recall, stderr, queries, m_ef, m_rows, at, seconds in cur.fetchall():
+        e = None if recall is None else Estimate(recall, queries, m_ef, m_rows, float(at), seconds, stderr)
+        out.append((name, ef, rows, e))
+    return out
 
 
 def collections_with_index(cur: cursor) -> list[Coll]:

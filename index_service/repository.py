@@ -16,7 +16,7 @@ import psycopg2
 from psycopg2 import errors
 from psycopg2.extensions import connection, cursor
 
-from index_service import builds, bulk, catalog, duplicates, files, filters, photo_sql, sizes, thumbnails
+from index_service import builds, bulk, catalog, duplicates, files, filters, photo_sql, recall, sizes, thumbnails
 from index_service.bulk import BulkLoads
 from index_service.catalog import Coll, CollInfo
 from index_service.config import Config
@@ -99,6 +99,8 @@ class Repository:
             raise Unavailable(f"database unavailable: {str(err).strip()}") from None
         self._collection = collection
         self.pool.clear()  # connections made before the dialect was known lack its session setup
+        for name, ef, rows, estimate in run_tx(self.pool, recall.load, None):
+            self.breadth.restore(name, ef, rows, estimate)  # measured before a restart, or by another replica
         if not self.config.defer_index:
             for name, rows in run_tx(self.pool, lambda cur: bulk.unindexed(cur, _index_state), None):
                 if rows <= self.config.stats_exact_max:

@@ -53,6 +53,18 @@ def test_a_fixed_breadth_only_records() -> None:
     assert b.estimate("c1") is not None
 
 
+def test_a_kept_state_is_taken_up_within_the_floor_and_never_by_a_fixed_breadth() -> None:
+    b = Breadth(100, fixed=False)
+    b.restore("c1", 240, 300_000, _estimate(0.99, 240))
+    assert b.state("c1") == (240, 300_000, _estimate(0.99, 240))
+    assert b.grow_to("c1", 320_000) == 240  # grown by less than a tenth since: no new guess
+    b.restore("c2", 60, None, None)  # kept under a lower INDEX_HNSW_EF: the floor now is 100
+    assert b.state("c2") == (100, None, None)
+    fixed = Breadth(100, fixed=True)
+    fixed.restore("c1", 240, 300_000, _estimate(0.99, 240))
+    assert fixed.state("c1") == (100, None, None)
+
+
 def test_settings() -> None:
     assert Config.from_env({}).target_recall == 0.98
     assert Config.from_env({"INDEX_HNSW_EF": "40"}).target_recall == 0.0  # an explicit breadth is fixed

@@ -13,7 +13,7 @@ from psycopg2.extensions import cursor
 
 from index_service.config import HnswParams
 from index_service.pool import run_tx
-from index_service.recall import K, measure, neighbours
+from index_service.recall import K, load, measure, neighbours, save
 from index_service.repository import Repository
 from index_service.tests.test_collections import create
 from protos.semsearch.v1 import index_pb2
@@ -136,3 +136,30 @@ def test_without_a_target_the_breadth_is_fixed_and_nothing_measures(tmp_path: Pa
         assert (stats.search_breadth, stats.recall_target, stats.recall_estimate) == (11, 0.0, 0.0)
     finally:
         running.stop()
+
+
+def test_a_restarted_service_searches_at_the_measured_breadth(small_graph: tuple[Running, np.ndarray, list[int]]
+                                                              ) -> None:
+    running, _, _ = small_graph
+    keeper = running.deps.keeper
+    assert keeper is not None
+    estimate = keeper.check(running.deps.repo.collection("r", 10))
+    assert estimate is not None and running.deps.repo.breadth.ef("r") == 17  # widened from the floor, 11
+    # A second service on the same database (a restart, or another replica) starts where the first got to.
+    second = start_server(running.config)
+    try:
+        ef, rows, kept = second.deps.repo.breadth.state("r")
+        assert ef == 17 and rows == running.deps.repo.breadth.state("r")[1]
+        assert kept is not None and (kept.recall, kept.queries, kept.ef, kept.rows) == (
+            estimate.recall, estimate.queries, estimate.ef, estimate.rows)
+        assert kept.at == pytest.approx(estimate.at, abs=1e-3) and kept.stderr == pytest.approx(estimate.stderr)
+        stats = second.stub.Stats(index_pb2.StatsRequest(collection="r"), timeout=10)
+        assert stats.search_breadth == 17 and stats.recall_estimate == pytest.approx(estimate.recall)
+        # A dropped collection takes its kept breadth with it.
+        create(second, "gone", "m@1", DIM)
+        repo_tx(second.deps.repo, lambda cur: save(cur, "gone", 40, 5000, None))
+        assert [n for n, *_ in repo_tx(second.deps.repo, load)] == ["gone", "r"]
+        second.stub.DropCollection(index_pb2.DropCollectionRequest(name="gone"), timeout=10)
+        assert [n for n, *_ in repo_tx(second.deps.repo, load)] == ["r"]
+    finally:
+        second.stop()
