@@ -11,7 +11,8 @@ allowed at every size, INDEX_EXACT_MAX_ROWS=0). Per point, in one run:
   breadth until the target holds), then recall@10 against numpy's exact answer, p50/p99 at k=10 and
   k=100, a label filter (tags_any) and a one-tag tags_all filter with their recall, a few exact searches.
 - 50 Stats calls, bytes per row (table, index), the Postgres processes' memory after the searches.
-- Upsert into the indexed collection (same service session).
+- Upsert into the indexed collection (same service session), and as its reference pgvector's own rate:
+  plain INSERTs of as many other rows straight into the same indexed table, rolled back.
 - optionally the ef sweep (the service restarted with each INDEX_HNSW_EF, same queries over gRPC).
 - the time to SERVING with the orphan sweep due at start.
 Prints a table after each point and writes bench/results/index.json (`--out`), also after each point.
@@ -39,6 +40,7 @@ from bench.index_data import (
     near,
     percentile,
     postgres_pss_bytes,
+    raw_indexed_insert,
     recall,
     running,
     start_service,
@@ -183,6 +185,9 @@ def run_point(n: int, vector_type: str, args: argparse.Namespace, root: Path) ->
             extra = near(rng, vecs[: args.indexed_rows], 0.1)
             point["upsert_indexed_rows_per_s"], extra_ids = upsert(stub, extra, labels, args.batch, args.clients,
                                                                    offset=n, collection=COLLECTION)
+            more = near(rng, vecs[n // 2: n // 2 + args.indexed_rows], 0.1)  # not yet in the index
+            point["insert_indexed_raw_rows_per_s"] = raw_indexed_insert(data_dir, COLLECTION, more, labels,
+                                                                        args.batch, args.clients)
         if efs:  # the truth now includes the rows upserted into the index
             truth = exact_top(np.vstack([vecs, extra]), queries, np.concatenate([ids, extra_ids]))
             point["ef_sweep"] = ef_sweep(data_dir, port, queries, truth, efs)
@@ -198,6 +203,7 @@ COLUMNS = [("rows", "{:d}"), ("vector_type", "{}"), ("recall_at_10", "{:.3f}"), 
            ("search_breadth", "{:d}"), ("search_p50_ms", "{:.2f}"), ("search_p99_ms", "{:.2f}"),
            ("k100_p99_ms", "{:.1f}"), ("filtered_p50_ms", "{:.2f}"), ("exact_p50_ms", "{:.0f}"),
            ("index_build_s", "{:.1f}"), ("upsert_empty_rows_per_s", "{:.0f}"), ("upsert_indexed_rows_per_s", "{:.0f}"),
+           ("insert_indexed_raw_rows_per_s", "{:.0f}"),
            ("index_bytes_per_row", "{:.0f}"), ("table_bytes_per_row", "{:.0f}"), ("stats_p50_ms", "{:.1f}"),
            ("serving_with_sweep_due_s", "{:.1f}")]
 

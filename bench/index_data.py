@@ -20,6 +20,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 import psutil
+import psycopg2
+import psycopg2.extras
 
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
 from semsearch_common import channels
@@ -114,6 +116,38 @@ def upsert(stub: index_pb2_grpc.IndexStub, vecs: np.ndarray, labels: np.ndarray,
     with ThreadPoolExecutor(clients) as ex:
         ids = [i for chunk in ex.map(send, range(0, len(vecs), batch)) for i in chunk]
     return len(vecs) / (time.perf_counter() - started), np.array(ids)
+
+
+def raw_indexed_insert(data_dir: Path, collection: str, vecs: np.ndarray, labels: np.ndarray, batch: int,
+                       clients: int) -> float:
+    """pgvector's own insert rate into the collection's indexed table: rows/s of plain INSERTs of the same
+    shape (vector, label, tag) from `clients` connections straight to the service's Postgres, in batches of
+    `batch`, each connection's rows rolled back at the end. No gRPC, no files, no commit: the ceiling the
+    service's upserts into an indexed collection could reach on this machine."""
+    pid_file = (data_dir / "postgres" / "pgdata" / "postmaster.pid").read_text().split("\n")
+    dsn = f"host=127.0.0.1 port={int(pid_file[3])} user=postgres dbname=postgres"
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT table_name FROM collections WHERE name = %s", (collection,))
+        table = cur.fetchone()[0]
+    chunks = [range(s, min(len(vecs), s + batch)) for s in range(0, len(vecs), batch)]
+
+    def insert(share: list[range]) -> None:
+        conn = psycopg2.connect(dsn)
+        try:
+            with conn.cursor() as cur:
+                for rows in share:
+                    psycopg2.extras.execute_values(
+                        cur, f"INSERT INTO {table} (id, sha256, label, model_id, tags, v) VALUES %s",
+                        [(-1 - i, f"raw-{i}", f"c{labels[i]}", "bench@1", [f"c{labels[i]}"],
+                          "[" + ",".join(f"{x:.7g}" for x in vecs[i]) + "]") for i in rows], page_size=len(rows))
+        finally:
+            conn.rollback()
+            conn.close()
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as ex:
+        list(ex.map(insert, [chunks[c::clients] for c in range(clients)]))
+    return len(vecs) / (time.perf_counter() - started)
 
 
 def timed_search(stub: index_pb2_grpc.IndexStub, queries: np.ndarray, k: int = K, exact: bool = False,
