@@ -23,6 +23,7 @@ import psutil
 import psycopg2
 import psycopg2.extras
 
+from index_service.pool import one_row
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
 from semsearch_common import channels
 
@@ -128,7 +129,7 @@ def raw_indexed_insert(data_dir: Path, collection: str, vecs: np.ndarray, labels
     dsn = f"host=127.0.0.1 port={int(pid_file[3])} user=postgres dbname=postgres"
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT table_name FROM collections WHERE name = %s", (collection,))
-        table = cur.fetchone()[0]
+        table = one_row(cur)[0]
     chunks = [range(s, min(len(vecs), s + batch)) for s in range(0, len(vecs), batch)]
 
     def insert(share: list[range]) -> None:
