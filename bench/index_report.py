@@ -52,8 +52,8 @@ def curve_row(x: dict[str, Any], run: str) -> dict[str, str]:
         "filtered recall@10 labels / tag": pair(x, "filtered_recall_at_10", "tag_filtered_recall_at_10", "{:.3f}"),
         "exact p50 ms": cell(x, "exact_p50_ms", "{:,.0f}"), "build s": cell(x, "index_build_s", "{:,.1f}")
         if x.get("index_deferred_by_service", True) else "—",  # below INDEX_BULK_MIN_ROWS nothing is deferred
-        "upsert rows/s empty / indexed": f"{cell({'v': empty_rate(x)}, 'v', '{:,.0f}')} / "
-                                         f"{cell(x, 'upsert_indexed_rows_per_s', '{:,.0f}')}",
+        "upsert rows/s empty / indexed (pgvector alone)": f"{cell({'v': empty_rate(x)}, 'v', '{:,.0f}')} / "
+            f"{cell(x, 'upsert_indexed_rows_per_s', '{:,.0f}')} ({cell(x, 'insert_indexed_raw_rows_per_s', '{:,.0f}')})",
         "disk B/row table / index": pair(x, "table_bytes_per_row", "index_bytes_per_row", "{:,.0f}"),
         "RAM B/row (Postgres PSS MB)": f"{cell(ram, 'ram', '{:,.0f}')} ({cell(ram, 'pss', '{:,.0f}')})",
         "Stats p50 / p99 ms": pair(x, "stats_p50_ms", "stats_p99_ms"),
@@ -64,15 +64,18 @@ def goals(points: list[dict[str, Any]], curve: list[dict[str, Any]]) -> list[Goa
     """Issue 14's index goals over every point (curve and long run), and the earlier ones at the smallest point."""
     out: list[Goal] = []
 
-    def worst(key: str, need: float, what: str, spec: str, among: list[dict[str, Any]], low: bool = True) -> None:
+    def worst(key: str, need: float, what: str, spec: str, among: list[dict[str, Any]], low: bool = True,
+              beside: tuple[str, str] | None = None) -> None:
+        """The goal against its worst point; `beside`: (key, words) of a reference figure of that point."""
         have = [p for p in among if p.get(key) is not None]
         if not have:
             out.append(("index", what, "not measured", None))
             return
         p = (min if low else max)(have, key=lambda q: q[key])
         ok = p[key] >= need if low else p[key] <= need
-        out.append(("index", what, f"{spec.format(p[key])} (worst: {p['rows']:,} {p.get('vector_type', 'float32')})",
-                    ok))
+        also = f"; {beside[1]} {spec.format(p[beside[0]])}" if beside and p.get(beside[0]) is not None else ""
+        out.append(("index", what, f"{spec.format(p[key])} (worst: {p['rows']:,} {p.get('vector_type', 'float32')}"
+                    f"{also})", ok))
 
     big = [p for p in points if p["rows"] >= LONG_RUN]
     large = [p for p in points if p["rows"] >= 300_000]
@@ -80,7 +83,7 @@ def goals(points: list[dict[str, Any]], curve: list[dict[str, Any]]) -> list[Goa
     worst("search_p50_ms", 10, "search p50 ≤ 10 ms at 1,000,000 rows (k = 10)", "{:.2f} ms", big, low=False)
     worst("index_build_s", 600, "build after bulk load ≤ 10 min at 1,000,000 rows", "{:,.0f} s", big, low=False)
     worst("upsert_indexed_rows_per_s", 1000, "upsert into an indexed collection ≥ 1,000 rows/s", "{:,.0f} rows/s",
-          points)
+          points, beside=("insert_indexed_raw_rows_per_s", "pgvector's own INSERTs there"))
     worst("stats_p50_ms", 20, "Stats p50 ≤ 20 ms at ≥ 300,000 rows", "{:.1f} ms", large, low=False)
     worst("serving_with_sweep_due_s", 3, "SERVING ≤ 3 s with the sweep due at ≥ 300,000 rows", "{:.1f} s", large,
           low=False)
