@@ -2,8 +2,8 @@
 
 `python -m bench.index [--sizes 30000,100000,300000] [--types float32,float16] [--ef-sweep 10,40,100]`
 starts the real service (`python -m index_service` on its embedded Postgres + pgvector) per size and
-vector type in a fresh data dir, with its default settings (the recall target on; only exact search is
-allowed at every size, INDEX_EXACT_MAX_ROWS=0). Per point, in one run:
+vector type in a fresh data dir, with its default settings (the recall target on), except that exact
+search is allowed at every size (INDEX_EXACT_MAX_ROWS=0). Per point, in one run:
 - CreateCollection, then Upsert of clustered 512-d unit vectors with ~15 KB thumbnails announcing the
   load's size (expected_rows), so the service defers the index of the empty collection; rows/s.
 - BuildIndex right after the load, as the loader does: its build_seconds is the build after a bulk load.
@@ -48,12 +48,12 @@ from bench.index_data import (
     timed_search,
     upsert,
 )
+from index_service.recall import SMALL as KEEPER_MIN_ROWS
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
 from semsearch_common.enums import enum_word
 
 RESULTS = Path(__file__).resolve().parent / "results" / "index.json"
 COLLECTION = "bench"
-SMALL = 1_000  # the service's recall keeper measures nothing below this many rows
 LABEL_FILTER = index_pb2.Filter(labels=["c1", "c2", "c3"])  # 3 of 257 labels: about 1.2 % of rows
 TAG_FILTER = index_pb2.Filter(tags_all=["c7"])  # one tag: about 0.4 % of rows
 
@@ -90,7 +90,7 @@ def settle(stub: index_pb2_grpc.IndexStub, rows: int, since: float, limit_s: flo
         fresh = reply.recall_measured_at >= since and reply.recall_measured_at > 0
         holds = reply.recall_estimate >= reply.recall_target or reply.search_breadth >= 1000
         settled = fresh and holds and time.monotonic() - quiet_since > quiet_s
-        if settled or rows < SMALL or time.monotonic() - started > limit_s:
+        if settled or rows < KEEPER_MIN_ROWS or time.monotonic() - started > limit_s:
             return reply, time.monotonic() - started
         time.sleep(2)
 
@@ -185,9 +185,9 @@ def run_point(n: int, vector_type: str, args: argparse.Namespace, root: Path) ->
             extra = near(rng, vecs[: args.indexed_rows], 0.1)
             point["upsert_indexed_rows_per_s"], extra_ids = upsert(stub, extra, labels, args.batch, args.clients,
                                                                    offset=n, collection=COLLECTION)
-            more = near(rng, vecs[n // 2: n // 2 + args.indexed_rows], 0.1)  # not yet in the index
-            point["insert_indexed_raw_rows_per_s"] = raw_indexed_insert(data_dir, COLLECTION, more, labels,
-                                                                        args.batch, args.clients)
+            part = slice(n // 2, n // 2 + args.indexed_rows)
+            point["insert_indexed_raw_rows_per_s"] = raw_indexed_insert(  # other near-copies, rolled back
+                data_dir, COLLECTION, near(rng, vecs[part], 0.1), labels[part], args.batch, args.clients)
         if efs:  # the truth now includes the rows upserted into the index
             truth = exact_top(np.vstack([vecs, extra]), queries, np.concatenate([ids, extra_ids]))
             point["ef_sweep"] = ef_sweep(data_dir, port, queries, truth, efs)

@@ -14,14 +14,13 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import grpc
 import numpy as np
 import psutil
 import psycopg2
-import psycopg2.extras
 
 from index_service.pool import one_row
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
@@ -123,31 +122,32 @@ def raw_indexed_insert(data_dir: Path, collection: str, vecs: np.ndarray, labels
                        clients: int) -> float:
     """pgvector's own insert rate into the collection's indexed table: rows/s of plain INSERTs of the same
     shape (vector, label, tag) from `clients` connections straight to the service's Postgres, in batches of
-    `batch`, each connection's rows rolled back at the end. No gRPC, no files, no commit: the ceiling the
-    service's upserts into an indexed collection could reach on this machine."""
-    pid_file = (data_dir / "postgres" / "pgdata" / "postmaster.pid").read_text().split("\n")
-    dsn = f"host=127.0.0.1 port={int(pid_file[3])} user=postgres dbname=postgres"
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+    `batch`, each connection's rows rolled back at the end. No gRPC, no files, no commit, and the statements
+    are formatted before the clock starts: the ceiling the service's upserts into an indexed collection
+    could reach on this machine."""
+    dsn = f"host=127.0.0.1 port={postmaster(data_dir)[3]} user=postgres dbname=postgres"
+    with closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
         cur.execute("SELECT table_name FROM collections WHERE name = %s", (collection,))
         table = one_row(cur)[0]
-    chunks = [range(s, min(len(vecs), s + batch)) for s in range(0, len(vecs), batch)]
+    rows = [(-1 - i, f"raw-{i}", f"c{labels[i]}", "bench@1", [f"c{labels[i]}"],
+             "[" + ",".join(f"{x:.7g}" for x in vecs[i]) + "]") for i in range(len(vecs))]
+    with closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
+        head = f"INSERT INTO {table} (id, sha256, label, model_id, tags, v) VALUES "
+        batches = [cur.mogrify(head + ",".join(["(%s, %s, %s, %s, %s, %s)"] * len(part)), [v for r in part for v in r])
+                   for part in (rows[s:s + batch] for s in range(0, len(rows), batch))]
 
-    def insert(share: list[range]) -> None:
-        conn = psycopg2.connect(dsn)
-        try:
-            with conn.cursor() as cur:
-                for rows in share:
-                    psycopg2.extras.execute_values(
-                        cur, f"INSERT INTO {table} (id, sha256, label, model_id, tags, v) VALUES %s",
-                        [(-1 - i, f"raw-{i}", f"c{labels[i]}", "bench@1", [f"c{labels[i]}"],
-                          "[" + ",".join(f"{x:.7g}" for x in vecs[i]) + "]") for i in rows], page_size=len(rows))
-        finally:
-            conn.rollback()
-            conn.close()
+    def insert(share: list[bytes]) -> None:
+        with closing(psycopg2.connect(dsn)) as conn:
+            try:
+                with conn.cursor() as cur:
+                    for statement in share:
+                        cur.execute(statement)
+            finally:
+                conn.rollback()
 
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as ex:
-        list(ex.map(insert, [chunks[c::clients] for c in range(clients)]))
+        list(ex.map(insert, [batches[c::clients] for c in range(clients)]))
     return len(vecs) / (time.perf_counter() - started)
 
 
@@ -184,15 +184,15 @@ def recall(found: list[list[int]], truth: list[list[int]], k: int = K) -> float:
     return float(np.mean([len(set(a) & set(t)) / min(k, max(len(t), 1)) for a, t in zip(found, truth, strict=True)]))
 
 
-def recall_at_10(found: list[list[int]], truth: list[list[int]]) -> float:
-    """Mean overlap of each result with the exact top 10."""
-    return recall(found, truth, 10)
+def postmaster(data_dir: Path) -> list[str]:
+    """The lines of the service's Postgres' postmaster.pid: pid, data directory, start time, port, ..."""
+    return (data_dir / "postgres" / "pgdata" / "postmaster.pid").read_text().split("\n")
 
 
 def postgres_pss_bytes(data_dir: Path) -> int | None:
     """Proportional set size of the service's Postgres (postmaster and backends): shared buffers counted once."""
     try:
-        pid = int((data_dir / "postgres" / "pgdata" / "postmaster.pid").read_text().split()[0])
+        pid = int(postmaster(data_dir)[0])
         procs = [main := psutil.Process(pid), *main.children(recursive=True)]
     except (OSError, ValueError, IndexError, psutil.Error):
         return None
