@@ -41,7 +41,7 @@ from index_service.pool import one_row
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
 
 KINDS = ("counted", "plain", "in_place")
-THUMB_BYTES = 3_000  # a row's thumbnail is TOASTed out of line: its size does not change the old scan
+THUMB_BYTES = 3_000  # thumbnails go to the media store, not the rows: their size does not change the old scan
 OLD_LABELS = ["SELECT count(*) FROM {t} WHERE tags = '{{}}'",
               'SELECT tag, count(*) FROM {t}, unnest(tags) AS tag GROUP BY tag ORDER BY tag COLLATE "C"']
 IN_PLACE = [

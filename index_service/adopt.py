@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from psycopg2.extensions import cursor
@@ -115,13 +114,7 @@ class Adopter(OnePass):
 
     def _store(self, table: str, wholes: list[tuple[int, Whole]], facts: bool) -> None:
         # Files are durable before any row names them, as in an upsert; a crash leaves only orphans for the sweep.
-        files: dict[str, tuple[Path, bytes]] = {}
-        for _, w in wholes:
-            for target, data in ((self.media.path_for(w.sha256), w.data), (thumbnails.path(self.media, w.sha256),
-                                                                           w.thumbnail)):
-                if not target.exists():
-                    files[str(target)] = (target, data)
-        self.media.put_paths(list(files.values()))
+        self.media.put_paths(thumbnails.missing_files(self.media, ((w.sha256, w.data, w.thumbnail) for _, w in wholes)))
         outcomes = run_tx(self.repo.pool, lambda cur: _fill(cur, table, wholes, facts), TX_TIMEOUT_S)
         for row_id, outcome in outcomes:
             self.report.add(outcome, row_id)

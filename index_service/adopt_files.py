@@ -114,8 +114,7 @@ def make_whole(data: bytes, mtime_ns: int) -> Whole:
             im.draft("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE))  # JPEG: decode at 1/2..1/8 scale, enough here
             im.load()
             facts = exif.read(im)
-            picture = im.transpose(_UPRIGHT[facts.orientation]) if facts.orientation in _UPRIGHT else im
-            thumbnail = make_thumbnail(picture)
+            thumbnail = make_thumbnail(upright(im, facts.orientation))
     except Unreadable:
         raise
     except Exception as err:  # Pillow reports corrupt data with many exception types
@@ -123,6 +122,11 @@ def make_whole(data: bytes, mtime_ns: int) -> Whole:
     if facts.orientation >= 5:
         width, height = height, width
     return Whole(hashlib.sha256(data).hexdigest(), data, mime, width, height, thumbnail, facts, mtime_ns)
+
+
+def upright(im: Image.Image, orientation: int) -> Image.Image:
+    """The picture as it is meant to be seen, from its EXIF orientation (1-8; anything else: as stored)."""
+    return im.transpose(_UPRIGHT[orientation]) if orientation in _UPRIGHT else im
 
 
 def make_thumbnail(im: Image.Image) -> bytes:

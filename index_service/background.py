@@ -74,7 +74,12 @@ class Background(Worker):
         """Fold the tag counts that writes have grown (tag_counts: reads stay small without a reader)."""
         if time.monotonic() >= self._next_fold:
             self._next_fold = time.monotonic() + tag_counts.FOLD_INTERVAL_S
-            tag_counts.fold_grown(self.repo.pool)
+            try:
+                tag_counts.fold_grown(self.repo.pool)
+            except ServiceError as err:  # the database went away: the next interval tries again
+                log.debug("tag counts not folded: %s", err)
+            except Exception:  # a bug here must not restart the media sweep's pass
+                log.exception("folding the tag counts failed")
 
     def _sweep_step(self) -> bool:
         """One bounded step of the current pass, starting a pass when one is due; True while one runs."""

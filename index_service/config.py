@@ -118,6 +118,9 @@ class Config:
             ef_construction=r.int("hnsw_ef_construction", 0, 0, 400),
             ef=r.int("hnsw_ef", 100, 1, 400),
         )
+        if 0 < hnsw.ef_construction < max(4, 2 * hnsw.m):  # pgvector refuses the build; say so at start
+            raise ConfigError(f"{r.name('hnsw_ef_construction')}={hnsw.ef_construction}: must be 0 (chosen from the "
+                              f"collection's size) or at least {max(4, 2 * hnsw.m)} (twice {r.name('hnsw_m')})")
         return cls(
             host=r.str("host", "127.0.0.1"),
             port=r.int("port", 50052, 0, 65535),

@@ -8,7 +8,8 @@ the target it widens the beam (pgvector: the next search; Lantern: a concurrent 
 The same exact answers also score one narrower beam (the exact scans are the cost; an extra index search
 is almost free), and where the breadth is a per-query setting (pgvector) the keeper narrows to it when
 even its estimate less one standard error holds the target: a first guess that was too wide comes down
-step by step, and noise around the target cannot make it oscillate.
+step by step; with that margin, and never narrowing to a breadth that once missed, noise around the target
+cannot make it swing back and forth.
 Each collection's breadth and last estimate are kept in `search_breadths`, so a restarted service (or a
 second replica) searches at the measured breadth at once instead of guessing and measuring again.
 """
@@ -163,6 +164,7 @@ class Breadth:
         self._ef: dict[str, int] = {}
         self._rows: dict[str, int] = {}  # the rows the breadth was last guessed for
         self._estimates: dict[str, Estimate] = {}
+        self._missed: dict[str, int] = {}  # the widest breadth measured below target: never narrowed back to
         self._lock = threading.Lock()
 
     def ef(self, collection: str) -> int:
@@ -191,6 +193,12 @@ class Breadth:
             if estimate is not None:
                 self._estimates[collection] = estimate
 
+    def forget(self, collection: str) -> None:
+        """Drop all that is known of a collection (dropped: a new one of that name starts afresh)."""
+        with self._lock:
+            for known in (self._ef, self._rows, self._estimates, self._missed):
+                known.pop(collection, None)
+
     def grow_to(self, collection: str, rows: int) -> int:
         """Follow the collection's growth: the first guess for `rows` when first seen, then, once it grew by
         GROWTH, the breadth scaled as initial_ef scales (never narrower than now). Returns the breadth."""
@@ -208,16 +216,20 @@ class Breadth:
 
     def record(self, collection: str, estimate: Estimate, target: float, narrow: bool = False) -> int:
         """Keep an estimate; below target (and not fixed) widen the breadth; with `narrow`, take the scored
-        narrower breadth when its estimate less a standard error holds the target. Returns the breadth."""
+        narrower breadth when its estimate less a standard error holds the target, unless that breadth (or a
+        wider one) has missed the target before: noise cannot make it swing back and forth. Returns the breadth."""
         with self._lock:
             self._estimates[collection] = estimate
             ef = self._ef.get(collection, self.floor)
             if self.fixed or (estimate.ef != ef and estimate.recall >= target):
                 return ef  # a stale estimate (the breadth moved since) only says something on a miss
             below = estimate.narrower
+            if estimate.recall < target:
+                self._missed[collection] = max(estimate.ef, self._missed.get(collection, 0))
             if estimate.recall < target and estimate.ef >= ef:
                 ef = widened(estimate.ef)
-            elif narrow and below is not None and below.ef < ef and below.recall - below.stderr >= target:
+            elif (narrow and estimate.ef == ef and below is not None and below.ef < ef
+                  and below.ef > self._missed.get(collection, 0) and below.recall - below.stderr >= target):
                 ef = below.ef
             self._ef[collection] = ef
             return ef
@@ -233,7 +245,6 @@ class RecallKeeper(Worker):
         self.breadth, self.dialect, self.tx, self.collections = breadth, dialect, tx, collections
         self.target, self.queries, self.interval_s, self.budget_s = target, queries, interval_s, budget_s
         self.on_widen = on_widen
-        self.kept: dict[str, tuple[int, int | None, Estimate | None]] = {}  # what search_breadths holds
 
     def _loop(self) -> None:
         while not self._stop.wait(min(30.0, self.interval_s)):
@@ -264,13 +275,16 @@ class RecallKeeper(Worker):
         if ef != before and self.on_widen is not None:
             self.on_widen(c, ef)
         if not self.due(c, rows):
-            self._keep(c)
+            if ef != before:
+                self._keep(c)
             return None
         dialect = self.dialect()
         per_query = not dialect.widen(c.index, ef)  # narrowing is free only where no rebuild applies it
         probe = narrowed(ef, self.breadth.floor) if per_query else None
         estimate = measure(self.tx, dialect, c, ef, self.queries, self.budget_s, probe if probe != ef else None)
         if estimate is None:
+            if ef != before:
+                self._keep(c)
             return None
         after = self.breadth.record(c.name, estimate, self.target, narrow=per_query)
         if estimate.recall < self.target:
@@ -287,11 +301,9 @@ class RecallKeeper(Worker):
         return estimate
 
     def _keep(self, c: Coll) -> None:
-        """Store the collection's breadth and estimate when they changed since last stored."""
+        """Store the collection's breadth and last estimate (search_breadths), for a restart or another replica."""
         state = self.breadth.state(c.name)
-        if self.kept.get(c.name) != state:
-            self.tx(lambda cur: save(cur, c.name, *state), 30.0)
-            self.kept[c.name] = state
+        self.tx(lambda cur: save(cur, c.name, *state), 30.0)
 
 
 def save(cur: cursor, collection: str, ef: int, rows: int | None, e: Estimate | None) -> None:

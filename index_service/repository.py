@@ -143,7 +143,9 @@ class Repository:
 
     def drop_collection(self, name: str, timeout_s: float | None) -> int:
         """Drop a collection no alias uses; its originals go with the next orphan sweep unless shared."""
-        return run_tx(self.pool, lambda cur: catalog.drop(cur, name), timeout_s)
+        count = run_tx(self.pool, lambda cur: catalog.drop(cur, name), timeout_s)
+        self.breadth.forget(name)  # its row in search_breadths went with it
+        return count
 
     def set_alias(self, alias: str, collection: str, expected: str, timeout_s: float | None) -> str:
         """Move an alias in one transaction; returns the collection it pointed at before."""
@@ -209,7 +211,8 @@ class Repository:
         existing = dict(cur.fetchall())
         refused = photo_sql.merge_existing(cur, c.table, [i for i in items if i.sha256 in existing])
         new = [i for i in items if i.sha256 not in existing]
-        self.media.put_paths(thumbnails.upsert_files(self.media, items))  # originals and thumbnails, durable
+        self.media.put_paths(thumbnails.missing_files(  # originals and thumbnails, durable
+            self.media, ((i.sha256, i.original, i.thumbnail) for i in items)))
         if new:
             ids = self._ids_for(cur, c, [i.sha256 for i in new])
             # COPY straight into the table: every new sha256 is locked by us, so no one else can insert it.

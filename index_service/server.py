@@ -207,7 +207,8 @@ class IndexServicer(FilesServicer, index_pb2_grpc.IndexServicer):
         return index_pb2.GetResponse(images=[_meta_pb(m) for m in metas])
 
     def GetImage(self, request: index_pb2.GetImageRequest, context: grpc.ServicerContext) -> Iterator[Any]:
-        """The original, its display rendition or its thumbnail (all from the media store), in chunks."""
+        """The original, its display rendition or its thumbnail, in chunks: from the media store (a thumbnail
+        stored before thumbnails moved there comes from its row)."""
         self._ready()
         timeout = _timeout(context)
         metas = self.repo.get([request.id], timeout, request.collection)

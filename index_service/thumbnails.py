@@ -21,11 +21,11 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image
 
-from index_service.adopt_files import THUMBNAIL_SIZE, make_thumbnail
-from index_service.domain import NewImage
+from index_service.adopt_files import THUMBNAIL_SIZE, make_thumbnail, upright
 from index_service.media import MediaStore
+from semsearch_common import exif
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +38,17 @@ def path(media: MediaStore, sha256: str) -> Path:
     return media.rendition_path(sha256, SUFFIX)
 
 
-def upsert_files(media: MediaStore, items: Iterable[NewImage]) -> list[tuple[Path, bytes]]:
-    """The files an upsert writes before its rows commit: originals and thumbnails not stored yet.
+def missing_files(media: MediaStore, images: Iterable[tuple[str, bytes, bytes]]) -> list[tuple[Path, bytes]]:
+    """The files to write before rows name them, from (sha256, original, thumbnail): those not stored yet.
 
-    An original another collection already holds (a re-embed) is durable and not written again; an item
+    An original another collection already holds (a re-embed) is durable and not written again; an image
     without a thumbnail gets one made from its original when first asked for.
     """
     out: dict[Path, bytes] = {}
-    for i in items:
-        original = media.path_for(i.sha256)
-        if not original.exists():
-            out[original] = i.original
-        thumb = path(media, i.sha256)
-        if i.thumbnail and not thumb.exists():
-            out[thumb] = i.thumbnail
+    for sha256, original, thumbnail in images:
+        for target, data in ((media.path_for(sha256), original), (path(media, sha256), thumbnail)):
+            if data and target not in out and not target.exists():
+                out[target] = data
     return list(out.items())
 
 
@@ -62,7 +59,9 @@ def make(original: bytes) -> bytes:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the embedder bounded it on the way in
         with Image.open(io.BytesIO(original)) as image:
             image.draft("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE))  # JPEG: decode at 1/2..1/8 scale, enough here
-            return make_thumbnail(ImageOps.exif_transpose(image))
+            image.load()
+            # Turned as adopted and loaded pictures are, by the same lenient EXIF reader (a lying tag is ignored).
+            return make_thumbnail(upright(image, exif.read(image).orientation))
 
 
 class Thumbnails:

@@ -495,7 +495,11 @@ function sendOne(file, label, ui) {
     const form = new FormData();
     form.append("files", file, file.name);
     // The file's own time, kept apart from its capture time (the loader sends the same from os.stat).
-    if (Number.isInteger(file.lastModified) && file.lastModified >= 0) form.append("last_modified", String(file.lastModified));
+    // The file's own time, when plausible: a clock set years ahead must not cost the upload (the API refuses
+    // times over a day in the future), it only leaves the picture's date to its EXIF or the upload time.
+    const plausible = Number.isInteger(file.lastModified) && file.lastModified >= 0
+      && file.lastModified <= Date.now() + 86_400_000;
+    if (plausible) form.append("last_modified", String(file.lastModified));
     if (label) form.append("label", label);
     uploadTags(form);  // facts.js
     if (state.collection) form.append("collection", state.collection);

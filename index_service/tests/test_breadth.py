@@ -19,7 +19,7 @@ def test_first_guess_grows_with_the_collection_and_stops_at_the_limit() -> None:
     assert initial_ef(10**9, 100) == MAX_EF and widened(900) == MAX_EF and widened(100) == 150
 
 
-def test_a_miss_widens_a_hit_keeps_and_the_breadth_never_narrows() -> None:
+def test_a_miss_widens_a_hit_keeps_and_a_smaller_first_guess_never_narrows() -> None:
     b = Breadth(100, fixed=False)
     assert b.ef("c1") == 100 and b.estimate("c1") is None
     assert b.record("c1", _estimate(0.93, 100), 0.98) == 150
@@ -39,12 +39,28 @@ def test_a_narrower_breadth_is_taken_only_with_a_margin_and_where_it_is_per_quer
     clear = _estimate(0.99, narrowed(ef, 100))
     assert b.record("c1", _estimate(0.995, ef, clear), 0.98, narrow=False) == ef  # Lantern: a rebuild per step
     assert b.record("c1", _estimate(0.995, ef, clear), 0.98, narrow=True) == narrowed(ef, 100)
-    # A miss at the narrower breadth widens again; the next growth scales the measured breadth, not the guess.
-    assert b.record("c1", _estimate(0.97, narrowed(ef, 100)), 0.98, narrow=True) == widened(narrowed(ef, 100))
+    # A miss at the narrower breadth widens again, and no later proof takes it back there (or narrower):
+    # two samples on either side of the target must not make the breadth swing.
+    missed = narrowed(ef, 100)
+    assert b.record("c1", _estimate(0.97, missed), 0.98, narrow=True) == widened(missed)
     now = b.ef("c1")
-    assert b.grow_to("c1", 1_050_000) == now  # grown by less than a tenth
-    assert b.record("c1", _estimate(0.995, now, _estimate(0.999, 300)), 0.98, narrow=True) == 300
-    assert 300 < b.grow_to("c1", 1_500_000) < initial_ef(1_500_000, 100)
+    assert b.record("c1", _estimate(0.995, now, _estimate(0.999, missed)), 0.98, narrow=True) == now
+    assert b.record("c1", _estimate(0.995, now, _estimate(0.999, missed - 50)), 0.98, narrow=True) == now
+    # An estimate made at another breadth than the one in use never narrows it.
+    assert b.record("c1", _estimate(0.995, ef, _estimate(0.999, missed + 50)), 0.98, narrow=True) == now
+    # Forgotten (the collection was dropped): a new one of that name starts afresh.
+    b.forget("c1")
+    assert b.state("c1") == (100, None, None)
+
+
+def test_growth_scales_the_measured_breadth_not_the_first_guess() -> None:
+    b = Breadth(100, fixed=False)
+    first = b.grow_to("c1", 100_000)
+    assert first == initial_ef(100_000, 100) > 150
+    assert b.record("c1", _estimate(0.995, first, _estimate(0.999, narrowed(first, 100))), 0.98,
+                    narrow=True) == narrowed(first, 100)
+    assert b.grow_to("c1", 105_000) == narrowed(first, 100)  # grown by less than a tenth
+    assert narrowed(first, 100) < b.grow_to("c1", 200_000) < initial_ef(200_000, 100)
 
 
 def test_a_fixed_breadth_only_records() -> None:

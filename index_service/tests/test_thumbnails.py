@@ -16,11 +16,12 @@ import psycopg2
 import pytest
 from PIL import Image
 
-from index_service import thumbnail_mover, thumbnails
+from index_service import adopt_files, thumbnail_mover, thumbnails
 from index_service.adopt_files import THUMBNAIL_SIZE
 from index_service.domain import StorageFull
 from index_service.thumbnail_mover import ThumbnailMover
 from protos.semsearch.v1 import index_pb2
+from tests.support import exif as E
 from tests.support.index import Running, item, make_config, start_server, unit
 
 
@@ -201,3 +202,13 @@ def test_a_delete_and_the_sweep_take_the_thumbnail_with_its_original(still: Runn
     assert not media.path_for(orphan).exists() and not thumb_file(still, orphan).exists()
     assert not thumb_file(still, lone).exists()
     assert media.path_for(keep.sha256).exists() and thumb_file(still, keep.sha256).exists()
+
+
+@pytest.mark.parametrize(("orientation", "size"), [(E.short(E.ORIENTATION, 6), (48, 64)),  # turned upright
+                                                   (E.short(E.ORIENTATION, 9), (64, 48)),  # a lie: as stored
+                                                   (E.ascii(E.ORIENTATION, "6"), (64, 48))])
+def test_a_remade_thumbnail_is_turned_as_an_adopted_one_is(orientation: E.Entry, size: tuple[int, int]) -> None:
+    original = E.photo(E.block(ifd0=(orientation,)), width=64, height=48)
+    with Image.open(io.BytesIO(thumbnails.make(original))) as remade:
+        assert remade.size == size
+    assert thumbnails.make(original) == adopt_files.make_whole(original, 0).thumbnail

@@ -36,6 +36,11 @@ def test_build_parameters_follow_the_size_unless_configured() -> None:
     assert builds.params(1_000, HnswParams(m=48, ef_construction=0)).ef_construction == 96  # pgvector: >= 2m
     fixed = Config.from_env({"INDEX_HNSW_EF_CONSTRUCTION": "40"}).hnsw
     assert builds.params(1_000_000, fixed) == fixed
+    # A value pgvector would refuse at build time is refused at start, naming both settings.
+    for env in ({"INDEX_HNSW_EF_CONSTRUCTION": "3", "INDEX_HNSW_M": "2"}, {"INDEX_HNSW_EF_CONSTRUCTION": "31"}):
+        with pytest.raises(ConfigError, match=r"INDEX_HNSW_EF_CONSTRUCTION=.*INDEX_HNSW_M"):
+            Config.from_env(env)
+    assert Config.from_env({"INDEX_HNSW_EF_CONSTRUCTION": "8", "INDEX_HNSW_M": "4"}).hnsw.ef_construction == 8
 
 
 def test_pg_settings_are_read_and_checked() -> None:
