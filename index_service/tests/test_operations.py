@@ -16,6 +16,7 @@ import numpy as np
 import psycopg2
 import pytest
 
+from index_service import tag_counts
 from index_service.server import Deps
 from index_service.server import serve as serve_index
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
@@ -113,6 +114,14 @@ def test_serving_comes_at_once_and_health_answers_while_the_sweep_runs(
         real(shas, remove)
 
     monkeypatch.setattr(deps.repo, "with_orphans", held)
+    folds: list[float] = []
+
+    def broken_fold(pool: object) -> None:  # a fold failing at every turn must not restart the sweep's pass
+        folds.append(time.monotonic())
+        raise RuntimeError("fold failed")
+
+    monkeypatch.setattr(tag_counts, "FOLD_INTERVAL_S", 0.0)
+    monkeypatch.setattr(tag_counts, "fold_grown", broken_fold)
     started = time.monotonic()
     server = serve_index(config, deps)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
@@ -131,6 +140,7 @@ def test_serving_comes_at_once_and_health_answers_while_the_sweep_runs(
         _until(lambda: background.sweeps_done == 1)
         assert not any(p.exists() for p in orphans)
         assert len(steps) == 3, "30 files in steps of at most 10 (INDEX_SWEEP_BATCH)"
+        assert len(folds) >= 3
     finally:
         release.set()
         running.stop()
