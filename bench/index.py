@@ -35,6 +35,7 @@ import numpy as np
 from bench.common import free_port
 from bench.index_data import (
     DIM,
+    again,
     clustered,
     exact_top,
     near,
@@ -60,7 +61,8 @@ TAG_FILTER = index_pb2.Filter(tags_all=["c7"])  # one tag: about 0.4 % of rows
 
 def stats(stub: index_pb2_grpc.IndexStub) -> index_pb2.StatsResponse:
     """Stats of the benchmark's collection."""
-    reply: index_pb2.StatsResponse = stub.Stats(index_pb2.StatsRequest(collection=COLLECTION), timeout=30)
+    reply: index_pb2.StatsResponse = again(
+        lambda: stub.Stats(index_pb2.StatsRequest(collection=COLLECTION), timeout=30), "stats")
     return reply
 
 
@@ -70,7 +72,7 @@ def load_and_build(stub: index_pb2_grpc.IndexStub, vecs: np.ndarray, labels: np.
     rows_s, ids = upsert(stub, vecs, labels, args.batch, args.clients, expected_rows=len(vecs), collection=COLLECTION)
     deferred = stats(stub).index_state != index_pb2.INDEX_STATE_READY
     started = time.perf_counter()
-    build = stub.BuildIndex(index_pb2.BuildIndexRequest(collection=COLLECTION), timeout=7200)
+    build = again(lambda: stub.BuildIndex(index_pb2.BuildIndexRequest(collection=COLLECTION), timeout=7200), "build")
     wall = time.perf_counter() - started
     return {"upsert_empty_rows_per_s": rows_s, "index_deferred_by_service": deferred,
             "index_build_s": build.build_seconds, "index_build_call_s": wall}, ids
