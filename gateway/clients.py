@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -54,6 +54,23 @@ async def guarded(backend: str, method: str, call: Awaitable[T], retry_after: in
     finally:
         BACKEND_CALLS.labels(backend, method, code).inc()
         BACKEND_LATENCY.labels(backend, method).observe(time.perf_counter() - started)
+
+
+async def once_more_if_going_away(make_call: Callable[[], Awaitable[T]]) -> T:
+    """Await a call; once more if it was cut off by its connection going away.
+
+    The services' connections age out every few minutes (semsearch_common.server: so callers find new
+    replicas), and gRPC can cut off a call caught at that moment with UNAVAILABLE "GOAWAY received" even
+    though the service is up. Every call the gateway makes is safe to repeat (reads, and writes keyed by
+    sha256 or id), so it is sent again at once on a fresh connection; any other failure stands.
+    """
+    try:
+        return await make_call()
+    except grpc.aio.AioRpcError as err:
+        if err.code() != grpc.StatusCode.UNAVAILABLE or "GOAWAY" not in (err.details() or ""):
+            raise
+        log.info("a call was cut off as its connection went away (%s); sending it again", err.details())
+        return await make_call()
 
 
 class Api(Protocol):
@@ -105,7 +122,8 @@ class Backends:
     async def _call(self, backend: str, method: str, request: Any, deadline: Deadline) -> Any:
         """Call backend.method(request) within the deadline; failures leave as ApiError, all are counted."""
         stub = self.embedder if backend == "embedder" else self.index
-        return await self._await(backend, method, getattr(stub, method)(request, timeout=deadline.remaining()))
+        return await self._await(backend, method, once_more_if_going_away(
+            lambda: getattr(stub, method)(request, timeout=deadline.remaining())))
 
     async def _await(self, backend: str, method: str, call: Awaitable[T]) -> T:
         return await guarded(backend, method, call, self.config.retry_after_s)

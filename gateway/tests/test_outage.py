@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -15,9 +16,11 @@ from fastapi.testclient import TestClient
 
 from gateway import app as gateway_app
 from gateway.app import create_app
+from gateway.clients import Backends, Deadline
 from gateway.config import GatewayConfig
+from gateway.errors import ApiError
 from gateway.tests.fakes import FakeBackends, rpc_error
-from protos.semsearch.v1 import index_pb2_grpc
+from protos.semsearch.v1 import index_pb2, index_pb2_grpc
 from semsearch_common.errors import Unavailable
 
 
@@ -73,3 +76,45 @@ def test_warnings_of_an_outage_are_one_line_per_interval_with_a_count(monkeypatc
         assert client.get("/api/search", params={"q": "a dog"}).status_code == 503
     lines = [r.getMessage() for r in caplog.records if r.name == "gateway.app"]
     assert len(lines) == 2 and "29 more like it" in lines[1]
+
+
+class AgingIndex(index_pb2_grpc.IndexServicer):
+    """An index whose Stats fails first with what gRPC says of a call cut off by its connection's age, or with
+    a real outage; `calls` counts what arrived."""
+
+    def __init__(self, first: str) -> None:
+        self.first, self.calls = first, 0
+
+    def Stats(self, request: Any, context: grpc.ServicerContext) -> index_pb2.StatsResponse:
+        """Fail the first call with `first`, answer the rest."""
+        self.calls += 1
+        if self.calls == 1:
+            context.abort(grpc.StatusCode.UNAVAILABLE, self.first)
+        return index_pb2.StatsResponse(count=7)
+
+
+@pytest.mark.parametrize(("first", "status", "calls"), [
+    ("Stream removed (GOAWAY received; Error code: 0; Debug Text: max_age)", 200, 2),  # sent again at once
+    ("the database is down", 503, 1)])  # a real outage is the caller's to retry
+def test_a_call_cut_off_as_its_connection_ages_out_is_sent_again(first: str, status: int, calls: int) -> None:
+    servicer = AgingIndex(first)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    index_pb2_grpc.add_IndexServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        backends_only = GatewayConfig(index_addr=f"127.0.0.1:{port}")
+
+        async def stats() -> int:
+            backends = Backends(backends_only)
+            try:
+                return (await backends.stats(Deadline(5.0))).count
+            except ApiError as err:
+                return err.status
+            finally:
+                await backends.close()
+
+        got = asyncio.run(stats())
+        assert (got == 7 if status == 200 else got == status) and servicer.calls == calls
+    finally:
+        server.stop(0)
