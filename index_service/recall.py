@@ -288,9 +288,12 @@ class RecallKeeper(Worker):
             return None
         after = self.breadth.record(c.name, estimate, self.target, narrow=per_query)
         if estimate.recall < self.target:
+            advice = f"; widening to ef {after}" if after > ef else ""
+            if after == ef >= MAX_EF and not self.breadth.fixed:
+                advice = ("; the breadth is at its limit: only a rebuild with a larger INDEX_HNSW_EF_CONSTRUCTION "
+                          "or INDEX_HNSW_M can reach the target")
             log.warning("collection %s: estimated recall@%d %.3f is below the target %.2f at ef %d (%d rows, %d "
-                        "queries)%s", c.name, K, estimate.recall, self.target, ef, rows, estimate.queries,
-                        f"; widening to ef {after}" if after > ef else "")
+                        "queries)%s", c.name, K, estimate.recall, self.target, ef, rows, estimate.queries, advice)
             if after > ef and self.on_widen is not None:
                 self.on_widen(c, after)
         else:

@@ -54,3 +54,15 @@ def test_an_estimate_at_target_is_no_warning(monkeypatch: pytest.MonkeyPatch,
         assert keeper.check(COLL) is not None
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     assert "estimated recall@10 0.991" in caplog.text  # still reported, at info
+
+
+def test_a_miss_at_the_widest_breadth_says_only_a_rebuild_helps(monkeypatch: pytest.MonkeyPatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    keeper = keeper_measuring(monkeypatch, 0.93)
+    keeper.breadth.restore(COLL.name, recall.MAX_EF, ROWS, None)  # widened as far as pgvector goes
+    with caplog.at_level(logging.INFO, logger="index_service.recall"):
+        assert keeper.check(COLL) is not None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and f"at ef {recall.MAX_EF}" in warnings[0]
+    assert "only a rebuild with a larger INDEX_HNSW_EF_CONSTRUCTION or INDEX_HNSW_M" in warnings[0]
+    assert keeper.breadth.ef(COLL.name) == recall.MAX_EF
