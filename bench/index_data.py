@@ -134,13 +134,11 @@ def raw_indexed_insert(data_dir: Path, collection: str, vecs: np.ndarray, labels
     are formatted before the clock starts: the ceiling the service's upserts into an indexed collection
     could reach on this machine."""
     dsn = f"host=127.0.0.1 port={postmaster(data_dir)[3]} user=postgres dbname=postgres"
-    with closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
-        cur.execute("SELECT table_name FROM collections WHERE name = %s", (collection,))
-        table = one_row(cur)[0]
     rows = [(-1 - i, f"raw-{i}", f"c{labels[i]}", "bench@1", [f"c{labels[i]}"],
              "[" + ",".join(f"{x:.7g}" for x in vecs[i]) + "]") for i in range(len(vecs))]
     with closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
-        head = f"INSERT INTO {table} (id, sha256, label, model_id, tags, v) VALUES "
+        cur.execute("SELECT table_name FROM collections WHERE name = %s", (collection,))
+        head = f"INSERT INTO {one_row(cur)[0]} (id, sha256, label, model_id, tags, v) VALUES "
         batches = [cur.mogrify(head + ",".join(["(%s, %s, %s, %s, %s, %s)"] * len(part)), [v for r in part for v in r])
                    for part in (rows[s:s + batch] for s in range(0, len(rows), batch))]
 

@@ -16,8 +16,9 @@ log = logging.getLogger(__name__)
 # pgvector's NOTICE when the graph no longer fits in maintenance_work_mem (the build then runs ~3x slower).
 SPILL_NOTICE = "no longer fits into maintenance_work_mem"
 # From this many rows a build takes a wider ef_construction: a better graph needs a narrower search beam for
-# the same recall, but the build pays for it. At 1,000,000 rows ef_construction 128 built at about 250-300
-# rows/s on this project's 2-core machine (about an hour), so 64 (about twice that rate) stays up to 2,000,000.
+# the same recall, but the build pays for it. On this project's 2-core machine, 1,000,000 rows built with 64 in
+# 701 s (quiet) but then held recall@10 only 0.94 even at ef_search 1000 (bench.index's long run), while 128
+# built at 250-300 rows/s on shared cores (stopped). The threshold awaits a measured 128 run at that size.
 LARGE_ROWS = 2_000_000
 EF_CONSTRUCTION = (64, 128)  # below LARGE_ROWS, from it
 

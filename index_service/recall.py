@@ -272,19 +272,17 @@ class RecallKeeper(Worker):
         rows = self.tx(lambda cur: rows_estimate(cur, c), 30.0)
         before = self.breadth.ef(c.name)
         ef = self.breadth.grow_to(c.name, rows)
-        if ef != before and self.on_widen is not None:
-            self.on_widen(c, ef)
+        if ef != before:
+            self._keep(c)
+            if self.on_widen is not None:
+                self.on_widen(c, ef)
         if not self.due(c, rows):
-            if ef != before:
-                self._keep(c)
             return None
         dialect = self.dialect()
         per_query = not dialect.widen(c.index, ef)  # narrowing is free only where no rebuild applies it
         probe = narrowed(ef, self.breadth.floor) if per_query else None
         estimate = measure(self.tx, dialect, c, ef, self.queries, self.budget_s, probe if probe != ef else None)
         if estimate is None:
-            if ef != before:
-                self._keep(c)
             return None
         after = self.breadth.record(c.name, estimate, self.target, narrow=per_query)
         if estimate.recall < self.target:
