@@ -10,6 +10,7 @@ from psycopg2.extensions import cursor
 
 from index_service.dialects import Dialect
 from index_service.domain import Hit, SearchQuery
+from index_service.metrics import SEARCH_PLANS
 from index_service.photos import label_of
 
 # What every candidate row carries; the distance to the query follows as the last column.
@@ -66,6 +67,15 @@ def conditions(q: SearchQuery) -> tuple[list[str], list[Any]]:
     return where, params
 
 
+def matching_rows(cur: cursor, table: str, q: SearchQuery) -> int:
+    """The planner's estimate of the rows with a vector that a query's filters keep: statistics, no scan."""
+    where, params = conditions(q)
+    cur.execute(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {table} WHERE {' AND '.join(['v IS NOT NULL', *where])}",
+                params)
+    row = cur.fetchone()
+    return int(row[0][0]["Plan"]["Plan Rows"]) if row else 0
+
+
 FIRST_DATE_FETCH = 100  # rows a date sort fetches first; 4x more while the last is still relevant
 
 
@@ -99,31 +109,40 @@ def plan(dialect: Dialect, table: str, q: SearchQuery, ef: int, limit: int, half
                 params=[vec, *params, vec], limit=limit)
 
 
-def fetch(cur: cursor, p: Plan, exact: bool) -> list[tuple[Any, ...]]:
-    """The candidate rows: through the index, or by an exact scan when asked or when the index ran out."""
+def fetch(cur: cursor, p: Plan, exact: bool) -> tuple[list[tuple[Any, ...]], bool]:
+    """The candidate rows, through the index or by an exact scan (asked, or when the index ran out), and
+    whether the index ran out."""
     rows: list[tuple[Any, ...]] = []
     if not exact:
         for statement in p.settings:
             cur.execute(statement)
         cur.execute(p.sql, p.params)
         rows = cur.fetchall()
-    if exact or len(rows) < p.limit:
+    ran_out = not exact and len(rows) < p.limit
+    if exact or ran_out:
         # Asked for, or the graph ran out before the candidates were found (a selective filter).
         for statement in p.exact_settings:
             cur.execute(statement)
         cur.execute(p.exact_sql, p.params)
         rows = cur.fetchall()
-    return rows
+    return rows, ran_out
 
 
 def search(cur: cursor, dialect: Dialect, table: str, q: SearchQuery, ef: int, max_k: int,
-           default: tuple[float | None, float | None], half: bool = False) -> list[Hit]:
+           default: tuple[float | None, float | None], half: bool = False, selective: bool = False) -> list[Hit]:
     """The hits of a query; a date sort fetches 4x more candidates while the last one is still relevant,
-    up to max_k (its pool), so a tight cutoff costs a small fetch and a loose one at most max_k rows."""
+    up to max_k (its pool), so a tight cutoff costs a small fetch and a loose one at most max_k rows.
+    `selective`: the filters keep few rows, so they are scanned exactly instead of walking the graph."""
     limit = candidates(q, max_k)
     pool = max_k + (1 if q.exclude_id is not None else 0)
+    exact = q.exact or selective
+    first = True
     while True:
-        rows = fetch(cur, plan(dialect, table, q, ef, limit, half), q.exact)
+        rows, ran_out = fetch(cur, plan(dialect, table, q, ef, limit, half), exact)
+        if first:
+            SEARCH_PLANS.labels("selective_filter" if selective else "exact" if q.exact
+                                else "index_ran_out" if ran_out else "index").inc()
+            first = False
         hits = to_hits(rows, q.exclude_id)
         if not q.order.by_date or not hits or len(rows) < limit or limit >= pool:
             break

@@ -14,3 +14,5 @@ ADOPTED = Counter("index_adopted_rows", "Prototype rows whose file was adopted, 
                   "(whole, duplicate, missing, unreadable)", ["outcome"])
 THUMBNAILS_MOVED = Counter("index_thumbnails_moved", "Rows whose thumbnail moved from the database into the media "
                            "store, by outcome (moved; empty: the column held no bytes)", ["outcome"])
+SEARCH_PLANS = Counter("index_search_plans", "Searches by how their candidates were found (index; exact: asked; "
+                       "selective_filter: a filter kept few rows; index_ran_out: the graph found too few)", ["plan"])

@@ -340,11 +340,17 @@ class Repository:
         # collection whole, never a mix (a dropped one retries: run_tx resolves again).
         c = c or catalog.resolve(cur, collection)
         catalog.check_model(c, q.model_id, len(q.vector))
+        # A selective filter is answered exactly: the graph would have to be walked far past the query's
+        # neighbourhood to find k matching rows, and its iterative scan gives up first (issue 14).
+        cfg = self.config
+        matching = filters.matching_rows(cur, c.table, q) if q.filtered and (q.exact or cfg.exact_filter_rows) else None
         if q.exact:
-            sizes.check_exact(cur, c, self.config.exact_max_rows)
-        default = (self.config.date_cutoff_gap, self.config.date_cutoff_fraction or None)
-        hits = filters.search(cur, self.dialect, c.table, q, self.breadth.ef(c.name), self.config.max_k, default,
-                              c.half)
+            sizes.check_exact(cur, c, cfg.exact_max_rows, matching)
+        selective = (not q.exact and matching is not None and matching <= cfg.exact_filter_rows
+                     and matching <= cfg.exact_filter_share * sizes.estimate_rows(cur, c))
+        default = (cfg.date_cutoff_gap, cfg.date_cutoff_fraction or None)
+        hits = filters.search(cur, self.dialect, c.table, q, self.breadth.ef(c.name), cfg.max_k, default, c.half,
+                              selective)
         return hits, (time.perf_counter() - started) * 1000
 
     def _vector_of(self, cur: cursor, c: Coll, image_id: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from index_service import filters, photo_sql
 from index_service.config import HnswParams
@@ -98,6 +99,50 @@ def test_a_date_sort_fetches_more_while_the_last_candidate_is_relevant(gap: floa
     small = FakeCursor(30)  # fewer rows than asked: the exact scan confirms, nothing more to fetch
     filters.search(small, Lantern(), "images", q, P.ef, 1000, (0.05, None))  # type: ignore[arg-type]
     assert [s for s in small.sql if s.startswith("SELECT")] == [lantern(q).sql, lantern(q).exact_sql]
+
+
+class PlannerCursor:
+    """Answers EXPLAIN (FORMAT JSON) as psycopg2 does (the json parsed); records the SQL and parameters."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows, self.sql, self.params = rows, "", None  # type: int, str, object
+
+    def execute(self, sql: str, params: object = None) -> None:
+        self.sql, self.params = sql, params
+
+    def fetchone(self) -> tuple[object]:
+        return ([{"Plan": {"Node Type": "Bitmap Heap Scan", "Plan Rows": self.rows}}],)
+
+
+def test_matching_rows_asks_the_planner_about_the_filters_only() -> None:
+    cur = PlannerCursor(1234)
+    q = query(k=10, labels=("cat",), photo=Filter(taken_from=100))
+    assert filters.matching_rows(cur, "images_c3", q) == 1234  # type: ignore[arg-type]
+    assert cur.sql == ("EXPLAIN (FORMAT JSON) SELECT 1 FROM images_c3 WHERE v IS NOT NULL AND "
+                       "tags && %s::text[] AND taken_at >= %s")
+    assert cur.params == [["cat"], 100]  # no vector: the estimate is the WHERE clause's alone
+
+
+def plans(name: str) -> float:
+    return REGISTRY.get_sample_value("index_search_plans_total", {"plan": name}) or 0.0
+
+
+@pytest.mark.parametrize(("selective", "rows", "statements", "counted"), [
+    (False, 5000, ["SET LOCAL lantern_hnsw.init_k = 10", "SELECT"], "index"),
+    (False, 3, ["SET LOCAL lantern_hnsw.init_k = 10", "SELECT", "SET LOCAL enable_indexscan = off", "SELECT"],
+     "index_ran_out"),
+    (True, 5000, ["SET LOCAL enable_indexscan = off", "SELECT"], "selective_filter"),
+])
+def test_a_selective_filter_skips_the_graph_and_each_plan_is_counted(
+        selective: bool, rows: int, statements: list[str], counted: str) -> None:
+    cur = FakeCursor(rows)
+    q = query(k=10, photo=Filter(tags_any=("rare",)))
+    before = plans(counted)
+    hits = filters.search(cur, Lantern(), "images", q, P.ef, 1000, (0.05, None),  # type: ignore[arg-type]
+                          selective=selective)
+    assert [s if not s.startswith("SELECT") else "SELECT" for s in cur.sql] == statements
+    assert "tags && %s::text[]" in cur.sql[-1] and len(hits) == min(rows, 10)
+    assert plans(counted) == before + 1
 
 
 def test_relevance_offset_fetches_the_skipped_rows_too() -> None:

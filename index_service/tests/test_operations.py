@@ -15,6 +15,7 @@ import grpc
 import numpy as np
 import psycopg2
 import pytest
+from prometheus_client import REGISTRY
 
 from index_service import tag_counts
 from index_service.server import Deps
@@ -22,7 +23,7 @@ from index_service.server import serve as serve_index
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
 from semsearch_common import status
 from tests.support.health import SERVING
-from tests.support.index import Running, item, make_config, start_server, unit
+from tests.support.index import Running, clustered, item, make_config, start_server, unit
 
 
 def _load(running: Running, n: int, seed: int, expected_rows: int = 0, batch: int = 200) -> list[np.ndarray]:
@@ -87,6 +88,55 @@ def test_exact_search_is_refused_above_the_limit(tmp_path: Path, pg_dsn: str) ->
         assert _stats(running).max_exact_rows == 100
     finally:
         running.stop()
+
+
+def _plans(name: str) -> float:
+    return REGISTRY.get_sample_value("index_search_plans_total", {"plan": name}) or 0.0
+
+
+def test_a_selective_filter_is_scanned_exactly_and_bounds_exact_search_by_its_rows(
+        tmp_path: Path, pg_dsn: str) -> None:
+    rng = np.random.default_rng(8)
+    vecs = clustered(rng, 600, 6)
+    labels = ["rare" if i % 50 == 0 else "common" for i in range(600)]  # 12 rare rows, 588 common
+    running = start_server(make_config(tmp_path, pg_dsn, exact_filter_rows=50, exact_max_rows=100))
+    try:
+        items = [item(v, f"sel-{i}", label=labels[i]) for i, v in enumerate(vecs)]
+        ids = [r.id for r in running.stub.Upsert(index_pb2.UpsertRequest(items=items), timeout=60).results]
+        _analyze(running)
+        rare = np.array([lab == "rare" for lab in labels])
+        for qi in (1, 2, 3):  # each query's exact top 5 among the rare rows, whichever cluster they lie in
+            q = vecs[qi]
+            before = _plans("selective_filter")
+            req = index_pb2.SearchRequest(vector=q.tolist(), k=5, filter=index_pb2.Filter(labels=["rare"]))
+            found = [h.id for h in running.stub.Search(req, timeout=10).hits]
+            want = [ids[i] for i in np.argsort(-np.where(rare, vecs @ q, -np.inf))[:5]]
+            assert found == want and _plans("selective_filter") == before + 1
+        before = _plans("index")
+        common = index_pb2.SearchRequest(vector=vecs[1].tolist(), k=5, filter=index_pb2.Filter(labels=["common"]))
+        assert len(running.stub.Search(common, timeout=10).hits) == 5 and _plans("index") == before + 1
+        # exact=true is bounded by the rows its filter keeps: 12 pass, 588 are refused (the collection's
+        # 600 rows alone would refuse both).
+        rare_exact = index_pb2.SearchRequest(vector=vecs[1].tolist(), k=5, exact=True,
+                                             filter=index_pb2.Filter(labels=["rare"]))
+        assert len(running.stub.Search(rare_exact, timeout=10).hits) == 5
+        with pytest.raises(grpc.RpcError) as caught:
+            running.stub.Search(index_pb2.SearchRequest(vector=vecs[1].tolist(), k=5, exact=True,
+                                                        filter=index_pb2.Filter(labels=["common"])), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "has a filter that keeps about" in (caught.value.details() or "")
+    finally:
+        running.stop()
+    # INDEX_EXACT_FILTER_ROWS=0, or a share below the filter's 2 %: the filter walks the graph (the exact
+    # scan only when the graph runs out).
+    for settings in ({"exact_filter_rows": 0}, {"exact_filter_rows": 1000, "exact_filter_share": 0.01}):
+        running = start_server(make_config(tmp_path, pg_dsn, **settings))
+        try:
+            before = _plans("selective_filter")
+            req = index_pb2.SearchRequest(vector=vecs[1].tolist(), k=5, filter=index_pb2.Filter(labels=["rare"]))
+            assert len(running.stub.Search(req, timeout=10).hits) == 5 and _plans("selective_filter") == before
+        finally:
+            running.stop()
 
 
 def test_serving_comes_at_once_and_health_answers_while_the_sweep_runs(
