@@ -33,7 +33,10 @@ class Closed(Unavailable):
 class Batcher(Generic[Item, Result]):
     """Runs `run_batch` on up to `max_batch` queued items at a time, on its own thread.
 
-    A batch starts as soon as it is full, or `max_wait_s` after its oldest item arrived.
+    A batch starts as soon as it is full, or `max_wait_s` after its oldest item arrived. The wait is only
+    for company that is likely to come: after a batch of one item (a single client, or the first request
+    after a pause) what is queued runs at once, so one request at a time never waits for nothing;
+    under concurrency items pile up while a batch runs, the batches grow, and the wait applies again.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class Batcher(Generic[Item, Result]):
         self._queue: deque[tuple[Item, Future[Result], float]] = deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._last_size = 1  # items in the last batch: more than one means concurrent callers
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
@@ -97,12 +101,13 @@ class Batcher(Generic[Item, Result]):
             if self._closed:
                 return None
             oldest = self._queue[0][2]
-            while len(self._queue) < self._max_batch and not self._closed:
+            while self._last_size > 1 and len(self._queue) < self._max_batch and not self._closed:
                 left = oldest + self._max_wait_s - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(left)
             taken = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
+            self._last_size = len(taken)
             self._cond.notify_all()  # room for blocked submitters
         # Items whose caller gave up (cancelled futures) are dropped before inference.
         return [entry for entry in taken if entry[1].set_running_or_notify_cancel()]

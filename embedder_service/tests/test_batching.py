@@ -57,6 +57,26 @@ def test_partial_batch_runs_after_max_wait() -> None:
     b.close()
 
 
+def test_one_item_at_a_time_runs_at_once_and_concurrent_items_wait_for_company() -> None:
+    sizes: list[int] = []
+
+    def run(items: list[str]) -> list[str]:
+        sizes.append(len(items))
+        return items
+
+    b = make(run, max_wait_s=0.5)
+    started = time.monotonic()
+    assert b.submit(["alone"])[0].result(2) == "alone"  # nothing ran before: no wait for company
+    assert time.monotonic() - started < 0.4
+    assert [f.result(2) for f in b.submit(["a", "b"])] == ["a", "b"]  # one call: one batch, at once
+    first = b.submit(["c"])  # after a batch of two: waits for the next caller
+    time.sleep(0.1)
+    second = b.submit(["d"])
+    assert [first[0].result(2), second[0].result(2)] == ["c", "d"]
+    assert sizes == [1, 2, 2]
+    b.close()
+
+
 def test_full_queue_raises_overloaded_without_waiting() -> None:
     gate, entered = threading.Event(), threading.Event()
     b = make(holding(gate, entered), queue_limit=4, max_batch=1)
