@@ -36,8 +36,8 @@ from bench.common import free_port
 from bench.index_data import (
     DIM,
     again,
-    clustered,
     exact_top,
+    growth_point,
     near,
     percentile,
     postgres_pss_bytes,
@@ -164,10 +164,7 @@ def serving_with_sweep_due(data_dir: Path, port: int) -> float:
 
 def run_point(n: int, vector_type: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """One point of the curve: n rows of one vector type in a fresh data dir."""
-    rng = np.random.default_rng(n)
-    vecs = clustered(rng, n, max(50, n // 100))
-    labels = rng.integers(0, 257, n)
-    queries = near(rng, vecs[rng.integers(0, n, args.queries)], 0.2)
+    vecs, labels, queries, rng = growth_point(n, args.queries)
     port, data_dir = free_port(), root / f"{vector_type}-{n}"
     efs = [int(e) for e in args.ef_sweep.split(",") if e]
     point: dict[str, Any] = {"rows": n, "vector_type": vector_type}

@@ -43,6 +43,15 @@ def clustered(rng: np.random.Generator, n: int, clusters: int) -> np.ndarray:
     return unit
 
 
+def growth_point(n: int, queries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.random.Generator]:
+    """The vectors, labels (0..256) and query vectors of the growth curve's point of n rows (seeded by n),
+    and the generator for what the point draws next."""
+    rng = np.random.default_rng(n)
+    vecs = clustered(rng, n, max(50, n // 100))
+    labels = rng.integers(0, 257, n)
+    return vecs, labels, near(rng, vecs[rng.integers(0, n, queries)], 0.2), rng
+
+
 def near(rng: np.random.Generator, vecs: np.ndarray, scale: float) -> np.ndarray:
     """Unit vectors near `vecs` (noise of `scale` in total norm): queries, or re-upserted copies."""
     out = vecs + rng.standard_normal(vecs.shape).astype(np.float32) * (scale / np.sqrt(DIM))
