@@ -16,10 +16,11 @@ log = logging.getLogger(__name__)
 # pgvector's NOTICE when the graph no longer fits in maintenance_work_mem (the build then runs ~3x slower).
 SPILL_NOTICE = "no longer fits into maintenance_work_mem"
 # From this many rows a build takes a wider ef_construction: a better graph needs a narrower search beam for
-# the same recall, but the build pays for it. On this project's 2-core machine, 1,000,000 rows built with 64 in
-# 701 s (quiet) but then held recall@10 only 0.94 even at ef_search 1000 (bench.index's long run), while 128
-# built at 250-300 rows/s on shared cores (stopped). The threshold awaits a measured 128 run at that size.
-LARGE_ROWS = 2_000_000
+# the same recall, but the build pays for it. Measured on this project's 2-core machine with bench.index's
+# clustered vectors (bench.hnsw_params, 2026-12-02): at 1,000,000 rows ef_construction 64 built in 655 s and
+# then held recall@10 at most 0.94 (ef_search 1000), while 128 reached 0.97 at ef_search 100, 0.99 at 200
+# and 1.00 at 400 (its build: 2,088 s beside the test suite). At 300,000 rows 64 still held 0.98 (at ef 419).
+LARGE_ROWS = 500_000
 EF_CONSTRUCTION = (64, 128)  # below LARGE_ROWS, from it
 
 
