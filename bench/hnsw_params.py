@@ -1,9 +1,12 @@
 """HNSW build parameters at size: build time, index bytes, and recall@10 and p50 per ef_search against numpy.
 
-`python -m bench.hnsw_params [--rows 1000000] [--m 16] [--ef-construction 128] [--efs 100,200,400,800,1000]`
+`python -m bench.hnsw_params [--rows 1000000] [--m 16] [--ef-construction 128] [--efs 100,200,400,800,1000]
+[--binary]`
 starts an embedded Postgres + pgvector tuned as the service tunes it, loads a table of ids and vectors
 only (binary COPY: no thumbnails, no upsert path), builds the cosine HNSW index with the given m and
-ef_construction (build memory and parallel workers as the service sizes them), then sends the queries at
+ef_construction (build memory and parallel workers as the service sizes them; with --binary, the index
+is on the vectors' sign bits by Hamming distance and a query re-ranks its ef_search candidates by exact
+cosine distance), then sends the queries at
 each ef_search and compares their top 10 with numpy's exact answer. The vectors and queries are those
 of bench.index's point of the same size (same seed, same query count): its growth curve measures the
 service's defaults, this measures what other build parameters would give, to choose them from numbers
@@ -48,7 +51,14 @@ def copy_rows(cur: Any, vecs: np.ndarray, start: int) -> None:
     cur.copy_expert("COPY t (id, v) FROM STDIN WITH (FORMAT binary)", io.BytesIO(HEADER + rows.tobytes() + TRAILER))
 
 
-def measure(cur: Any, queries: np.ndarray, truth: list[list[int]], ef: int) -> dict[str, Any]:
+# The query at one ef_search: the cosine graph's top 10, or (--binary) the Hamming graph's ef_search
+# candidates re-ranked by exact cosine distance.
+QUERY = "SELECT id FROM t ORDER BY v <=> %(q)s::vector LIMIT 10"
+BINARY_QUERY = (f"SELECT id FROM (SELECT id, v FROM t ORDER BY binary_quantize(v)::bit({DIM}) <~> "
+                f"binary_quantize(%(q)s::vector) LIMIT %(ef)s) c ORDER BY v <=> %(q)s::vector LIMIT 10")
+
+
+def measure(cur: Any, queries: np.ndarray, truth: list[list[int]], ef: int, sql: str) -> dict[str, Any]:
     """recall@10 and latency of the queries at one ef_search (20 warm-up queries first)."""
     cur.execute(f"SET hnsw.ef_search = {int(ef)}")
     cur.execute("SET enable_seqscan = off")
@@ -56,7 +66,7 @@ def measure(cur: Any, queries: np.ndarray, truth: list[list[int]], ef: int) -> d
     for i, q in enumerate([*queries[:20], *queries]):
         literal = "[" + ",".join(f"{x:.7g}" for x in q) + "]"
         started = time.perf_counter()
-        cur.execute("SELECT id FROM t ORDER BY v <=> %s::vector LIMIT 10", (literal,))
+        cur.execute(sql, {"q": literal, "ef": ef})
         ids = [r[0] for r in cur.fetchall()]
         if i >= 20:
             times.append((time.perf_counter() - started) * 1000)
@@ -86,15 +96,17 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             cur.execute(f"SET maintenance_work_mem = '{memory}'")
             cur.execute(f"SET max_parallel_maintenance_workers = {workers}")
             started = time.perf_counter()
-            cur.execute(f"CREATE INDEX t_v ON t USING hnsw (v vector_cosine_ops) "
+            keyed = f"(binary_quantize(v)::bit({DIM})) bit_hamming_ops" if args.binary else "v vector_cosine_ops"
+            cur.execute(f"CREATE INDEX t_v ON t USING hnsw ({keyed}) "
                         f"WITH (m = {int(args.m)}, ef_construction = {int(args.ef_construction)})")
             build_s = time.perf_counter() - started
             cur.execute("SELECT pg_relation_size('t_v')")
             index_bytes = int(one_row(cur)[0])
-            curve = [measure(cur, queries, truth, ef) for ef in (int(e) for e in args.efs.split(","))]
+            sql = BINARY_QUERY if args.binary else QUERY
+            curve = [measure(cur, queries, truth, ef, sql) for ef in (int(e) for e in args.efs.split(","))]
     finally:
         pg.stop()
-    return {"rows": n, "m": args.m, "ef_construction": args.ef_construction, "build_workers": workers,
+    return {"rows": n, "binary": args.binary, "m": args.m, "ef_construction": args.ef_construction, "build_workers": workers,
             "maintenance_work_mem": memory, "load_s": load_s, "index_build_s": build_s,
             "index_bytes_per_row": index_bytes / n, "queries": len(queries), "curve": curve}
 
@@ -105,6 +117,8 @@ def main() -> None:
     parser.add_argument("--m", type=int, default=16)
     parser.add_argument("--ef-construction", type=int, default=128)
     parser.add_argument("--efs", default="100,200,400,800,1000")
+    parser.add_argument("--binary", action="store_true",
+                        help="index binary_quantize(v) by Hamming distance; re-rank ef_search candidates exactly")
     parser.add_argument("--queries", type=int, default=300, help="bench.index's count: the same queries")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-hnsw-", dir="/tmp"))
