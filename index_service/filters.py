@@ -10,7 +10,6 @@ from psycopg2.extensions import cursor
 
 from index_service.dialects import Dialect
 from index_service.domain import Hit, SearchQuery
-from index_service.metrics import SEARCH_PLANS
 from index_service.photos import label_of
 
 # What every candidate row carries; the distance to the query follows as the last column.
@@ -129,27 +128,27 @@ def fetch(cur: cursor, p: Plan, exact: bool) -> tuple[list[tuple[Any, ...]], boo
 
 
 def search(cur: cursor, dialect: Dialect, table: str, q: SearchQuery, ef: int, max_k: int,
-           default: tuple[float | None, float | None], half: bool = False, selective: bool = False) -> list[Hit]:
-    """The hits of a query; a date sort fetches 4x more candidates while the last one is still relevant,
-    up to max_k (its pool), so a tight cutoff costs a small fetch and a loose one at most max_k rows.
+           default: tuple[float | None, float | None], half: bool = False,
+           selective: bool = False) -> tuple[list[Hit], str]:
+    """The hits of a query and the plan that found them (a label of SEARCH_PLANS); a date sort fetches 4x
+    more candidates while the last one is still relevant, up to max_k (its pool), so a tight cutoff costs
+    a small fetch and a loose one at most max_k rows.
     `selective`: the filters keep few rows, so they are scanned exactly instead of walking the graph."""
     limit = candidates(q, max_k)
     pool = max_k + (1 if q.exclude_id is not None else 0)
     exact = q.exact or selective
-    first = True
+    used = ""
     while True:
         rows, ran_out = fetch(cur, plan(dialect, table, q, ef, limit, half), exact)
-        if first:
-            SEARCH_PLANS.labels("selective_filter" if selective else "exact" if q.exact
-                                else "index_ran_out" if ran_out else "index").inc()
-            first = False
+        used = used or ("selective_filter" if selective else "exact" if q.exact
+                        else "index_ran_out" if ran_out else "index")
         hits = to_hits(rows, q.exclude_id)
         if not q.order.by_date or not hits or len(rows) < limit or limit >= pool:
             break
         if hits[-1].score < threshold(hits[0].score, *bounds(q, default)):
             break
         limit = min(pool, limit * 4)
-    return arrange(hits, q, *default)
+    return arrange(hits, q, *default), used
 
 
 def bounds(q: SearchQuery, default: tuple[float | None, float | None]) -> tuple[float | None, float | None]:

@@ -34,6 +34,7 @@ from index_service.domain import (
     UpsertOutcome,
 )
 from index_service.media import MediaStore
+from index_service.metrics import SEARCH_PLANS
 from index_service.migrations import ID_SEQUENCE, Collection, Context, migrate
 from index_service.pool import Pool, one_row, run_tx
 from index_service.recall import Breadth, RecallKeeper, collections_with_index
@@ -320,21 +321,21 @@ class Repository:
 
     def search(self, q: SearchQuery, timeout_s: float | None, collection: str = "") -> tuple[list[Hit], float]:
         """Nearest rows by cosine distance; k rows whenever k rows match, filters included."""
-        return self.reads.run(lambda cur: self._search_tx(cur, q, collection), timeout_s)
+        return _counted(*self.reads.run(lambda cur: self._search_tx(cur, q, collection), timeout_s))
 
     def search_similar(self, image_id: int, q: SearchQuery, timeout_s: float | None,
                        collection: str = "") -> tuple[list[Hit], float]:
         """Nearest rows to a stored image's vector, in the same transaction as the lookup."""
 
-        def work(cur: cursor) -> tuple[list[Hit], float]:
+        def work(cur: cursor) -> tuple[list[Hit], float, str]:
             c = catalog.resolve(cur, collection)
             vector = _parse_vector(self._vector_of(cur, c, image_id))
             return self._search_tx(cur, dataclasses.replace(q, vector=vector), collection, c)
 
-        return self.reads.run(work, timeout_s)
+        return _counted(*self.reads.run(work, timeout_s))
 
     def _search_tx(self, cur: cursor, q: SearchQuery, collection: str,
-                   c: Coll | None = None) -> tuple[list[Hit], float]:
+                   c: Coll | None = None) -> tuple[list[Hit], float, str]:
         started = time.perf_counter()
         # Resolved in the searching transaction: an alias moved meanwhile yields the old or the new
         # collection whole, never a mix (a dropped one retries: run_tx resolves again).
@@ -349,9 +350,9 @@ class Repository:
         selective = (not q.exact and matching is not None and matching <= cfg.exact_filter_rows
                      and matching <= cfg.exact_filter_share * sizes.estimate_rows(cur, c))
         default = (cfg.date_cutoff_gap, cfg.date_cutoff_fraction or None)
-        hits = filters.search(cur, self.dialect, c.table, q, self.breadth.ef(c.name), cfg.max_k, default, c.half,
-                              selective)
-        return hits, (time.perf_counter() - started) * 1000
+        hits, plan = filters.search(cur, self.dialect, c.table, q, self.breadth.ef(c.name), cfg.max_k, default,
+                                    c.half, selective)
+        return hits, (time.perf_counter() - started) * 1000, plan
 
     def _vector_of(self, cur: cursor, c: Coll, image_id: int) -> str:
         """The stored vector of an image, in the dialect's text form."""
@@ -538,6 +539,12 @@ def _refusal(item: NewImage, c: Coll, model: str) -> Mismatch:
                         "another collection or re-embed everything")
     return Mismatch(f"vector has {len(item.vector)} dimensions, collection {c.name!r} has {c.dim}",
                     reason=Reason.DIMENSION_MISMATCH)
+
+
+def _counted(hits: list[Hit], ms: float, plan: str) -> tuple[list[Hit], float]:
+    """Counts a search's plan once its transaction is done (run_tx may run a transaction's work twice)."""
+    SEARCH_PLANS.labels(plan).inc()
+    return hits, ms
 
 
 def _metas(cur: cursor) -> list[ImageMeta]:
