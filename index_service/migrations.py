@@ -267,6 +267,11 @@ def m15_search_breadths(cur: cursor, ctx: Context) -> None:
         measured_seconds double precision)""")
 
 
+def m16_missed_breadths(cur: cursor, ctx: Context) -> None:
+    """The widest breadth that missed the target, so a restarted keeper does not narrow back to it."""
+    cur.execute("ALTER TABLE search_breadths ADD COLUMN missed_ef integer NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[cursor, Context], None]]] = [
     (1, "metadata table", m1_meta),
     (2, "vector extension", m2_extension),
@@ -279,6 +284,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[cursor, Context], None]]] = [
     (13, "tag counts kept by triggers", m13_tag_counts),
     (14, "vectors kept in their rows", m14_vectors_in_row),
     (15, "search breadths kept across restarts", m15_search_breadths),
+    (16, "missed search breadths kept across restarts", m16_missed_breadths),
 ]
 
 

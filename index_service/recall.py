@@ -177,12 +177,14 @@ class Breadth:
         with self._lock:
             return self._estimates.get(collection)
 
-    def state(self, collection: str) -> tuple[int, int | None, Estimate | None]:
-        """The breadth of `collection`, the rows it was guessed for and its last estimate (what `save` keeps)."""
+    def state(self, collection: str) -> tuple[int, int | None, Estimate | None, int]:
+        """The breadth of `collection`, the rows it was guessed for, its last estimate and the widest breadth
+        that missed the target (what `save` keeps)."""
         with self._lock:
-            return self._ef.get(collection, self.floor), self._rows.get(collection), self._estimates.get(collection)
+            return (self._ef.get(collection, self.floor), self._rows.get(collection),
+                    self._estimates.get(collection), self._missed.get(collection, 0))
 
-    def restore(self, collection: str, ef: int, rows: int | None, estimate: Estimate | None) -> None:
+    def restore(self, collection: str, ef: int, rows: int | None, estimate: Estimate | None, missed: int = 0) -> None:
         """Take up a kept state (`load`): never below the floor, and not at all with a fixed breadth."""
         if self.fixed:
             return
@@ -192,6 +194,8 @@ class Breadth:
                 self._rows[collection] = rows
             if estimate is not None:
                 self._estimates[collection] = estimate
+            if missed:
+                self._missed[collection] = max(missed, self._missed.get(collection, 0))
 
     def forget(self, collection: str) -> None:
         """Drop all that is known of a collection (dropped: a new one of that name starts afresh)."""
@@ -307,25 +311,28 @@ class RecallKeeper(Worker):
         self.tx(lambda cur: save(cur, c.name, *state), 30.0)
 
 
-def save(cur: cursor, collection: str, ef: int, rows: int | None, e: Estimate | None) -> None:
-    """Keep a collection's breadth and last estimate in search_breadths (migration 15)."""
+def save(cur: cursor, collection: str, ef: int, rows: int | None, e: Estimate | None, missed: int = 0) -> None:
+    """Keep a collection's breadth, last estimate and widest missed breadth in search_breadths (migrations
+    15 and 16)."""
     fields = (e.recall, e.stderr, e.queries, e.ef, e.rows, e.at, e.seconds) if e else (None,) * 7
-    cur.execute("INSERT INTO search_breadths VALUES (%s, %s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), %s) "
+    cur.execute("INSERT INTO search_breadths VALUES (%s, %s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), %s, %s) "
                 "ON CONFLICT (collection) DO UPDATE SET ef = excluded.ef, rows = excluded.rows, "
                 "recall = excluded.recall, stderr = excluded.stderr, queries = excluded.queries, "
                 "measured_ef = excluded.measured_ef, measured_rows = excluded.measured_rows, "
-                "measured_at = excluded.measured_at, measured_seconds = excluded.measured_seconds",
-                (collection, ef, rows, *fields))
+                "measured_at = excluded.measured_at, measured_seconds = excluded.measured_seconds, "
+                "missed_ef = excluded.missed_ef",
+                (collection, ef, rows, *fields, missed))
 
 
-def load(cur: cursor) -> list[tuple[str, int, int | None, Estimate | None]]:
+def load(cur: cursor) -> list[tuple[str, int, int | None, Estimate | None, int]]:
     """Every kept breadth (for Breadth.restore)."""
     cur.execute("SELECT collection, ef, rows, recall, stderr, queries, measured_ef, measured_rows, "
-                "extract(epoch FROM measured_at), measured_seconds FROM search_breadths ORDER BY collection")
+                "extract(epoch FROM measured_at), measured_seconds, missed_ef FROM search_breadths "
+                "ORDER BY collection")
     out = []
-    for name, ef, rows, recall, stderr, queries, m_ef, m_rows, at, seconds in cur.fetchall():
+    for name, ef, rows, recall, stderr, queries, m_ef, m_rows, at, seconds, missed in cur.fetchall():
         e = None if recall is None else Estimate(recall, queries, m_ef, m_rows, float(at), seconds, stderr)
-        out.append((name, ef, rows, e))
+        out.append((name, ef, rows, e, missed))
     return out
 
 

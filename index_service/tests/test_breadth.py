@@ -50,7 +50,7 @@ def test_a_narrower_breadth_is_taken_only_with_a_margin_and_where_it_is_per_quer
     assert b.record("c1", _estimate(0.995, ef, _estimate(0.999, missed + 50)), 0.98, narrow=True) == now
     # Forgotten (the collection was dropped): a new one of that name starts afresh.
     b.forget("c1")
-    assert b.state("c1") == (100, None, None)
+    assert b.state("c1") == (100, None, None, 0)
 
 
 def test_growth_scales_the_measured_breadth_not_the_first_guess() -> None:
@@ -71,14 +71,17 @@ def test_a_fixed_breadth_only_records() -> None:
 
 def test_a_kept_state_is_taken_up_within_the_floor_and_never_by_a_fixed_breadth() -> None:
     b = Breadth(100, fixed=False)
-    b.restore("c1", 240, 300_000, _estimate(0.99, 240))
-    assert b.state("c1") == (240, 300_000, _estimate(0.99, 240))
+    b.restore("c1", 240, 300_000, _estimate(0.99, 240), 160)
+    assert b.state("c1") == (240, 300_000, _estimate(0.99, 240), 160)
     assert b.grow_to("c1", 320_000) == 240  # grown by less than a tenth since: no new guess
+    # The kept miss still counts: a restarted keeper does not narrow back to 160 on a lucky sample.
+    assert b.record("c1", _estimate(0.995, 240, _estimate(0.999, 160)), 0.98, narrow=True) == 240
+    assert b.record("c1", _estimate(0.995, 240, _estimate(0.999, 200)), 0.98, narrow=True) == 200
     b.restore("c2", 60, None, None)  # kept under a lower INDEX_HNSW_EF: the floor now is 100
-    assert b.state("c2") == (100, None, None)
+    assert b.state("c2") == (100, None, None, 0)
     fixed = Breadth(100, fixed=True)
-    fixed.restore("c1", 240, 300_000, _estimate(0.99, 240))
-    assert fixed.state("c1") == (100, None, None)
+    fixed.restore("c1", 240, 300_000, _estimate(0.99, 240), 160)
+    assert fixed.state("c1") == (100, None, None, 0)
 
 
 def test_settings() -> None:

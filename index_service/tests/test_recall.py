@@ -148,8 +148,9 @@ def test_a_restarted_service_searches_at_the_measured_breadth(small_graph: tuple
     # A second service on the same database (a restart, or another replica) starts where the first got to.
     second = start_server(running.config)
     try:
-        ef, rows, kept = second.deps.repo.breadth.state("r")
-        assert ef == 17 and rows == running.deps.repo.breadth.state("r")[1]
+        ef, rows, kept, missed = second.deps.repo.breadth.state("r")
+        # ... and remembers that the floor missed, so it never narrows back to it.
+        assert ef == 17 and rows == running.deps.repo.breadth.state("r")[1] and missed == 11
         assert kept is not None and (kept.recall, kept.queries, kept.ef, kept.rows) == (
             estimate.recall, estimate.queries, estimate.ef, estimate.rows)
         assert kept.at == pytest.approx(estimate.at, abs=1e-3) and kept.stderr == pytest.approx(estimate.stderr)
