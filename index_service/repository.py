@@ -8,7 +8,7 @@ import logging
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -375,10 +375,10 @@ class Repository:
         return [found[i] for i in dict.fromkeys(ids) if i in found]
 
     def page(self, after_id: int, limit: int, timeout_s: float | None, collection: str = "",
-             missing_from: str = "", with_bytes: bool = True) -> tuple[list[ImageMeta], list[bytes], list[int]]:
+             missing_from: str = "", with_bytes: bool = True) -> tuple[list[ImageMeta], Iterator[bytes], list[int]]:
         """Images with ids above `after_id` (of the next `limit`, those `missing_from` lacks), their
-        thumbnails (empty unless `with_bytes`), and the ids scanned (none at the end): re-embedding walks
-        a collection so."""
+        thumbnails (empty unless `with_bytes`; each read as the caller takes it, so a caller that stops at a
+        byte budget reads no more), and the ids scanned (none at the end): re-embedding walks a collection so."""
 
         def work(cur: cursor) -> tuple[list[ImageMeta], list[Any], list[int]]:
             c = catalog.resolve(cur, collection)
@@ -398,8 +398,8 @@ class Repository:
             return [photo_sql.meta_from_row(row[:-1]) for row in rows], [row[-1] for row in rows], scanned
 
         metas, columns, scanned = run_tx(self.pool, work, timeout_s)
-        thumbs = [self.thumbs.pick(m.sha256, b) or b"" if with_bytes else b""
-                  for m, b in zip(metas, columns, strict=True)]
+        thumbs = (self.thumbs.pick(m.sha256, b) or b"" if with_bytes else b""
+                  for m, b in zip(metas, columns, strict=True))
         return metas, thumbs, scanned
 
     def find_duplicates(self, max_distance: float, after_id: int, limit: int, timeout_s: float | None,

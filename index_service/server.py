@@ -340,6 +340,7 @@ class IndexServicer(FilesServicer, index_pb2_grpc.IndexServicer):
             out.images.extend(_meta_pb(m) for m in metas)
         budget = self.config.max_message_mb * 1024 * 1024 // 2
         for meta, thumbnail in zip(metas, thumbnails, strict=True) if request.include_bytes else ():
+            # The page stops at the first image past the budget: no later original or thumbnail is read.
             original = self._original(meta)
             if out.images and budget < len(original) + len(thumbnail):
                 break  # the rest comes with the next page

@@ -100,6 +100,32 @@ def test_an_upsert_writes_the_file_not_the_column_and_every_read_returns_it(stil
     assert thumb_of(still, other, "c2") == ("image/png", items[0].thumbnail)
 
 
+def test_a_page_with_bytes_stops_at_half_the_message_limit_and_reads_no_further(
+        tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    running = start_server(make_config(tmp_path / "data", pg_dsn, move_thumbnails=False, max_message_mb=4))
+    try:
+        rng = np.random.default_rng(5)
+        big = [with_original(item(unit(rng), f"b{i}"), os.urandom(700_000), b"\xff\xd8\xffbig" + bytes([i]))
+               for i in range(5)]
+        ids = [upsert(running, [it])[0] for it in big]
+        picked: list[str] = []
+        pick = running.deps.repo.thumbs.pick
+        monkeypatch.setattr(running.deps.repo.thumbs, "pick",
+                            lambda sha256, col, **kw: picked.append(sha256) or pick(sha256, col, **kw))
+        page = running.stub.ListImages(index_pb2.ListImagesRequest(limit=5, include_bytes=True), timeout=10)
+        # Half of 4 MB holds two 700 KB originals; the third is where the page stops, and the last two
+        # are never read.
+        assert [i.id for i in page.images] == ids[:2] and (page.last_id, page.left_out) == (ids[1], 0)
+        assert list(page.originals) == [it.original for it in big[:2]]
+        assert list(page.thumbnails) == [it.thumbnail for it in big[:2]]
+        assert picked == [it.sha256 for it in big[:3]]
+        rest = running.stub.ListImages(index_pb2.ListImagesRequest(after_id=ids[1], limit=5, include_bytes=True),
+                                       timeout=10)
+        assert [i.id for i in rest.images] == ids[2:4]
+    finally:
+        running.stop()
+
+
 def test_an_old_row_is_served_from_its_column_then_moved(still: Running) -> None:
     rng = np.random.default_rng(2)
     items = [item(unit(rng), f"o{i}", thumb=b"\xff\xd8\xffnew" + bytes([i])) for i in range(4)]
