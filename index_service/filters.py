@@ -113,18 +113,19 @@ def fetch(cur: cursor, p: Plan, exact: bool) -> tuple[list[tuple[Any, ...]], boo
     whether the index ran out."""
     rows: list[tuple[Any, ...]] = []
     if not exact:
-        for statement in p.settings:
-            cur.execute(statement)
-        cur.execute(p.sql, p.params)
-        rows = cur.fetchall()
+        rows = _query(cur, p.settings, p.sql, p.params)
     ran_out = not exact and len(rows) < p.limit
     if exact or ran_out:
         # Asked for, or the graph ran out before the candidates were found (a selective filter).
-        for statement in p.exact_settings:
-            cur.execute(statement)
-        cur.execute(p.exact_sql, p.params)
-        rows = cur.fetchall()
+        rows = _query(cur, p.exact_settings, p.exact_sql, p.params)
     return rows, ran_out
+
+
+def _query(cur: cursor, settings: list[str], sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    """The settings and the query in one round trip (the query's rows come back; the settings have no `%`):
+    each round trip costs a search about 0.15 ms (bench.search_path)."""
+    cur.execute("; ".join([*settings, sql]), params)
+    return cur.fetchall()
 
 
 def search(cur: cursor, dialect: Dialect, table: str, q: SearchQuery, ef: int, max_k: int,

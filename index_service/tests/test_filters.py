@@ -73,10 +73,11 @@ class FakeCursor:
     """Answers candidate queries with `n` rows whose scores fall by 0.001 per row; records the SQL."""
 
     def __init__(self, n: int) -> None:
-        self.n, self.sql, self.rows = n, [], []  # type: list[str]
+        self.n, self.sql, self.rows, self.round_trips = n, [], [], 0  # type: list[str]
 
     def execute(self, sql: str, params: object = None) -> None:
-        self.sql.append(sql)
+        self.sql += sql.split("; ")  # a round trip may hold several statements
+        self.round_trips += 1
         limit = int(sql.rsplit("LIMIT ", 1)[1]) if "LIMIT" in sql else 0
         self.rows = [(i, "", "", 0, 0, [], 1000 + i, None, i * 0.001) for i in range(1, min(limit, self.n) + 1)]
 
@@ -135,6 +136,7 @@ def test_a_selective_filter_skips_the_graph_and_each_search_names_its_plan(
     hits, plan = filters.search(cur, Lantern(), "images", q, P.ef, 1000, (0.05, None),  # type: ignore[arg-type]
                                 selective=selective)
     assert [s if not s.startswith("SELECT") else "SELECT" for s in cur.sql] == statements
+    assert cur.round_trips == statements.count("SELECT")  # each query with its settings
     assert "tags && %s::text[]" in cur.sql[-1] and len(hits) == min(rows, 10) and plan == used
 
 
