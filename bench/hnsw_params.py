@@ -106,8 +106,8 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             curve = [measure(cur, queries, truth, ef, sql) for ef in (int(e) for e in args.efs.split(","))]
     finally:
         pg.stop()
-    return {"rows": n, "binary": args.binary, "m": args.m, "ef_construction": args.ef_construction, "build_workers": workers,
-            "maintenance_work_mem": memory, "load_s": load_s, "index_build_s": build_s,
+    return {"rows": n, "binary": args.binary, "m": args.m, "ef_construction": args.ef_construction,
+            "build_workers": workers, "maintenance_work_mem": memory, "load_s": load_s, "index_build_s": build_s,
             "index_bytes_per_row": index_bytes / n, "queries": len(queries), "curve": curve}
 
 

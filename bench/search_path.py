@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import closing
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,8 @@ def sql_path(dsn: str, table_name: str, queries: np.ndarray, ef: int) -> dict[st
         dist = "v <=> %(q)s::vector"
         service = f"SELECT {HIT_COLUMNS}, {dist} FROM {table_name} ORDER BY {dist} LIMIT 10"
         settings = [f"SET LOCAL hnsw.ef_search = {ef}", "SET LOCAL enable_seqscan = off"]
-        out["sql_id_only"] = timed([lambda x=x: run(settings[:1], bare, x) for x in literals])
-        out["sql_service"] = timed([lambda x=x: run(settings, service, x) for x in literals])
+        out["sql_id_only"] = timed([partial(run, settings[:1], bare, x) for x in literals])
+        out["sql_service"] = timed([partial(run, settings, service, x) for x in literals])
 
         def code(q: np.ndarray) -> None:
             cur.execute("SET LOCAL statement_timeout = 10000")  # as run_tx does
@@ -82,7 +83,7 @@ def sql_path(dsn: str, table_name: str, queries: np.ndarray, ef: int) -> dict[st
             filters.search(cur, PgVector(), c.table, SearchQuery(vector=q, k=10), ef, 1000, (None, None))
             conn.commit()
 
-        out["service_code"] = timed([lambda q=q: code(q) for q in queries])
+        out["service_code"] = timed([partial(code, q) for q in queries])
     return out
 
 
@@ -102,12 +103,12 @@ def run_bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             reply = stub.Search(index_pb2.SearchRequest(vector=q.tolist(), k=10, collection=COLLECTION), timeout=60)
             reported.append(reply.search_ms)
 
-        result["grpc_search"] = timed([lambda q=q: search(q) for q in queries])
+        result["grpc_search"] = timed([partial(search, q) for q in queries])
         result["grpc_search"]["search_ms_p50"] = percentile(reported[WARM_UP:], 50)
         with closing(grpc.insecure_channel(f"127.0.0.1:{port}")) as channel:
             health = health_pb2_grpc.HealthStub(channel)
-            result["grpc_health"] = timed([lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=10)]
-                                          * len(queries))
+            check = partial(health.Check, health_pb2.HealthCheckRequest(), timeout=10)
+            result["grpc_health"] = timed([check] * len(queries))
         dsn = f"host=127.0.0.1 port={postmaster(root)[3]} user=postgres dbname=postgres"
         with closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
             cur.execute("SELECT table_name FROM collections WHERE name = %s", (COLLECTION,))

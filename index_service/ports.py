@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from index_service.catalog import Coll, CollInfo
@@ -45,7 +45,7 @@ class Store(Protocol):
     def get(self, ids: Sequence[int], timeout_s: float | None, collection: str = "") -> list[ImageMeta]: ...
 
     def page(self, after_id: int, limit: int, timeout_s: float | None, collection: str = "",
-             missing_from: str = "", with_bytes: bool = True) -> tuple[list[ImageMeta], list[bytes], list[int]]: ...
+             missing_from: str = "", with_bytes: bool = True) -> tuple[list[ImageMeta], Iterable[bytes], list[int]]: ...
 
     def thumbnail(self, image_id: int, timeout_s: float | None, collection: str = "") -> bytes: ...
 

@@ -100,8 +100,8 @@ class Repository:
             raise Unavailable(f"database unavailable: {str(err).strip()}") from None
         self._collection = collection
         self.pool.clear()  # connections made before the dialect was known lack its session setup
-        for name, *kept in run_tx(self.pool, recall.load, None):
-            self.breadth.restore(name, *kept)  # measured before a restart, or by another replica
+        for name, ef, rows, estimate, missed in run_tx(self.pool, recall.load, None):
+            self.breadth.restore(name, ef, rows, estimate, missed)  # measured before a restart, or by another replica
         if not self.config.defer_index:
             for name, rows in run_tx(self.pool, lambda cur: bulk.unindexed(cur, _index_state), None):
                 if rows <= self.config.stats_exact_max:
