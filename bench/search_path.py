@@ -6,8 +6,9 @@ breadth), bulk-loads bench.index's vectors of that size, builds the index, then 
 another on the same queries:
 - `grpc_search`: Search over gRPC, as a client sees it, and `search_ms`, the time the service reports
   for its database transaction's work;
-- `sql_service`: the statements the service sends for that search (pgvector's settings, the hit columns
-  and the distance), one transaction, straight from this process through psycopg2;
+- `sql_service`: the statements the service sends for that search (`filters.plan` and `filters.fetch`:
+  pgvector's settings, the hit columns and the distance), one transaction, straight from this process
+  through psycopg2;
 - `service_code`: the service's own search code (its transaction's statement timeout, the collection
   looked up, `filters.search`) run in this process's one thread on one connection: the SQL and Python
   of a search without gRPC, the thread pool or the connection pool;
@@ -39,7 +40,6 @@ from bench.index_data import growth_point, percentile, postmaster, running, upse
 from index_service import catalog, filters
 from index_service.dialects import PgVector
 from index_service.domain import SearchQuery
-from index_service.filters import HIT_COLUMNS
 from protos.semsearch.v1 import index_pb2
 
 COLLECTION = "bench"
@@ -59,36 +59,35 @@ def timed(calls: list[Callable[[], Any]]) -> dict[str, float]:
 
 
 def sql_path(dsn: str, table_name: str, queries: np.ndarray, ef: int) -> dict[str, dict[str, float]]:
-    """The bare query and the service's statements, each query one transaction."""
-    literals = ["[" + ",".join(f"{x:.9g}" for x in q.tolist()) + "]" for q in queries]
+    """The bare query, the service's statements and its search code, each query one transaction."""
+    dialect = PgVector()
+    plans = [filters.plan(dialect, table_name, SearchQuery(vector=q, k=10), ef, 10) for q in queries]
     out = {}
     with closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
-        def run(statements: list[str], sql: str, literal: str) -> None:
-            for statement in statements:
-                cur.execute(statement)
-            cur.execute(sql, {"q": literal})
+        def bare(literal: str) -> None:
+            cur.execute(f"SET LOCAL hnsw.ef_search = {ef}")
+            cur.execute(f"SELECT id FROM {table_name} ORDER BY v <=> %s::vector LIMIT 10", (literal,))
             cur.fetchall()
             conn.commit()
 
-        bare = f"SELECT id FROM {table_name} ORDER BY v <=> %(q)s::vector LIMIT 10"
-        dist = "v <=> %(q)s::vector"
-        service = f"SELECT {HIT_COLUMNS}, {dist} FROM {table_name} ORDER BY {dist} LIMIT 10"
-        settings = [f"SET LOCAL hnsw.ef_search = {ef}", "SET LOCAL enable_seqscan = off"]
-        out["sql_id_only"] = timed([partial(run, settings[:1], bare, x) for x in literals])
-        out["sql_service"] = timed([partial(run, settings, service, x) for x in literals])
+        def statements(p: filters.Plan) -> None:
+            filters.fetch(cur, p, exact=False)  # its settings and query, as the service sends them
+            conn.commit()
 
         def code(q: np.ndarray) -> None:
             cur.execute("SET LOCAL statement_timeout = 10000")  # as run_tx does
             c = catalog.resolve(cur, COLLECTION)
-            filters.search(cur, PgVector(), c.table, SearchQuery(vector=q, k=10), ef, 1000, (None, None))
+            filters.search(cur, dialect, c.table, SearchQuery(vector=q, k=10), ef, 1000, (None, None))
             conn.commit()
 
+        out["sql_id_only"] = timed([partial(bare, dialect.literal(q)) for q in queries])
+        out["sql_service"] = timed([partial(statements, p) for p in plans])
         out["service_code"] = timed([partial(code, q) for q in queries])
     return out
 
 
 def run_bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    """Load, build, then time the four paths."""
+    """Load, build, then time the five paths."""
     vecs, labels, queries, _ = growth_point(args.rows, args.queries)
     port = free_port()
     result: dict[str, Any] = {"rows": args.rows, "ef_search": args.ef, "queries": len(queries)}
