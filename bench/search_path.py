@@ -7,11 +7,11 @@ another on the same queries:
 - `grpc_search`: Search over gRPC, as a client sees it, and `search_ms`, the time the service reports
   for its database transaction's work;
 - `sql_service`: the statements the service sends for that search (`filters.plan` and `filters.fetch`:
-  pgvector's settings, the hit columns and the distance), one transaction, straight from this process
+  pgvector's settings, the hit columns and the distance) in one message, straight from this process
   through psycopg2;
-- `service_code`: the service's own search code (its transaction's statement timeout, the collection
-  looked up, `filters.search`) run in this process's one thread on one connection: the SQL and Python
-  of a search without gRPC, the thread pool or the connection pool;
+- `service_code`: the service's own search code (the collection looked up and `filters.search`, each
+  message carrying its statement timeout as pool.run_read sends them) run in this process's one thread
+  on one connection: the SQL and Python of a search without gRPC, the thread pool or the connection pool;
 - `sql_id_only`: the bare query (ef_search, `SELECT id ... LIMIT 10`), as bench.hnsw_params times it;
 - `grpc_health`: a Health.Check on the same server, the floor of any call.
 The gap between `grpc_search` and `sql_service` is the service's own cost per search. Writes
@@ -40,6 +40,7 @@ from bench.index_data import growth_point, percentile, postmaster, running, upse
 from index_service import catalog, filters
 from index_service.dialects import PgVector
 from index_service.domain import SearchQuery
+from index_service.pool import TimedCursor
 from protos.semsearch.v1 import index_pb2
 
 COLLECTION = "bench"
@@ -59,26 +60,29 @@ def timed(calls: list[Callable[[], Any]]) -> dict[str, float]:
 
 
 def sql_path(dsn: str, table_name: str, queries: np.ndarray, ef: int) -> dict[str, dict[str, float]]:
-    """The bare query, the service's statements and its search code, each query one transaction."""
+    """The bare query, the service's statements and its search code, on one autocommit connection as the
+    service reads (each message its own implicit transaction: pool.run_read)."""
     dialect = PgVector()
     plans = [filters.plan(dialect, table_name, SearchQuery(vector=q, k=10), ef, 10) for q in queries]
     out = {}
-    with closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
+    with closing(psycopg2.connect(dsn)) as conn:
+        conn.autocommit = True
+        plain = conn.cursor()
+        timed_cur = conn.cursor(cursor_factory=TimedCursor)
+        timed_cur.each = True
+
         def bare(literal: str) -> None:
-            cur.execute(f"SET LOCAL hnsw.ef_search = {ef}")
-            cur.execute(f"SELECT id FROM {table_name} ORDER BY v <=> %s::vector LIMIT 10", (literal,))
-            cur.fetchall()
-            conn.commit()
+            plain.execute(f"SET LOCAL hnsw.ef_search = {ef}; "
+                          f"SELECT id FROM {table_name} ORDER BY v <=> %s::vector LIMIT 10", (literal,))
+            plain.fetchall()
 
         def statements(p: filters.Plan) -> None:
-            filters.fetch(cur, p, exact=False)  # its settings and query, as the service sends them
-            conn.commit()
+            filters.fetch(plain, p, exact=False)  # its settings and query, as the service sends them
 
         def code(q: np.ndarray) -> None:
-            cur.execute("SET LOCAL statement_timeout = 10000")  # as run_tx does
-            c = catalog.resolve(cur, COLLECTION)
-            filters.search(cur, dialect, c.table, SearchQuery(vector=q, k=10), ef, 1000, (None, None))
-            conn.commit()
+            timed_cur.deadline = time.monotonic() + 10  # each statement carries it, as in run_read
+            c = catalog.resolve(timed_cur, COLLECTION)
+            filters.search(timed_cur, dialect, c.table, SearchQuery(vector=q, k=10), ef, 1000, (None, None))
 
         out["sql_id_only"] = timed([partial(bare, dialect.literal(q)) for q in queries])
         out["sql_service"] = timed([partial(statements, p) for p in plans])

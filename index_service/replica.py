@@ -19,7 +19,7 @@ from typing import TypeVar
 from psycopg2.extensions import connection, cursor
 
 from index_service.domain import NotFound, Unavailable
-from index_service.pool import Pool, run_tx
+from index_service.pool import Pool, run_read
 from semsearch_common.logs import Throttled
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class Lagging(Exception):
 
 
 class Reads:
-    """Runs read transactions on the replica when one is configured and answering, else on the primary."""
+    """Runs reads on the replica when one is configured and answering, else on the primary."""
 
     def __init__(self, primary: Pool, read_dsn: str | None, size: int, connect_timeout_s: int,
                  setup: Callable[[connection], None], retry_s: float, max_lag_s: float = 0.0) -> None:
@@ -55,13 +55,13 @@ class Reads:
         return self.replica is not None and self._up
 
     def run(self, work: Callable[[cursor], T], timeout_s: float | None) -> T:
-        """`work` in one transaction on the replica, or on the primary while the replica is away."""
+        """`work`'s reads (pool.run_read) on the replica, or on the primary while the replica is away."""
         replica = self.replica
         if replica is None or not self._worth_trying():
-            return run_tx(self.primary, work, timeout_s)
+            return run_read(self.primary, work, timeout_s)
         started = time.monotonic()
         try:
-            result = run_tx(replica, self._fresh(work), timeout_s)
+            result = run_read(replica, self._fresh(work), timeout_s)
         except Unavailable as err:
             self._lost(str(err))
         except NotFound:
@@ -73,7 +73,7 @@ class Reads:
             self._answered()
             return result
         left = None if timeout_s is None else max(0.0, timeout_s - (time.monotonic() - started))
-        return run_tx(self.primary, work, left)
+        return run_read(self.primary, work, left)
 
     def _fresh(self, work: Callable[[cursor], T]) -> Callable[[cursor], T]:
         """`work`, after checking the replica's lag (when a limit is set)."""

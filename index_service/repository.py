@@ -325,7 +325,7 @@ class Repository:
 
     def search_similar(self, image_id: int, q: SearchQuery, timeout_s: float | None,
                        collection: str = "") -> tuple[list[Hit], float]:
-        """Nearest rows to a stored image's vector, in the same transaction as the lookup."""
+        """Nearest rows to a stored image's vector, on the connection that looked it up."""
 
         def work(cur: cursor) -> tuple[list[Hit], float, str]:
             c = catalog.resolve(cur, collection)
@@ -337,8 +337,8 @@ class Repository:
     def _search_tx(self, cur: cursor, q: SearchQuery, collection: str,
                    c: Coll | None = None) -> tuple[list[Hit], float, str]:
         started = time.perf_counter()
-        # Resolved in the searching transaction: an alias moved meanwhile yields the old or the new
-        # collection whole, never a mix (a dropped one retries: run_tx resolves again).
+        # Resolved by this search: an alias moved meanwhile yields the old or the new collection whole,
+        # never a mix, since one statement reads one table (a dropped one retries: resolved again).
         c = c or catalog.resolve(cur, collection)
         catalog.check_model(c, q.model_id, len(q.vector))
         # A selective filter is answered exactly: the graph would have to be walked far past the query's
