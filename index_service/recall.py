@@ -28,7 +28,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 from psycopg2.extensions import cursor
 
-from index_service import catalog
+from index_service import catalog, sizes
 from index_service.catalog import Coll
 from index_service.dialects import Dialect
 from index_service.pool import one_row
@@ -81,14 +81,6 @@ def narrowed(ef: int, floor: int) -> int:
     return max(floor, math.floor(ef / 1.5))
 
 
-def rows_estimate(cur: cursor, c: Coll) -> int:
-    """Rows as the planner (ANALYZE) and the statistics collector (every commit) count them: free at any size."""
-    cur.execute("SELECT greatest(c.reltuples, s.n_live_tup, 0)::bigint FROM pg_class c "
-                "LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = to_regclass(%s)", (c.table,))
-    row = cur.fetchone()
-    return int(row[0]) if row else 0
-
-
 def sample_ids(cur: cursor, c: Coll, rows: int, n: int) -> list[int]:
     """Up to `n` random ids of rows with a vector, reading only a few pages (TABLESAMPLE SYSTEM)."""
     percent = min(100.0, max(0.01, 100.0 * n * 4 / max(rows, 1)))
@@ -130,7 +122,7 @@ def measure(tx: Tx, dialect: Dialect, c: Coll, ef: int, queries: int, budget_s: 
     Each query runs in its own short transaction, so searches and health checks never wait behind it.
     """
     started = time.monotonic()
-    rows = tx(lambda cur: rows_estimate(cur, c), 30.0)
+    rows = tx(lambda cur: sizes.estimate_rows(cur, c), 30.0)
     if rows < SMALL:
         return None
     ids = tx(lambda cur: sample_ids(cur, c, rows, queries), 60.0)
@@ -273,7 +265,7 @@ class RecallKeeper(Worker):
 
     def check(self, c: Coll) -> Estimate | None:
         """Measure `c` if due; log and widen below target. Returns the new estimate, if one was made."""
-        rows = self.tx(lambda cur: rows_estimate(cur, c), 30.0)
+        rows = self.tx(lambda cur: sizes.estimate_rows(cur, c), 30.0)
         before = self.breadth.ef(c.name)
         ef = self.breadth.grow_to(c.name, rows)
         if ef != before:

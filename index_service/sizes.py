@@ -21,6 +21,9 @@ if TYPE_CHECKING:  # catalog asks this module for its counts
 
 # Up to this many rows a collection is counted (and its media summed) exactly.
 EXACT_MAX = 10_000
+# How far the live-row counter may exceed the rows the pages hold at the analyzed density (rows that
+# came smaller than those ANALYZE saw) before it is taken for a double count.
+DENSITY_SLACK = 1.25
 # Rows read by the sampled media-size estimate (the pages holding about this many rows).
 SAMPLE_ROWS = 2_000
 
@@ -64,14 +67,18 @@ def count(cur: cursor, c: Coll, exact_max: int = EXACT_MAX) -> int:
 
 
 def estimate_rows(cur: cursor, c: Coll) -> int:
-    """Rows by the statistics: the live-row counter inserts and deletes keep, else the planner's guess.
+    """Rows by the statistics: the live-row counter inserts and deletes keep, checked against the rows the
+    table's pages hold now at the density its last VACUUM or ANALYZE saw (what the planner itself assumes).
 
-    pg_stat's n_live_tup follows every committed insert and delete (flushed within about a second);
-    it restarts from nothing after a crash, and then the planner's density (reltuples per page, as
-    of the last VACUUM or ANALYZE) times the table's pages now stands in, as the planner itself does.
+    pg_stat's n_live_tup follows every committed insert and delete (flushed within about a second). It
+    restarts from nothing after a crash, and it counts a load twice when an ANALYZE ran before the
+    loading connection flushed its counts (ANALYZE sets the counter, the late flush adds the load again).
+    In both cases the pages tell: a count above what they can hold is not believed.
+    The backend's cached statistics are dropped first: an autocommit connection (pool.run_read) can
+    otherwise keep reading the counter as it first saw it.
     """
     cur.execute(
-        "SELECT coalesce(s.n_live_tup, 0), c.reltuples, c.relpages, "
+        "SELECT pg_stat_clear_snapshot(); SELECT coalesce(s.n_live_tup, 0), c.reltuples, c.relpages, "
         "pg_relation_size(c.oid) / current_setting('block_size')::bigint "
         "FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = to_regclass(%s)",
         (c.table,),
@@ -80,11 +87,10 @@ def estimate_rows(cur: cursor, c: Coll) -> int:
     if row is None:
         return 0
     live, reltuples, relpages, pages = int(row[0]), float(row[1]), int(row[2]), int(row[3])
-    if live > 0:
-        return live
-    if reltuples > 0 and relpages > 0:
-        return int(reltuples / relpages * pages)
-    return 0
+    if reltuples <= 0 or relpages <= 0:
+        return live  # never analyzed: the counter is all there is
+    held = reltuples / relpages * pages
+    return live if 0 < live <= held * DENSITY_SLACK else int(held)
 
 
 def check_exact(cur: cursor, c: Coll, max_rows: int, matching: int | None = None) -> None:

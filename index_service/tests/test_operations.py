@@ -17,7 +17,8 @@ import psycopg2
 import pytest
 from prometheus_client import REGISTRY
 
-from index_service import tag_counts
+from index_service import sizes, tag_counts
+from index_service.catalog import Coll
 from index_service.server import Deps
 from index_service.server import serve as serve_index
 from protos.semsearch.v1 import index_pb2, index_pb2_grpc
@@ -67,6 +68,38 @@ def test_stats_is_exact_when_small_and_estimated_when_large(tmp_path: Path, pg_d
         assert list(large.model_ids) == ["clip@1"]
     finally:
         running.stop()
+
+
+def test_a_load_analyzed_before_its_counts_arrived_is_not_counted_twice(pg_dsn: str) -> None:
+    """ANALYZE sets the live-row counter; the loading connection's late flush then adds its rows again."""
+    with psycopg2.connect(pg_dsn) as loader, psycopg2.connect(pg_dsn) as other:
+        other.autocommit = True
+        with loader.cursor() as lc, other.cursor() as oc:
+            def run(sql: str) -> None:
+                lc.execute(sql)
+                loader.commit()
+
+            def flushed() -> int:
+                """The live-row counter once the loader's transactions flushed their counts (at most once a
+                second, at a transaction's end), read past this connection's cached statistics."""
+                for _ in range(8):
+                    run("SELECT 1")
+                    time.sleep(0.4)
+                oc.execute("SELECT pg_stat_clear_snapshot(); "
+                           "SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 'loaded'")
+                return int(oc.fetchone()[0])
+
+            coll = Coll("loaded", "loaded", 2, None, "float32")
+            run("CREATE TABLE loaded (id int, pad text)")
+            run("INSERT INTO loaded SELECT g, repeat('x', 2000) FROM generate_series(1, 1200) g")
+            oc.execute("ANALYZE loaded")  # within the second before the loader flushes its counts
+            assert flushed() == 2400, "the double count this guards against did not happen"
+            assert sizes.estimate_rows(oc, coll) == 1200
+            oc.execute("ANALYZE loaded")
+            run("INSERT INTO loaded SELECT g, repeat('x', 2000) FROM generate_series(1, 300) g")
+            assert flushed() == 1500 and sizes.estimate_rows(oc, coll) == 1500  # the counter, while believable
+            run("DELETE FROM loaded WHERE id <= 100")
+            assert flushed() == 1300 and sizes.estimate_rows(oc, coll) == 1300  # it follows deletes too
 
 
 def test_exact_search_is_refused_above_the_limit(tmp_path: Path, pg_dsn: str) -> None:
