@@ -321,7 +321,7 @@ class Repository:
 
     def search(self, q: SearchQuery, timeout_s: float | None, collection: str = "") -> tuple[list[Hit], float]:
         """Nearest rows by cosine distance; k rows whenever k rows match, filters included."""
-        return _counted(*self.reads.run(lambda cur: self._search_tx(cur, q, collection), timeout_s))
+        return _counted(*self.reads.run(lambda cur: self._search_on(cur, q, collection), timeout_s))
 
     def search_similar(self, image_id: int, q: SearchQuery, timeout_s: float | None,
                        collection: str = "") -> tuple[list[Hit], float]:
@@ -330,11 +330,11 @@ class Repository:
         def work(cur: cursor) -> tuple[list[Hit], float, str]:
             c = catalog.resolve(cur, collection)
             vector = _parse_vector(self._vector_of(cur, c, image_id))
-            return self._search_tx(cur, dataclasses.replace(q, vector=vector), collection, c)
+            return self._search_on(cur, dataclasses.replace(q, vector=vector), collection, c)
 
         return _counted(*self.reads.run(work, timeout_s))
 
-    def _search_tx(self, cur: cursor, q: SearchQuery, collection: str,
+    def _search_on(self, cur: cursor, q: SearchQuery, collection: str,
                    c: Coll | None = None) -> tuple[list[Hit], float, str]:
         started = time.perf_counter()
         # Resolved by this search: an alias moved meanwhile yields the old or the new collection whole,

@@ -162,8 +162,8 @@ def test_a_selective_filter_is_scanned_exactly_and_bounds_exact_search_by_its_ro
     finally:
         running.stop()
     # INDEX_EXACT_FILTER_ROWS=0, or a share below the filter's 2 %: the filter walks the graph (the exact
-    # scan only when the graph runs out). The share is a quarter of it: for a while after ANALYZE the
-    # live-row count may hold the load twice (the upserting connection's counts flush later), 1,200 rows.
+    # scan only when the graph runs out). The share is a quarter of it, a margin for a row estimate that
+    # errs high (a live-row count Postgres doubled is refused by sizes.estimate_rows; see the test above).
     for settings in ({"exact_filter_rows": 0}, {"exact_filter_rows": 1000, "exact_filter_share": 0.005}):
         running = start_server(make_config(tmp_path, pg_dsn, **settings))
         try:
