@@ -11,8 +11,9 @@ search is allowed at every size (INDEX_EXACT_MAX_ROWS=0). Per point, in one run:
   breadth until the target holds), then recall@10 against numpy's exact answer, p50/p99 at k=10 and
   k=100, a label filter (tags_any) and a one-tag tags_all filter with their recall, a few exact searches.
 - 50 Stats calls, bytes per row (table, index), the Postgres processes' memory after the searches.
-- Upsert into the indexed collection (same service session), and as its reference pgvector's own rate:
-  plain INSERTs of as many other rows straight into the same indexed table, rolled back.
+- Upsert into the indexed collection (same service session): the rows wait beside the graph, and the
+  seconds until the service has handed them all to it (Stats.unindexed_rows back to 0); as the reference,
+  pgvector's own rate: plain INSERTs of as many other rows straight into the same indexed table, rolled back.
 - optionally the ef sweep (the service restarted with each INDEX_HNSW_EF, same queries over gRPC).
 - the time to SERVING with the orphan sweep due at start.
 Prints a table after each point and writes bench/results/index.json (`--out`), also after each point.
@@ -95,6 +96,17 @@ def settle(stub: index_pb2_grpc.IndexStub, rows: int, since: float, limit_s: flo
         if settled or rows < KEEPER_MIN_ROWS or time.monotonic() - started > limit_s:
             return reply, time.monotonic() - started
         time.sleep(2)
+
+
+def merged(stub: index_pb2_grpc.IndexStub, limit_s: float) -> dict[str, Any]:
+    """How many upserted rows waited beside the graph, and how long the service took to hand them to it."""
+    started = time.monotonic()
+    waiting = stats(stub).unindexed_rows
+    while stats(stub).unindexed_rows and time.monotonic() - started < limit_s:
+        time.sleep(0.2)
+    seconds = time.monotonic() - started
+    return {"unindexed_after_upsert": waiting, "merge_s": seconds,
+            "merge_rows_per_s": waiting / seconds if waiting else None}
 
 
 def measure_searches(stub: index_pb2_grpc.IndexStub, vecs: np.ndarray, labels: np.ndarray, ids: np.ndarray,
@@ -184,6 +196,7 @@ def run_point(n: int, vector_type: str, args: argparse.Namespace, root: Path) ->
             extra = near(rng, vecs[: args.indexed_rows], 0.1)
             point["upsert_indexed_rows_per_s"], extra_ids = upsert(stub, extra, labels, args.batch, args.clients,
                                                                    offset=n, collection=COLLECTION)
+            point |= merged(stub, args.settle_s)
             part = slice(n // 2, n // 2 + args.indexed_rows)
             point["insert_indexed_raw_rows_per_s"] = raw_indexed_insert(  # other near-copies, rolled back
                 data_dir, COLLECTION, near(rng, vecs[part], 0.1), labels[part], args.batch, args.clients)
@@ -202,7 +215,7 @@ COLUMNS = [("rows", "{:d}"), ("vector_type", "{}"), ("recall_at_10", "{:.3f}"), 
            ("search_breadth", "{:d}"), ("search_p50_ms", "{:.2f}"), ("search_p99_ms", "{:.2f}"),
            ("k100_p99_ms", "{:.1f}"), ("filtered_p50_ms", "{:.2f}"), ("exact_p50_ms", "{:.0f}"),
            ("index_build_s", "{:.1f}"), ("upsert_empty_rows_per_s", "{:.0f}"), ("upsert_indexed_rows_per_s", "{:.0f}"),
-           ("insert_indexed_raw_rows_per_s", "{:.0f}"),
+           ("insert_indexed_raw_rows_per_s", "{:.0f}"), ("merge_rows_per_s", "{:.0f}"),
            ("index_bytes_per_row", "{:.0f}"), ("table_bytes_per_row", "{:.0f}"), ("stats_p50_ms", "{:.1f}"),
            ("serving_with_sweep_due_s", "{:.1f}")]
 

@@ -184,6 +184,9 @@ class Stats(BaseModel):
     vector_type: str = Field(default="", description="how the collection stores its vectors: float32 or float16")
     reads_from_replica: bool = Field(default=False, description=(
         "searches go to a read replica that answers now (false: to the primary)"))
+    unindexed: int = Field(default=0, description=(
+        "pictures added to the indexed collection that its index has not taken in yet: searches find them "
+        "by an exact scan meanwhile, and the index takes them in once uploads pause"))
 
 
 class CollectionInfo(BaseModel):

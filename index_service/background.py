@@ -1,5 +1,5 @@
-"""Maintenance off the health thread: the media store's orphan sweep in bounded steps, deferred index builds
-and folds of the tag counts (index_service.tag_counts).
+"""Maintenance off the health thread: the media store's orphan sweep in bounded steps, deferred index builds,
+rows handed to their graph (index_service.merger) and folds of the tag counts (index_service.tag_counts).
 
 The sweep used to run inside the health check: due at start-up, it held SERVING back 17.3 s at 300,000
 rows (about 10 minutes projected at 10 million), and health checks paused while it ran (issue 14).
@@ -52,7 +52,8 @@ class Background(Worker):
                 if self.repo.ready:
                     self._build_due()
                     self._fold_tag_counts()
-                    busy = self._sweep_step()
+                    merged = self.repo.merge_unindexed(self.config.merge_batch, self.config.merge_idle_s)
+                    busy = self._sweep_step() or merged > 0
             except ServiceError as err:  # the database went away: the monitor reports it, we wait
                 log.debug("background work paused: %s", err)
                 self._sweep = None

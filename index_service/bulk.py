@@ -45,6 +45,7 @@ class BulkLoads:
         self._lock = threading.Lock()
         self._waiting: dict[str, float] = {}  # collection -> monotonic time its last upsert ended
         self._in_flight: dict[str, int] = {}  # collection -> upserts under way
+        self._ended: dict[str, float] = {}  # collection -> monotonic time its last upsert ended
 
     def starting(self, collection: str, expected_rows: int, timeout_s: float | None) -> None:
         """Before an upsert: defer the index of an empty collection a large load is about to fill."""
@@ -76,6 +77,7 @@ class BulkLoads:
             with self._lock:
                 for name in busy:
                     self._in_flight[name] -= 1
+                    self._ended[name] = now
                     if name in self._waiting:
                         self._waiting[name] = now
 
@@ -95,6 +97,12 @@ class BulkLoads:
         with self._lock:
             return sorted(name for name, last in self._waiting.items()
                           if now - last >= self.idle_s and not self._in_flight.get(name))
+
+    def quiet(self, collection: str, for_s: float) -> bool:
+        """Whether no upsert into `collection` is under way here, nor ended within `for_s` seconds."""
+        with self._lock:
+            ended = self._ended.get(collection)
+            return not self._in_flight.get(collection) and (ended is None or time.monotonic() - ended >= for_s)
 
     def waiting(self) -> list[str]:
         """Collections whose index is deferred."""

@@ -10,7 +10,7 @@ from psycopg2.extensions import cursor
 from index_service import sizes, tag_counts
 from index_service.dialects import Dialect
 from index_service.domain import InvalidArgument, Mismatch, NotFound
-from index_service.migrations import COLUMNS, DEFAULT_ALIAS, ID_SEQUENCE, photo_indexes, vectors_in_row
+from index_service.migrations import COLUMNS, DEFAULT_ALIAS, ID_SEQUENCE, photo_indexes, unindexed_rows, vectors_in_row
 from index_service.pool import one_row
 from semsearch_common.errors import FailedPrecondition, Reason, ServiceError
 
@@ -129,7 +129,7 @@ def create(cur: cursor, dialect: Dialect, name: str, model_id: str, dim: int,
     cur.execute(vectors_in_row(table))
     cur.execute(f"CREATE INDEX {table}_label ON {table} (label)")
     cur.execute(f"CREATE INDEX {table}_source ON {table} (source)")
-    for statement in photo_indexes(table):
+    for statement in photo_indexes(table) + unindexed_rows(table):
         cur.execute(statement)
     tag_counts.install(cur, name, table)
     cur.execute("INSERT INTO collections (name, table_name, model_id, dim, vector_type) VALUES (%s, %s, %s, %s, %s)",

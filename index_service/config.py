@@ -84,6 +84,12 @@ class Config:
     # built once upserts pause this long.
     bulk_min_rows: int = 10_000
     bulk_idle_s: float = 30.0
+    # Upserts into an indexed collection: at most this many rows wait beside the graph, scanned exactly by
+    # searches, until the background hands them to the graph in batches once upserts pause (0: none wait;
+    # index_service/merger.py).
+    unindexed_max_rows: int = 5_000
+    merge_batch: int = 256
+    merge_idle_s: float = 1.0
     # The embedded Postgres: tuned from the machine unless pg_tune is off; pg_settings override either.
     pg_tune: bool = True
     pg_settings: tuple[tuple[str, str], ...] = ()
@@ -167,6 +173,9 @@ class Config:
             sweep_batch=r.int("sweep_batch", 500, 1, 1_000_000),
             sweep_pause_s=r.float("sweep_pause_s", 0.05, 0.0, 60.0),
             bulk_min_rows=r.int("bulk_min_rows", 10_000, 0, 2**62),
+            unindexed_max_rows=r.int("unindexed_max_rows", 5_000, 0, 1_000_000),
+            merge_batch=r.int("merge_batch", 256, 1, 100_000),
+            merge_idle_s=r.float("merge_idle_s", 1.0, 0.0, 3600.0),
             bulk_idle_s=r.float("bulk_idle_s", 30.0, 0.1, 86_400),
             pg_tune=r.bool("pg_tune", True),
             pg_settings=_pg_settings(r),

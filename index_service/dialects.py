@@ -39,6 +39,8 @@ class Lantern:
     name: str = "lantern"
     extension: str = "lantern"
     method: str = "lantern_hnsw"
+    # Every row goes into the graph: partial indexes are not among LANTERN.md's observed facts.
+    graph_delta: bool = False
     opclass: str = "dist_cos_ops"
 
     def column_type(self, dim: int, half: bool = False) -> str:
@@ -106,6 +108,8 @@ class PgVector:
     extension: str = "vector"
     method: str = "hnsw"
     opclass: str = "vector_cosine_ops"
+    # The graph leaves out rows marked unindexed, which searches scan exactly (migrations.unindexed_rows).
+    graph_delta: bool = True
 
     def column_type(self, dim: int, half: bool = False) -> str:
         """A typed column: pgvector checks the dimension on insert; halfvec stores 2 bytes a value."""
@@ -137,7 +141,7 @@ class PgVector:
         return (
             f"CREATE INDEX {how}IF NOT EXISTS {index} ON {table} USING hnsw (v {'halfvec' if half else 'vector'}"
             "_cosine_ops) "
-            f"WITH (m={p.m}, ef_construction={p.ef_construction})"
+            f"WITH (m={p.m}, ef_construction={p.ef_construction}) WHERE NOT unindexed"
         )
 
     def search_settings(self, k: int, ef: int, filtered: bool) -> list[str]:

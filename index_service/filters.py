@@ -26,6 +26,8 @@ class Plan:
     exact_sql: str
     params: list[Any]
     limit: int  # candidates asked for; fewer from the index scan means it ran out (use the exact scan)
+    exact_params: list[Any]
+    delta: bool = False  # `sql` also scans the unindexed rows; its last column marks theirs (search_sql)
 
 
 def conditions(q: SearchQuery) -> tuple[list[str], list[Any]]:
@@ -86,11 +88,30 @@ def candidates(q: SearchQuery, max_k: int) -> int:
     return wanted + (1 if q.exclude_id is not None else 0)  # the query image itself is dropped later
 
 
-def search_sql(dialect: Dialect, table: str, where: list[str], limit: int, half: bool = False) -> str:
-    """Nearest rows by cosine distance (`<=>`, the index's order) under the conditions."""
+def search_sql(dialect: Dialect, table: str, where: list[str], limit: int, half: bool = False,
+               columns: str = HIT_COLUMNS, delta: bool = False) -> str:
+    """Nearest rows by cosine distance (`<=>`, the index's order) under the conditions.
+
+    With `delta` (the dialect's graph_delta), two scans in one statement: the graph's nearest rows and,
+    scanned exactly through the partial index on the flag, the nearest of the rows it has not taken in
+    yet (migrations.unindexed_rows); a last column says which (true: unindexed). Their parameters are
+    search_params'."""
     dist = f"v <=> %s{dialect.cast(half)}"
-    clause = f"WHERE {' AND '.join(where)} " if where else ""
-    return f"SELECT {HIT_COLUMNS}, {dist} FROM {table} {clause}ORDER BY {dist} LIMIT {int(limit)}"
+
+    def nearest(conditions: list[str], marker: str = "") -> str:
+        clause = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+        return f"SELECT {columns}, {dist}{marker} FROM {table} {clause}ORDER BY {dist} LIMIT {int(limit)}"
+
+    if not delta:
+        return nearest(where)
+    return (f"({nearest(['NOT unindexed', *where], ', false')}) UNION ALL "
+            f"({nearest(['unindexed', 'v IS NOT NULL', *where], ', true')})")
+
+
+def search_params(vec: Any, params: list[Any], delta: bool = False) -> list[Any]:
+    """The parameters of search_sql: the vector around the conditions' own, twice with `delta`."""
+    one = [vec, *params, vec]
+    return one + one if delta else one
 
 
 def plan(dialect: Dialect, table: str, q: SearchQuery, ef: int, limit: int, half: bool = False) -> Plan:
@@ -101,23 +122,28 @@ def plan(dialect: Dialect, table: str, q: SearchQuery, ef: int, limit: int, half
         # Vectors live out of line (TOAST), so the heap looks small and, once ef_search is large
         # (200 at 30k rows), the planner prefers a full scan + sort: 190 ms instead of 3.
         settings.append("SET LOCAL enable_seqscan = off")
-    vec = dialect.literal(q.vector)
-    return Plan(settings=settings, sql=search_sql(dialect, table, where, limit, half),
+    vec, delta = dialect.literal(q.vector), dialect.graph_delta
+    return Plan(settings=settings, sql=search_sql(dialect, table, where, limit, half, delta=delta),
                 exact_settings=["SET LOCAL enable_indexscan = off"],
                 exact_sql=search_sql(dialect, table, ["v IS NOT NULL", *where], limit, half),
-                params=[vec, *params, vec], limit=limit)
+                params=search_params(vec, params, delta), limit=limit, exact_params=search_params(vec, params),
+                delta=delta)
 
 
 def fetch(cur: cursor, p: Plan, exact: bool) -> tuple[list[tuple[Any, ...]], bool]:
     """The candidate rows, through the index or by an exact scan (asked, or when the index ran out), and
     whether the index ran out."""
     rows: list[tuple[Any, ...]] = []
+    ran_out = False
     if not exact:
         rows = _query(cur, p.settings, p.sql, p.params)
-    ran_out = not exact and len(rows) < p.limit
+        from_graph = sum(1 for r in rows if not r[-1]) if p.delta else len(rows)
+        if p.delta:  # the nearest of the graph's and the unindexed rows' (distance: the column before the marker)
+            rows = sorted(rows, key=lambda r: r[-2])[: p.limit]
+        ran_out = from_graph < p.limit
     if exact or ran_out:
         # Asked for, or the graph ran out before the candidates were found (a selective filter).
-        rows = _query(cur, p.exact_settings, p.exact_sql, p.params)
+        rows = _query(cur, p.exact_settings, p.exact_sql, p.exact_params)
     return rows, ran_out
 
 

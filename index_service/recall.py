@@ -28,7 +28,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 from psycopg2.extensions import cursor
 
-from index_service import catalog, sizes
+from index_service import catalog, filters, sizes
 from index_service.catalog import Coll
 from index_service.dialects import Dialect
 from index_service.pool import one_row
@@ -94,7 +94,8 @@ def sample_ids(cur: cursor, c: Coll, rows: int, n: int) -> list[int]:
 
 
 def neighbours(cur: cursor, dialect: Dialect, c: Coll, image_id: int, ef: int, exact: bool) -> list[int]:
-    """The K nearest ids to a stored vector (itself left out), through the index or by a full scan."""
+    """The K nearest ids to a stored vector (itself left out), as searches find them (the graph, and the
+    unindexed rows beside it) or by a full scan."""
     cur.execute(f"SELECT v::text FROM {c.table} WHERE id = %s", (image_id,))
     vector = str(one_row(cur)[0])  # the column's text form is the dialect's literal form
     if exact:
@@ -103,9 +104,11 @@ def neighbours(cur: cursor, dialect: Dialect, c: Coll, image_id: int, ef: int, e
         cur.execute("SET LOCAL enable_seqscan = off")
         for statement in dialect.search_settings(K + 1, ef, filtered=False):
             cur.execute(statement)
-    cur.execute(f"SELECT id FROM {c.table} WHERE v IS NOT NULL ORDER BY v <=> %s{dialect.cast(c.half)} LIMIT %s",
-                (vector, K + 1))
-    return [int(r[0]) for r in cur.fetchall() if r[0] != image_id][:K]
+    delta = dialect.graph_delta and not exact
+    cur.execute(filters.search_sql(dialect, c.table, [] if delta else ["v IS NOT NULL"], K + 1, c.half, "id", delta),
+                filters.search_params(vector, [], delta))
+    rows = sorted(cur.fetchall(), key=lambda r: r[1])[: K + 1]
+    return [int(r[0]) for r in rows if r[0] != image_id][:K]
 
 
 class Tx(Protocol):

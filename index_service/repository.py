@@ -16,7 +16,19 @@ import psycopg2
 from psycopg2 import errors
 from psycopg2.extensions import connection, cursor
 
-from index_service import builds, bulk, catalog, duplicates, files, filters, photo_sql, recall, sizes, thumbnails
+from index_service import (
+    builds,
+    bulk,
+    catalog,
+    duplicates,
+    files,
+    filters,
+    merger,
+    photo_sql,
+    recall,
+    sizes,
+    thumbnails,
+)
 from index_service.bulk import BulkLoads
 from index_service.catalog import Coll, CollInfo
 from index_service.config import Config
@@ -53,9 +65,10 @@ META_COLUMNS = (
 # length-prefixed fields in the columns' binary forms (text as UTF-8, int4/int8 big-endian, raw bytea).
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _INT2, _INT4, _INT8 = struct.Struct(">h"), struct.Struct(">i"), struct.Struct(">q")
+_BOOL = {False: b"\x00", True: b"\x01"}  # a boolean in COPY's binary format
 INSERT_COLUMNS = (
     "id, sha256, label, source, file_name, width, height, content_type, size_bytes, model_id, v, "
-    + photo_sql.COLUMNS
+    + photo_sql.COLUMNS + ", unindexed"
 )
 
 
@@ -216,9 +229,10 @@ class Repository:
             self.media, ((i.sha256, i.original, i.thumbnail) for i in items)))
         if new:
             ids = self._ids_for(cur, c, [i.sha256 for i in new])
+            wait = merger.may_wait(cur, self.dialect, c, len(new), self.config.unindexed_max_rows)
             # COPY straight into the table: every new sha256 is locked by us, so no one else can insert it.
             cur.copy_expert(f"COPY {c.table} ({INSERT_COLUMNS}) FROM STDIN WITH (FORMAT binary)",
-                            io.BytesIO(self._copy_rows(new, ids, c.half)))
+                            io.BytesIO(self._copy_rows(new, ids, c.half, wait)))
             out.update({i.sha256: UpsertOutcome(i.sha256, id=ids[i.sha256], created=True) for i in new})
         out.update({sha: UpsertOutcome(sha, id=row_id) if sha not in refused else UpsertOutcome(sha, error=refused[sha])
                     for sha, row_id in existing.items()})
@@ -239,20 +253,37 @@ class Repository:
             ids.update(zip(fresh, [r[0] for r in cur.fetchall()], strict=True))
         return ids
 
-    def _copy_rows(self, items: list[NewImage], ids: dict[str, int], half: bool = False) -> bytes:
-        """The rows in COPY's binary format: no text formatting of floats; the thumbnail column stays NULL."""
+    def _copy_rows(self, items: list[NewImage], ids: dict[str, int], half: bool = False,
+                   unindexed: bool = False) -> bytes:
+        """The rows in COPY's binary format: no text formatting of floats; the thumbnail column stays NULL;
+        `unindexed`: they wait beside the graph (index_service.merger)."""
         out = [COPY_HEADER]
         for i in items:
             fields = [_INT8.pack(ids[i.sha256]), i.sha256.encode(), i.label.encode(), i.source.encode(),
                       i.file_name.encode(),
                       _INT4.pack(i.width), _INT4.pack(i.height), i.content_type.encode(),
                       _INT8.pack(len(i.original)), i.model_id.encode(),
-                      self.dialect.binary(i.vector, half), *photo_sql.copy_fields(i)]
+                      self.dialect.binary(i.vector, half), *photo_sql.copy_fields(i), _BOOL[unindexed]]
             out.append(_INT2.pack(len(fields)))
             for f in fields:
                 out += (_INT4.pack(-1),) if f is None else (_INT4.pack(len(f)), f)  # length -1: NULL
         out.append(_INT2.pack(-1))
         return b"".join(out)
+
+    def merge_unindexed(self, batch: int, idle_s: float) -> int:
+        """One step of handing waiting rows to their graph (index_service.merger): up to `batch` rows of the
+        first collection that has some and whose upserts here have paused `idle_s`; returns how many."""
+        if not self.dialect.graph_delta:
+            return 0
+        def step(name: str) -> Callable[[cursor], int]:
+            return lambda cur: merger.merge(cur, catalog.resolve(cur, name), batch)
+
+        for name in run_tx(self.pool, catalog.names, 30.0):
+            if self.bulk.quiet(name, idle_s):
+                merged = run_tx(self.pool, step(name), 120.0)
+                if merged:
+                    return merged
+        return 0
 
     def delete(self, ids: Sequence[int], timeout_s: float | None, collection: str = "") -> list[int]:
         """Delete rows, then their files, holding the per-sha locks across both so upserts cannot interleave."""
@@ -475,6 +506,7 @@ class Repository:
             "model_ids": sizes.models(cur, c), "dim": c.dim, "table_bytes": table_bytes, "index_bytes": index_bytes,
             "media_bytes": size.media_bytes, "collection": c.name, "estimated": size.estimated,
             "reads_from_replica": self.reads.on_replica, "vector_type": c.vector_type,
+            "unindexed_rows": merger.waiting(cur, c),
             **self._recall_stats(c),
         }
 

@@ -85,4 +85,4 @@ def index_health(s: index_pb2.StatsResponse) -> dict[str, object]:
             else None, "recall_target": target,
             "recall_below_target": measured and target is not None and s.recall_estimate < target,
             "search_breadth": s.search_breadth, "vector_type": s.vector_type,
-            "reads_from_replica": s.reads_from_replica}
+            "reads_from_replica": s.reads_from_replica, "unindexed": s.unindexed_rows}

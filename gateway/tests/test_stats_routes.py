@@ -12,14 +12,15 @@ from protos.semsearch.v1 import index_pb2
 def test_a_measured_recall_below_target_is_passed_on(fake: FakeBackends, client: TestClient) -> None:
     fake.stats_reply = index_pb2.StatsResponse(
         count=123_456, estimated=True, recall_estimate=0.953, recall_queries=50, recall_measured_at=1_700_000_000,
-        recall_target=0.98, search_breadth=150, vector_type="float16", reads_from_replica=True)
+        recall_target=0.98, search_breadth=150, vector_type="float16", reads_from_replica=True,
+        unindexed_rows=321)
     stats = client.get("/api/stats").json()
     assert stats["count"] == 123_456 and stats["estimated"] is True
     assert stats["recall_estimate"] == pytest.approx(0.953) and stats["recall_target"] == pytest.approx(0.98)
     assert stats["recall_queries"] == 50 and stats["recall_measured_at"] == "2023-11-14T22:13:20Z"
     assert stats["recall_below_target"] is True
     assert stats["search_breadth"] == 150 and stats["vector_type"] == "float16"
-    assert stats["reads_from_replica"] is True
+    assert stats["reads_from_replica"] is True and stats["unindexed"] == 321
 
 
 def test_a_recall_at_target_is_not_below_it(fake: FakeBackends, client: TestClient) -> None:
@@ -48,6 +49,6 @@ def test_the_new_fields_are_documented(client: TestClient) -> None:
     spec = client.get("/api/openapi.json").json()
     fields = spec["components"]["schemas"]["Stats"]["properties"]
     for name in ("recall_estimate", "recall_queries", "recall_measured_at", "recall_target", "recall_below_target",
-                 "search_breadth", "vector_type", "estimated", "reads_from_replica"):
+                 "search_breadth", "vector_type", "estimated", "reads_from_replica", "unindexed"):
         assert fields[name].get("description"), name
     assert {"type": "null"} in fields["recall_estimate"]["anyOf"]

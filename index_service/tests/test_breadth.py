@@ -102,7 +102,8 @@ def test_half_size_vectors_per_backend() -> None:
     p = HnswParams(16, 64, 64)
     assert PgVector().column_type(512, half=True) == "halfvec(512)" and PgVector().cast(half=True) == "::halfvec"
     assert PgVector().index_ddl("t", "i", 512, p, False, half=True) == (
-        "CREATE INDEX IF NOT EXISTS i ON t USING hnsw (v halfvec_cosine_ops) WITH (m=16, ef_construction=64)")
+        "CREATE INDEX IF NOT EXISTS i ON t USING hnsw (v halfvec_cosine_ops) WITH (m=16, ef_construction=64) "
+        "WHERE NOT unindexed")
     assert Lantern().column_type(512, half=True) == "REAL[]" and Lantern().cast(half=True) == "::real[]"
     assert Lantern().index_ddl("t", "i", 512, p, False, half=True) == (
         "CREATE INDEX IF NOT EXISTS i ON t USING lantern_hnsw (v dist_cos_ops) "

@@ -76,11 +76,13 @@ def test_the_neighbour_query_runs_through_the_hnsw_index(index: Running) -> None
 
     def plan(cur: object) -> str:
         cur.execute("SET LOCAL enable_seqscan = off")  # type: ignore[attr-defined]
-        cur.execute("EXPLAIN " + duplicates.neighbour_sql(c.table), ([1, 2, 3], 0.05))  # type: ignore[attr-defined]
+        sql = "EXPLAIN " + duplicates.neighbour_sql(c.table, repo.dialect.graph_delta)
+        cur.execute(sql, ([1, 2, 3], 0.05))  # type: ignore[attr-defined]
         return "\n".join(r[0] for r in cur.fetchall())  # type: ignore[attr-defined]
 
     text = run_tx(repo.pool, plan, 10)
     assert f"Index Scan using {c.index}" in text and "Order By: (v <=> a.v)" in text
+    assert f"{c.table}_unindexed" in text  # the rows the graph has not taken in, beside it
 
 
 def test_a_loose_distance_is_cut_at_max_group(index: Running) -> None:

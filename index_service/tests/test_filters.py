@@ -146,7 +146,45 @@ def test_relevance_offset_fetches_the_skipped_rows_too() -> None:
     assert plan.settings == ["SET LOCAL lantern_hnsw.init_k = 40", "SET LOCAL enable_seqscan = off"]
     pg = filters.plan(PgVector(), "images_c2", query(k=10, photo=Filter(tags_any=("a",))), P.ef, 10)
     assert pg.settings == ["SET LOCAL hnsw.ef_search = 100", "SET LOCAL hnsw.iterative_scan = relaxed_order"]
-    assert "FROM images_c2 WHERE tags && %s::text[] ORDER BY v <=> %s::vector LIMIT 10" in pg.sql
+    assert ("FROM images_c2 WHERE NOT unindexed AND tags && %s::text[] ORDER BY v <=> %s::vector LIMIT 10) "
+            "UNION ALL (") in pg.sql
+
+
+def test_pgvector_scans_the_unindexed_rows_exactly_beside_the_graph() -> None:
+    pg = filters.plan(PgVector(), "images_c2", query(k=10, photo=Filter(tags_any=("a",))), P.ef, 10)
+    dist = "v <=> %s::vector"
+    graph = (f"SELECT id, label, source, width, height, tags, taken_at, taken_offset_minutes, {dist}, false "
+             f"FROM images_c2 WHERE NOT unindexed AND tags && %s::text[] ORDER BY {dist} LIMIT 10")
+    waiting = (f"SELECT id, label, source, width, height, tags, taken_at, taken_offset_minutes, {dist}, true "
+               f"FROM images_c2 WHERE unindexed AND v IS NOT NULL AND tags && %s::text[] ORDER BY {dist} LIMIT 10")
+    assert pg.sql == f"({graph}) UNION ALL ({waiting})"
+    vec = "[0.600000024,0.800000012]"
+    assert pg.params == [vec, ["a"], vec] * 2 and pg.exact_params == [vec, ["a"], vec]
+    assert "unindexed" not in pg.exact_sql  # the exact scan reads every row anyway
+    assert "unindexed" not in lantern(query(k=10)).sql  # Lantern's graph takes every row in
+
+
+class DeltaCursor:
+    """Answers the graph-and-waiting query with the given (id, distance, waiting) rows, in branch order."""
+
+    def __init__(self, rows: list[tuple[int, float, bool]]) -> None:
+        self.given, self.sql = rows, []  # type: list[tuple[int, float, bool]], list[str]
+
+    def execute(self, sql: str, params: object = None) -> None:
+        self.sql.append(sql)
+
+    def fetchall(self) -> list[tuple[object, ...]]:
+        return [(i, "", "", 0, 0, [], None, None, d, w) for i, d, w in self.given]
+
+
+def test_the_nearest_of_graph_and_waiting_rows_are_kept_and_only_the_graph_can_run_out() -> None:
+    p = filters.plan(PgVector(), "images_c2", query(k=3), P.ef, 3)
+    cur = DeltaCursor([(1, 0.10, False), (2, 0.30, False), (3, 0.40, False), (7, 0.05, True), (8, 0.35, True)])
+    rows, ran_out = filters.fetch(cur, p, exact=False)  # type: ignore[arg-type]
+    assert [r[0] for r in rows] == [7, 1, 2] and not ran_out and len(cur.sql) == 1
+    cur = DeltaCursor([(1, 0.10, False), (7, 0.05, True), (8, 0.35, True)])  # the graph found 1 of 3
+    rows, ran_out = filters.fetch(cur, p, exact=False)  # type: ignore[arg-type]
+    assert ran_out and len(cur.sql) == 2 and "enable_indexscan = off" in cur.sql[1]
 
 
 def hit(i: int, score: float, taken: int | None) -> Hit:

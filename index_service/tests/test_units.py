@@ -56,7 +56,8 @@ def test_pgvector_sql() -> None:
     assert pgv.column_type(512) == "vector(512)" and pgv.cast() == "::vector"
     assert pgv.literal(np.array([0.25, 1.0], dtype=np.float32)) == "[0.25,1]"
     assert pgv.index_ddl("images", "i", 512, P, False) == (
-        "CREATE INDEX IF NOT EXISTS i ON images USING hnsw (v vector_cosine_ops) WITH (m=16, ef_construction=64)")
+        "CREATE INDEX IF NOT EXISTS i ON images USING hnsw (v vector_cosine_ops) WITH (m=16, ef_construction=64) "
+            "WHERE NOT unindexed")
     assert pgv.search_settings(10, 100, False) == ["SET LOCAL hnsw.ef_search = 100"]
     assert pgv.search_settings(500, P.ef, True) == [
         "SET LOCAL hnsw.ef_search = 500", "SET LOCAL hnsw.iterative_scan = relaxed_order"]
