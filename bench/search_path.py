@@ -13,7 +13,8 @@ another on the same queries:
 - `service_code`: the service's own search code (the collection looked up and `filters.search`, each
   message carrying its statement timeout as pool.run_read sends them) run in this process's one thread
   on one connection: the SQL and Python of a search without gRPC, the thread pool or the connection pool;
-- `sql_id_only`: the bare query (ef_search, `SELECT id ... LIMIT 10`), as bench.hnsw_params times it;
+- `sql_id_only`: the bare query of the graph (ef_search, `SELECT id ... WHERE NOT unindexed ... LIMIT 10`, the
+  partial index's predicate), as bench.hnsw_params times it;
 - `grpc_health`: a Health.Check on the same server, the floor of any call.
 The gap between `grpc_search` and `sql_service` is the service's own cost per search. Writes
 bench/results/search_path.json.
@@ -89,7 +90,8 @@ def sql_path(dsn: str, table_name: str, queries: np.ndarray, ef: int) -> dict[st
 
         def bare(literal: str) -> None:
             plain.execute(f"SET LOCAL hnsw.ef_search = {ef}; "
-                          f"SELECT id FROM {table_name} ORDER BY v <=> %s::vector LIMIT 10", (literal,))
+                          f"SELECT id FROM {table_name} WHERE NOT unindexed ORDER BY v <=> %s::vector LIMIT 10",
+                          (literal,))
             plain.fetchall()
 
         def statements(p: filters.Plan) -> None:

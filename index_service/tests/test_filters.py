@@ -146,20 +146,21 @@ def test_relevance_offset_fetches_the_skipped_rows_too() -> None:
     assert plan.settings == ["SET LOCAL lantern_hnsw.init_k = 40", "SET LOCAL enable_seqscan = off"]
     pg = filters.plan(PgVector(), "images_c2", query(k=10, photo=Filter(tags_any=("a",))), P.ef, 10)
     assert pg.settings == ["SET LOCAL hnsw.ef_search = 100", "SET LOCAL hnsw.iterative_scan = relaxed_order"]
-    assert ("FROM images_c2 WHERE NOT unindexed AND tags && %s::text[] ORDER BY v <=> %s::vector LIMIT 10) "
-            "UNION ALL (") in pg.sql
+    assert ("FROM images_c2 WHERE NOT unindexed AND tags && %s::text[] ORDER BY v <=> (SELECT v FROM q) LIMIT 10"
+            in pg.sql)
 
 
 def test_pgvector_scans_the_unindexed_rows_exactly_beside_the_graph() -> None:
     pg = filters.plan(PgVector(), "images_c2", query(k=10, photo=Filter(tags_any=("a",))), P.ef, 10)
-    dist = "v <=> %s::vector"
-    graph = (f"SELECT id, label, source, width, height, tags, taken_at, taken_offset_minutes, {dist}, false "
-             f"FROM images_c2 WHERE NOT unindexed AND tags && %s::text[] ORDER BY {dist} LIMIT 10")
-    waiting = (f"SELECT id, label, source, width, height, tags, taken_at, taken_offset_minutes, {dist}, true "
-               f"FROM images_c2 WHERE unindexed AND v IS NOT NULL AND tags && %s::text[] ORDER BY {dist} LIMIT 10")
-    assert pg.sql == f"({graph}) UNION ALL ({waiting})"
+    dist = "v <=> (SELECT v FROM q)"
+    cols = "id, label, source, width, height, tags, taken_at, taken_offset_minutes"
+    graph = (f"SELECT {cols}, {dist}, false FROM images_c2 WHERE NOT unindexed AND tags && %s::text[] "
+             f"ORDER BY {dist} LIMIT 10")
+    waiting = (f"SELECT {cols}, {dist}, true FROM images_c2 WHERE unindexed AND v IS NOT NULL AND tags && %s::text[] "
+               f"ORDER BY {dist} LIMIT 10")
+    assert pg.sql == f"WITH q AS (SELECT %s::vector AS v) ({graph}) UNION ALL ({waiting})"
     vec = "[0.600000024,0.800000012]"
-    assert pg.params == [vec, ["a"], vec] * 2 and pg.exact_params == [vec, ["a"], vec]
+    assert pg.params == [vec, ["a"], ["a"]] and pg.exact_params == [vec, ["a"], vec]  # the vector sent once
     assert "unindexed" not in pg.exact_sql  # the exact scan reads every row anyway
     assert "unindexed" not in lantern(query(k=10)).sql  # Lantern's graph takes every row in
 

@@ -130,3 +130,18 @@ def test_a_graph_that_holds_every_row_takes_new_rows_itself(tmp_path: Path, pg_d
         assert _unindexed(running) == 0 and _top(running, fresh[3]).hits[0].id == ids[3]
     finally:
         running.stop()
+
+
+def test_near_copies_waiting_beside_the_graph_are_grouped_with_their_original(tmp_path: Path, pg_dsn: str) -> None:
+    running, _ = _graph(tmp_path, pg_dsn, merge_idle_s=3600.0)
+    try:
+        stored = clustered(np.random.default_rng(17), 420, 12)[5]  # _graph's 6th row
+        original = _top(running, stored).hits[0].id
+        copy = stored + np.float32(1e-4)
+        copies = _upsert(running, np.stack([copy / np.linalg.norm(copy)]), "copy")
+        assert _unindexed(running) == 1
+        page = running.stub.FindDuplicates(index_pb2.FindDuplicatesRequest(max_distance=0.01, limit=1000), timeout=60)
+        groups = [sorted(m.image.id for m in g.members) for g in page.groups]
+        assert sorted([original, *copies]) in groups
+    finally:
+        running.stop()
