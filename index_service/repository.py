@@ -279,10 +279,14 @@ class Repository:
             return lambda cur: merger.merge(cur, catalog.resolve(cur, name), batch)
 
         for name in run_tx(self.pool, catalog.names, 30.0):
-            if self.bulk.quiet(name, idle_s):
+            if not self.bulk.quiet(name, idle_s):
+                continue
+            try:
                 merged = run_tx(self.pool, step(name), 120.0)
-                if merged:
-                    return merged
+            except NotFound:  # dropped meanwhile
+                continue
+            if merged:
+                return merged
         return 0
 
     def delete(self, ids: Sequence[int], timeout_s: float | None, collection: str = "") -> list[int]:
