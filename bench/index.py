@@ -11,8 +11,9 @@ search is allowed at every size (INDEX_EXACT_MAX_ROWS=0). Per point, in one run:
   breadth until the target holds), then recall@10 against numpy's exact answer, p50/p99 at k=10 and
   k=100, a label filter (tags_any) and a one-tag tags_all filter with their recall, a few exact searches.
 - 50 Stats calls, bytes per row (table, index), the Postgres processes' memory after the searches.
-- Upsert into the indexed collection (same service session): the rows wait beside the graph, and the
-  seconds until the service has handed them all to it (Stats.unindexed_rows back to 0); as the reference,
+- Upsert into the indexed collection (same service session): the rows wait beside the graph; 60 searches
+  while they wait (the service runs with INDEX_MERGE_IDLE_S=15 for that), then the seconds until it has
+  handed them all to the graph (Stats.unindexed_rows back to 0) and the rate of that; as the reference,
   pgvector's own rate: plain INSERTs of as many other rows straight into the same indexed table, rolled back.
 - optionally the ef sweep (the service restarted with each INDEX_HNSW_EF, same queries over gRPC).
 - the time to SERVING with the orphan sweep due at start.
@@ -56,6 +57,10 @@ from semsearch_common.enums import enum_word
 
 RESULTS = Path(__file__).resolve().parent / "results" / "index.json"
 COLLECTION = "bench"
+# The service waits this long after the last upsert before it hands waiting rows to the graph (default 1 s),
+# so that searches can be timed while the rows upserted into the index still wait beside it.
+MERGE_IDLE_S = 15
+WAITING_QUERIES = 60
 LABEL_FILTER = index_pb2.Filter(labels=["c1", "c2", "c3"])  # 3 of 257 labels: about 1.2 % of rows
 TAG_FILTER = index_pb2.Filter(tags_all=["c7"])  # one tag: about 0.4 % of rows
 
@@ -99,14 +104,28 @@ def settle(stub: index_pb2_grpc.IndexStub, rows: int, since: float, limit_s: flo
 
 
 def merged(stub: index_pb2_grpc.IndexStub, limit_s: float) -> dict[str, Any]:
-    """How many upserted rows waited beside the graph, and how long the service took to hand them to it."""
+    """How many upserted rows waited beside the graph, the seconds until none did (INDEX_MERGE_IDLE_S
+    included), and the rate of the hand-over itself (from the first batch seen handed over to the last)."""
     started = time.monotonic()
-    waiting = stats(stub).unindexed_rows
-    while stats(stub).unindexed_rows and time.monotonic() - started < limit_s:
+    waiting = left = stats(stub).unindexed_rows
+    first: tuple[float, int] | None = None  # when the count first fell, and to what
+    while left and time.monotonic() - started < limit_s:
         time.sleep(0.2)
-    seconds = time.monotonic() - started
-    return {"unindexed_after_upsert": waiting, "merge_s": seconds,
-            "merge_rows_per_s": waiting / seconds if waiting else None}
+        left = stats(stub).unindexed_rows
+        if first is None and left < waiting:
+            first = (time.monotonic(), left)
+    done = time.monotonic()
+    rate = first[1] / (done - first[0]) if first and done > first[0] and not left else None
+    return {"unindexed_after_upsert": waiting, "merge_s": done - started, "merge_rows_per_s": rate}
+
+
+def waiting_searches(stub: index_pb2_grpc.IndexStub, queries: np.ndarray) -> dict[str, Any]:
+    """Search latency while the upserted rows still wait beside the graph (scanned exactly by each search)."""
+    rows = stats(stub).unindexed_rows
+    ms, _ = timed_search(stub, queries, collection=COLLECTION)
+    still = stats(stub).unindexed_rows == rows  # no hand-over began meanwhile (MERGE_IDLE_S)
+    return {"search_waiting_rows": rows if still else None, "search_waiting_p50_ms": percentile(ms, 50) if still
+            else None, "search_waiting_p99_ms": percentile(ms, 99) if still else None}
 
 
 def measure_searches(stub: index_pb2_grpc.IndexStub, vecs: np.ndarray, labels: np.ndarray, ids: np.ndarray,
@@ -181,7 +200,7 @@ def run_point(n: int, vector_type: str, args: argparse.Namespace, root: Path) ->
     efs = [int(e) for e in args.ef_sweep.split(",") if e]
     point: dict[str, Any] = {"rows": n, "vector_type": vector_type}
     try:
-        with running(data_dir, port) as stub:
+        with running(data_dir, port, INDEX_MERGE_IDLE_S=str(MERGE_IDLE_S)) as stub:
             stub.CreateCollection(index_pb2.CreateCollectionRequest(
                 name=COLLECTION, model_id="bench@1", dim=DIM, vector_type=vector_type), timeout=60)
             built, ids = load_and_build(stub, vecs, labels, args)
@@ -196,6 +215,7 @@ def run_point(n: int, vector_type: str, args: argparse.Namespace, root: Path) ->
             extra = near(rng, vecs[: args.indexed_rows], 0.1)
             point["upsert_indexed_rows_per_s"], extra_ids = upsert(stub, extra, labels, args.batch, args.clients,
                                                                    offset=n, collection=COLLECTION)
+            point |= waiting_searches(stub, queries[:WAITING_QUERIES])
             point |= merged(stub, args.settle_s)
             part = slice(n // 2, n // 2 + args.indexed_rows)
             point["insert_indexed_raw_rows_per_s"] = raw_indexed_insert(  # other near-copies, rolled back
@@ -216,6 +236,7 @@ COLUMNS = [("rows", "{:d}"), ("vector_type", "{}"), ("recall_at_10", "{:.3f}"), 
            ("k100_p99_ms", "{:.1f}"), ("filtered_p50_ms", "{:.2f}"), ("exact_p50_ms", "{:.0f}"),
            ("index_build_s", "{:.1f}"), ("upsert_empty_rows_per_s", "{:.0f}"), ("upsert_indexed_rows_per_s", "{:.0f}"),
            ("insert_indexed_raw_rows_per_s", "{:.0f}"), ("merge_rows_per_s", "{:.0f}"),
+           ("search_waiting_p50_ms", "{:.2f}"),
            ("index_bytes_per_row", "{:.0f}"), ("table_bytes_per_row", "{:.0f}"), ("stats_p50_ms", "{:.1f}"),
            ("serving_with_sweep_due_s", "{:.1f}")]
 

@@ -56,6 +56,7 @@ def curve_row(x: dict[str, Any], run: str) -> dict[str, str]:
             f"{cell(x, 'upsert_indexed_rows_per_s', '{:,.0f}')} "
             f"({cell(x, 'insert_indexed_raw_rows_per_s', '{:,.0f}')})",
         "into the graph rows/s": cell(x, "merge_rows_per_s", "{:,.0f}"),
+        "p50 / p99 ms, rows waiting": pair(x, "search_waiting_p50_ms", "search_waiting_p99_ms"),
         "disk B/row table / index": pair(x, "table_bytes_per_row", "index_bytes_per_row", "{:,.0f}"),
         "RAM B/row (Postgres PSS MB)": f"{cell(ram, 'ram', '{:,.0f}')} ({cell(ram, 'pss', '{:,.0f}')})",
         "Stats p50 / p99 ms": pair(x, "stats_p50_ms", "stats_p99_ms"),
