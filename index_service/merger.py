@@ -8,7 +8,7 @@ graph holds at least as many).
 Searches scan the waiting rows exactly beside the graph (filters.search_sql), so they are found at once;
 `merge` hands them to the graph a batch at a time once upserts pause (clearing the flag makes pgvector
 insert the row). Past the limit an upsert writes into the graph itself, at the graph's own pace: no search
-ever scans more than about that many rows exactly (about 1.5 us a row).
+ever scans more than about that many rows exactly (about 2 us a row: bench.index).
 """
 
 from __future__ import annotations
