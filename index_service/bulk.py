@@ -45,7 +45,7 @@ class BulkLoads:
         self._lock = threading.Lock()
         self._waiting: dict[str, float] = {}  # collection -> monotonic time its last upsert ended
         self._in_flight: dict[str, int] = {}  # collection -> upserts under way
-        self._ended: dict[str, float] = {}  # collection -> monotonic time its last upsert ended
+        self._ended: dict[str, float] = {}  # any collection -> when its last upsert here ended (monotonic)
 
     def starting(self, collection: str, expected_rows: int, timeout_s: float | None) -> None:
         """Before an upsert: defer the index of an empty collection a large load is about to fill."""

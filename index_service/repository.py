@@ -275,6 +275,7 @@ class Repository:
         first collection that has some and whose upserts here have paused `idle_s`; returns how many."""
         if not self.dialect.graph_delta:
             return 0
+
         def step(name: str) -> Callable[[cursor], int]:
             return lambda cur: merger.merge(cur, catalog.resolve(cur, name), batch)
 
