@@ -121,14 +121,14 @@ def groups(ids: list[int], neighbours: Neighbours) -> list[tuple[set[int], bool]
     return found
 
 
-def neighbour_sql(table: str, delta: bool = False) -> str:
+def neighbour_sql(table: str, dialect: Dialect) -> str:
     """The pairs (image, neighbour) within a distance (%s) of images (%s): an HNSW scan per image, LATERAL;
-    with `delta` (the dialect's graph_delta) beside it an exact scan of the rows the graph has not taken in."""
+    where the dialect's graph leaves rows out (graph_delta), beside it an exact scan of those rows."""
     def nearest(condition: str) -> str:
         return f"SELECT b.id, b.v <=> a.v AS d FROM {table} b {condition}ORDER BY b.v <=> a.v LIMIT {NEIGHBOURS + 1}"
 
-    near = (f"({nearest('WHERE NOT b.unindexed ')}) UNION ALL ({nearest('WHERE b.unindexed ')})" if delta
-            else nearest(""))
+    near = (f"({nearest('WHERE NOT b.unindexed ')}) UNION ALL ({nearest('WHERE b.unindexed ')})"
+            if dialect.graph_delta else nearest(""))
     return (f"SELECT a.id, n.id FROM {table} a CROSS JOIN LATERAL ({near}) n "
             "WHERE a.id = ANY(%s) AND a.v IS NOT NULL AND n.id <> a.id AND n.d <= %s")
 
@@ -145,7 +145,7 @@ def scan(cur: cursor, c: Coll, dialect: Dialect, ef: int, max_distance: float, a
         cur.execute(statement)
     # As for searches: with vectors out of line the planner may think a full scan + sort per image cheaper.
     cur.execute("SET LOCAL enable_seqscan = off")
-    sql = neighbour_sql(c.table, dialect.graph_delta)
+    sql = neighbour_sql(c.table, dialect)
 
     def neighbours(batch: list[int]) -> list[tuple[int, int]]:
         cur.execute(sql, (batch, max_distance + ROUNDING))

@@ -76,7 +76,7 @@ def test_the_neighbour_query_runs_through_the_hnsw_index(index: Running) -> None
 
     def plan(cur: object) -> str:
         cur.execute("SET LOCAL enable_seqscan = off")  # type: ignore[attr-defined]
-        sql = "EXPLAIN " + duplicates.neighbour_sql(c.table, repo.dialect.graph_delta)
+        sql = "EXPLAIN " + duplicates.neighbour_sql(c.table, repo.dialect)
         cur.execute(sql, ([1, 2, 3], 0.05))  # type: ignore[attr-defined]
         return "\n".join(r[0] for r in cur.fetchall())  # type: ignore[attr-defined]
 
