@@ -103,8 +103,8 @@ def measure_ours(bundle_dir: Path, caltech: list[bytes], large: list[bytes], thr
 @contextmanager
 def serving(bundle_dir: Path, threads: int) -> Iterator[tuple[ClipModel, embedder_pb2_grpc.EmbedderStub]]:
     """The bundle served in process over gRPC on a free port, and a stub to call it."""
-    model = ClipModel(bundle.load(bundle_dir), "cpu", threads)
     config = EmbedderConfig(port=0, max_batch=32, max_images_per_request=64)
+    model = ClipModel(bundle.load(bundle_dir), "cpu", threads, config.spin_us)
     server = create_server(config, Engine(model, config))
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}",
                                     options=[("grpc.max_receive_message_length", 256 << 20)])

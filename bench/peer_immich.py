@@ -1,15 +1,15 @@
 """Side by side with immich's machine-learning service: same random ViT-B/32 weights, same JPEGs, same cores.
 
-`python -m bench.peer_immich --immich PATH/machine-learning --venv VENV [--spin] [--quick] [--rounds N]`:
+`python -m bench.peer_immich --immich PATH/machine-learning --venv VENV [--spin-us LIST] [--quick] [--rounds N]`:
 PATH is an immich checkout (only its machine-learning/ folder is used), VENV a virtual environment with
 its Python dependencies and onnxruntime (see bench/README.md). The script writes our cached random fp32
 ViT-B/32 image tower into immich's model-cache layout under a temporary folder (as the model
 "ViT-B-32__openai", so immich serves it without downloading anything), starts immich on a loopback port
-and our embedder (fp32 and int8 bundles; with --spin also int8 with spinning threads) as separate
-processes, and measures images/s of single-image requests from 1, 4 and 8 concurrent clients: POST
-/predict for immich, EmbedImages for ours. Engines
-and client counts are interleaved round by round, so ratios compare windows measured moments apart on a
-shared machine. Without --immich/--venv (or when they are missing) it says so and exits 0.
+and our embedder (fp32 and int8 bundles with the default settings; with --spin-us also int8 with other
+EMBEDDER_SPIN_US values) as separate processes, and measures images/s of single-image requests from 1, 4
+and 8 concurrent clients: POST /predict for immich, EmbedImages for ours. Engines and client counts are
+interleaved round by round, so ratios compare windows measured moments apart on a shared machine.
+Without --immich/--venv (or when they are missing) it says so and exits 0.
 Writes bench/results/peer_immich.json.
 """
 
@@ -165,9 +165,9 @@ def main() -> int:
     parser.add_argument("--venv", type=Path, help="virtual environment with immich's dependencies")
     parser.add_argument("--fp32", type=Path, help="fp32 ViT-B/32 bundle (default: the cached random one)")
     parser.add_argument("--int8", type=Path, help="its int8 bundle (default: the cached random one)")
-    parser.add_argument("--spin", action="store_true",
-                        help="also measure our int8 with ONNX Runtime threads spinning (EMBEDDER_SPIN=1), as "
-                             "immich's do")
+    parser.add_argument("--spin-us", default="",
+                        help="also measure our int8 with these comma-separated EMBEDDER_SPIN_US values (0: "
+                             "threads sleep at once; 1000000: they spin, as immich's do)")
     parser.add_argument("--quick", action="store_true", help="shorter windows and fewer rounds (a smoke run)")
     parser.add_argument("--rounds", type=int, default=0, help="interleaved rounds (default 5, quick 2)")
     args = parser.parse_args()
@@ -190,18 +190,18 @@ def main() -> int:
                   # immich's __main__ starts gunicorn as "python -m gunicorn": its venv must come first.
                   "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(args.immich)}
     ours_argv = [sys.executable, "-m", "embedder_service"]
-    ours = {"fp32": (fp32, "0"), "int8": (int8, "0")}
-    if args.spin:
-        ours["int8 spinning"] = (int8, "1")
+    ours: dict[str, tuple[Path, dict[str, str]]] = {"fp32": (fp32, {}), "int8": (int8, {})}  # the defaults
+    for spin_us in filter(None, args.spin_us.split(",")):
+        ours[f"int8 spin {int(spin_us)} us"] = (int8, {"EMBEDDER_SPIN_US": spin_us})
     try:
         with ExitStack() as stack:
             stack.enter_context(process([str(python), "-m", "immich_ml"], immich_env, _pings(ports["immich"]),
                                         "immich", args.immich))
             callers = {"immich": immich_caller(ports["immich"], images)}
-            for name, (bundle_dir, spin) in ours.items():
+            for name, (bundle_dir, settings) in ours.items():
                 port = free_port()
                 env = {"EMBEDDER_MODEL_DIR": str(bundle_dir), "EMBEDDER_PORT": str(port), "EMBEDDER_PROVIDER": "cpu",
-                       "EMBEDDER_SPIN": spin}
+                       **settings}
                 stack.enter_context(process(ours_argv, env, _serves(port, images[0]), f"ours-{name}", ROOT))
                 callers[f"ours {name}"] = ours_caller(port, images)
             started = time.time()

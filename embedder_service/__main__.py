@@ -40,7 +40,7 @@ def main() -> int:
         return process.startup_error(NAME, f"cannot serve metrics on {config.host}:{config.metrics_port}: {exc}")
     log.info("listening on %s:%d (NOT_SERVING until the model is loaded)", config.host, server.port)
     try:
-        model = ClipModel(bundle.load(config.model_dir), config.provider, config.threads, config.spin)
+        model = ClipModel(bundle.load(config.model_dir), config.provider, config.threads, config.spin_us)
         engine = Engine(model, config)  # loads the tokenizer, which may still refuse the bundle
     except (bundle.BundleError, ProviderError) as exc:
         server.stop(0)

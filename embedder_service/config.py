@@ -14,7 +14,7 @@ BOUNDS = {
     **{name: (1, None) for name in ("max_batch", "queue_limit", "max_images_per_request", "max_texts_per_request",
                                     "max_pixels", "max_image_bytes", "max_receive_mb", "max_text_chars")},
     **{name: (0, None) for name in ("threads", "decode_workers", "max_wait_ms", "thumbnail_max", "grace_s",
-                                    "drain_s")},
+                                    "drain_s", "spin_us")},
     "port": (0, 65535),
     "metrics_port": (0, 65535),
 }
@@ -56,10 +56,12 @@ class EmbedderConfig:
     drain_s: float = 0.0
     log_level: str = "INFO"
     log_format: str = "text"
-    # ONNX Runtime's worker threads spin between operators instead of sleeping. Off: on a machine whose
-    # cores are shared (with the decode pool, the gRPC threads, other services) spinning threads take the
-    # cores the others need; measured 2-3x slower single images there (bench/README.md, issue 14).
-    spin: bool = False
+    # Microseconds an ONNX Runtime worker thread spins waiting for the next operator before it sleeps; 0 =
+    # sleep at once. One image is some 400 operators, and threads that sleep between them wake late: one
+    # client's int8 images/s over gRPC were 43 sleeping, 52 spinning up to 50 us, 55 spinning without a
+    # bound. Beside one busy thread on the 2 cores the bound matters: the int8 tower took 26 ms sleeping,
+    # 29-39 spinning up to 20-500 us, 38-43 unbounded (bench/README.md, issue 14).
+    spin_us: int = 50
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EmbedderConfig:

@@ -131,18 +131,18 @@ def check_active(requested: str, active: Sequence[str]) -> None:
 class ClipModel:
     """The image and text towers of one bundle; outputs are L2-normalized float32."""
 
-    def __init__(self, bundle: bundles.Bundle, provider: str = "auto", threads: int = 0, spin: bool = False) -> None:
+    def __init__(self, bundle: bundles.Bundle, provider: str = "auto", threads: int = 0, spin_us: int = 0) -> None:
         self.bundle = bundle
         available = ort.get_available_providers()
         blocker = cuda_blocker(available) if provider != "cpu" else None
         if provider == "auto" and blocker:
             log.info("CUDA not used: %s", blocker)
         wanted = candidate_providers(provider, available, blocker)
-        self._image = _session(bundle.image_onnx, wanted, threads, spin)
+        self._image = _session(bundle.image_onnx, wanted, threads, spin_us)
         active = self._image.get_providers()
         check_active(provider, active)
         # Both towers run on what the first one really got, so a fallback is never half-done.
-        self._text = _session(bundle.text_onnx, active, threads, spin)
+        self._text = _session(bundle.text_onnx, active, threads, spin_us)
         check_graphs(bundle, _interface(self._image), _interface(self._text))
         self.providers = list(active)
         if provider == "auto" and CUDA in wanted and active[0] != CUDA:
@@ -204,11 +204,14 @@ def check_graphs(bundle: bundles.Bundle, image: Interface, text: Interface) -> N
                                   f"pixels wide, {bundles.MANIFEST} field image.size says {bundle.image.size}")
 
 
-def _session(path: os.PathLike[str], providers: Sequence[str], threads: int, spin: bool) -> ort.InferenceSession:
+def _session(path: os.PathLike[str], providers: Sequence[str], threads: int, spin_us: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    # Worker threads wait for the next operator spinning for up to spin_us, then sleep (0: sleep at once).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_us else "0")
+    if spin_us:
+        options.add_session_config_entry("session.intra_op.spin_duration_us", str(spin_us))
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
 

@@ -126,6 +126,8 @@ def cmd_int8(args: argparse.Namespace) -> int:
     from embedder_service.models import quantize
 
     calibration = sorted(Path(args.calibration).glob("*.jp*g")) if args.calibration else []
+    if args.calibration and args.method != "static":
+        raise quantize.QuantizeError("--calibration calibrates --method static; dynamic needs no calibration")
     if args.calibration and not calibration:
         raise quantize.QuantizeError(f"{args.calibration}: no .jpg or .jpeg files to calibrate on")
     return _report(quantize.make_int8(args.src, args.out, method=args.method,
@@ -241,9 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("int8", cmd_int8, "convert an fp32 bundle into an int8 bundle for CPU serving")
     p.add_argument("src", metavar="SRC", help="fp32 bundle directory")
     out_option(p)
-    p.add_argument("--method", choices=("static", "dynamic"), default="static",
-                   help="static (default): image tower calibrated ahead of time, QDQ with per-channel weights; "
-                        "dynamic: activation ranges measured on every call (the text tower is dynamic in both)")
+    p.add_argument("--method", choices=("dynamic", "static"), default="dynamic",
+                   help="dynamic (default): activation ranges measured on every call; static: image tower "
+                        "calibrated ahead of time, QDQ with per-channel weights (the text tower is dynamic in both)")
     p.add_argument("--calibration", metavar="DIR",
                    help="with --method static: calibrate on the JPEGs in DIR (default: synthetic image-like ones)")
 

@@ -25,13 +25,13 @@ log = logging.getLogger(__name__)
 # Signed weights use the fast kernel (u8 activations x s8 weights). 7-bit weights (reduce_range) cost a
 # little fidelity but cannot saturate the 16-bit intermediate sums of the AVX2 kernel that CPUs without
 # VNNI use (e.g. AMD Zen 2/3), so one int8 bundle is faithful on every x86 host.
-# Static QDQ (calibrate.py) against dynamic, same session options, 2 threads, AVX2 host without VNNI (a
-# different, far busier machine: load average 13-20 on 2 cores, times 10-20x the quiet ones, per-round
-# ratios spread 0.8-18x), medians of 12 interleaved rounds, min cosine to fp32 over 16 synthetic photos:
-#   threads spinning:  dynamic 0.9986, 1.81x fp32 at batch 1, 1.62x at 8; static 7-bit 0.9983, 1.67x, 1.64x
-#   threads sleeping:  dynamic 4.05x fp32 at batch 1, 2.22x at 8;       static 7-bit 4.97x, 2.87x
-#   static 8-bit weights (no reduce_range) 0.9987, 2.35x / 1.59x spinning
-# so static is the default (1.2-1.3x dynamic with sleeping threads, level with spinning ones).
+# Static QDQ (calibrate.py) against dynamic, the random ViT-B/32 image tower, 2 threads, min cosine to fp32
+# over 8 held-out synthetic photos, medians of 3 interleaved rounds on a quiet 2-core Intel Xeon with
+# AVX-512 VNNI and AMX (2026-12-02): dynamic 18.2 ms at batch 1, 8.9 ms per image at batch 8, cosine
+# 0.9986; static 22.2 and 12.4, 0.9982; fp32 49.3 and 33.5. ONNX Runtime fuses the dynamic MatMul with its
+# scales and bias (MatMulIntegerToFloat); the static graph keeps QuantizeLinear, DequantizeLinear and the
+# bias Add as nodes of their own (5 ms of 22). So dynamic is the default. On a busy AVX2 host without VNNI
+# (load average 13-20) static had measured 1.2-1.3x faster, within that machine's noise.
 WEIGHT_TYPE = "QInt8"
 PER_CHANNEL = True
 REDUCE_RANGE = True
@@ -39,7 +39,7 @@ REDUCE_RANGE = True
 # token-embedding Gather: 100 MB of the 250 MB file, for 0.0001 of cosine.
 OP_TYPES = {bundles.IMAGE_FILE: ["MatMul"], bundles.TEXT_FILE: ["MatMul", "Gather"]}
 METHODS = ("static", "dynamic")
-DEFAULT_METHOD = "static"
+DEFAULT_METHOD = "dynamic"
 STATIC_FLOOR = 0.99  # a static image tower below this cosine to fp32 (per row) falls back to dynamic
 
 

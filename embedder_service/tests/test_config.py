@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from embedder_service.config import EmbedderConfig
-from embedder_service.model import CPU, CUDA, ProviderError, candidate_providers, check_active
+from embedder_service.model import CPU, CUDA, ClipModel, ProviderError, candidate_providers, check_active
+from embedder_service.models import bundle
 from semsearch_common.config import ConfigError
 
 
@@ -43,11 +46,27 @@ def test_log_format_drain_and_level() -> None:
     ({"EMBEDDER_LOG_FORMAT": "xml"}, "EMBEDDER_LOG_FORMAT"),
     ({"EMBEDDER_LOG_LEVEL": "loud"}, "EMBEDDER_LOG_LEVEL"),
     ({"EMBEDDER_DRAIN_S": "-1"}, "EMBEDDER_DRAIN_S"),
+    ({"EMBEDDER_SPIN_US": "-5"}, "EMBEDDER_SPIN_US"),
     ({"EMBEDDER_PORT": "70000"}, "EMBEDDER_PORT"),
 ])
 def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         EmbedderConfig.from_env(env)
+
+
+@pytest.mark.parametrize(("spin_us", "allowed", "duration"), [(0, "0", None), (75, "1", "75")])
+def test_spin_time_reaches_both_towers_sessions(tiny_bundle_dir: Path, spin_us: int, allowed: str,
+                                                duration: str | None) -> None:
+    clip = ClipModel(bundle.load(tiny_bundle_dir), "cpu", threads=2, spin_us=spin_us)
+    for session in (clip._image, clip._text):
+        options = session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == allowed
+        if duration is None:
+            with pytest.raises(RuntimeError, match="does not have configuration"):
+                options.get_session_config_entry("session.intra_op.spin_duration_us")
+        else:
+            assert options.get_session_config_entry("session.intra_op.spin_duration_us") == duration
+    assert EmbedderConfig.from_env({"EMBEDDER_SPIN_US": "0"}).spin_us == 0 and EmbedderConfig().spin_us > 0
 
 
 def test_auto_prefers_cuda_only_when_the_build_has_it() -> None:

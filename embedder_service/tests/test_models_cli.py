@@ -81,6 +81,7 @@ def test_obtain_hub_reuses_a_downloaded_bundle(tiny_bundle_dir: Path, tmp_path: 
     (["obtain", "/no/such/bundle", "--cache", "{tmp}"], "neither hub, random, random-int8 nor an existing"),
     (["info", "{tmp}"], "model.json is missing"),
     (["int8", "{tmp}", "--out", "{tmp}/out"], "model.json is missing"),
+    (["int8", "{tmp}", "--out", "{tmp}/out", "--calibration", "{tmp}"], "calibrates --method static"),
     (["random", "--preset", "tiny", "--out", "{tmp}"], "not empty"),
 ])
 def test_failures_exit_1_with_one_line(tmp_path: Path, capsys: Any, argv: list[str], message: str) -> None:

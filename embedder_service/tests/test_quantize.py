@@ -36,16 +36,16 @@ def test_output_matmuls_finds_the_projection_only() -> None:
 
 @pytest.fixture(scope="module")
 def int8_dir(tiny_bundle_dir: Path) -> Path:
-    """The cached int8 variant of the tiny bundle (the default method: static)."""
+    """The cached int8 variant of the tiny bundle (the default method: dynamic)."""
     from embedder_service.models import export
 
     return export.cached_random_bundle(CACHE, "tiny", "int8")
 
 
 @pytest.fixture(scope="module")
-def dynamic_dir(tiny_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny bundle quantized dynamically."""
-    return quantize.make_int8(tiny_bundle_dir, tmp_path_factory.mktemp("dyn") / "int8", method="dynamic").path
+def static_dir(tiny_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny bundle quantized statically (calibrated on synthetic photos)."""
+    return quantize.make_int8(tiny_bundle_dir, tmp_path_factory.mktemp("static") / "int8", method="static").path
 
 
 def ops(path: Path) -> list[onnx.NodeProto]:
@@ -53,15 +53,15 @@ def ops(path: Path) -> list[onnx.NodeProto]:
     return list(onnx.load(str(path)).graph.node)
 
 
-def test_dynamic_int8_quantizes_linear_layers_but_not_stem_or_projection(dynamic_dir: Path) -> None:
-    image = ops(dynamic_dir / bundles.IMAGE_FILE)
+def test_dynamic_int8_quantizes_linear_layers_but_not_stem_or_projection(int8_dir: Path) -> None:
+    image = ops(int8_dir / bundles.IMAGE_FILE)
     kinds = [n.op_type for n in image]
     assert "Conv" in kinds and "ConvInteger" not in kinds, "the patch embedding stays fp32"
     # Tiny: 2 layers x (q, k, v, out, fc1, fc2) weight MatMuls are integer; the projection is not.
     assert kinds.count("MatMulInteger") == 12
-    model = onnx.load(str(dynamic_dir / bundles.IMAGE_FILE))
+    model = onnx.load(str(int8_dir / bundles.IMAGE_FILE))
     assert [n.op_type for n in model.graph.node if n.name in quantize.output_matmuls(model)] == ["MatMul"]
-    assert bundles.load(dynamic_dir).extra["int8"]["method"] == "onnxruntime dynamic"
+    assert bundles.load(int8_dir).extra["int8"]["method"] == "onnxruntime dynamic"
 
 
 def dequantized_inputs(model: onnx.ModelProto) -> dict[str, int]:
@@ -74,8 +74,8 @@ def dequantized_inputs(model: onnx.ModelProto) -> dict[str, int]:
     return counts
 
 
-def test_static_int8_quantizes_linear_layers_with_qdq_but_not_stem_or_projection(int8_dir: Path) -> None:
-    model = onnx.load(str(int8_dir / bundles.IMAGE_FILE))
+def test_static_int8_quantizes_linear_layers_with_qdq_but_not_stem_or_projection(static_dir: Path) -> None:
+    model = onnx.load(str(static_dir / bundles.IMAGE_FILE))
     counts = dequantized_inputs(model)
     # Tiny: the 12 weight MatMuls of 2 layers plus the 4 attention products (q.k and attention.v).
     assert counts.get("MatMul") == 16 and "Conv" not in counts, counts
@@ -83,7 +83,7 @@ def test_static_int8_quantizes_linear_layers_with_qdq_but_not_stem_or_projection
     projection = [n for n in model.graph.node if n.name in quantize.output_matmuls(model)]
     assert [n.op_type for n in projection] == ["MatMul"]
     assert not from_dq & set(projection[0].input), "the projection stays fp32"
-    extra = bundles.load(int8_dir).extra["int8"]
+    extra = bundles.load(static_dir).extra["int8"]
     assert extra["method"] == "onnxruntime static" and extra["calibration_source"] == "synthetic image-like JPEGs"
     assert extra["image"].startswith("static") and extra["static_min_cosine"] >= quantize.STATIC_FLOOR
 
@@ -94,14 +94,14 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("method", ["static", "dynamic"])
-def test_int8_is_faithful_to_fp32_per_row(method: str, int8_dir: Path, dynamic_dir: Path,
+def test_int8_is_faithful_to_fp32_per_row(method: str, int8_dir: Path, static_dir: Path,
                                           tiny_bundle_dir: Path) -> None:
     """Cosine >= 0.99 to fp32 per row, on images other than the calibration ones, one at a time and batched."""
     import onnxruntime as ort
 
     from embedder_service.models import calibrate
 
-    quantized = int8_dir if method == "static" else dynamic_dir
+    quantized = static_dir if method == "static" else int8_dir
     photos = [calibrate.synthetic_photo(seed) for seed in range(1000, 1012)]
     feed = calibrate.calibration_pixels(bundles.load(tiny_bundle_dir), photos)
 
