@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ BOUNDS = {
     "metrics_port": (0, 65535),
 }
 CHOICES = {"provider": PROVIDERS, "log_level": LEVELS, "log_format": FORMATS}
+# Variables that settings replaced, and what replaced them: set, they stop the start instead of being ignored.
+RETIRED = {"EMBEDDER_SPIN": "EMBEDDER_SPIN_US (microseconds a thread spins before it sleeps; 0 = never spins)"}
 
 __all__ = ["ConfigError", "EmbedderConfig"]
 
@@ -66,4 +69,8 @@ class EmbedderConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EmbedderConfig:
         """Build from EMBEDDER_* variables; unset or blank ones keep their defaults, bad ones raise ConfigError."""
+        source = os.environ if env is None else env
+        for old, new in RETIRED.items():
+            if source.get(old, "").strip():
+                raise ConfigError(f"{old} is no longer read: set {new} instead")
         return Env("EMBEDDER", env).fill(cls, bounds=BOUNDS, choices=CHOICES)

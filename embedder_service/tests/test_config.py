@@ -47,6 +47,7 @@ def test_log_format_drain_and_level() -> None:
     ({"EMBEDDER_LOG_LEVEL": "loud"}, "EMBEDDER_LOG_LEVEL"),
     ({"EMBEDDER_DRAIN_S": "-1"}, "EMBEDDER_DRAIN_S"),
     ({"EMBEDDER_SPIN_US": "-5"}, "EMBEDDER_SPIN_US"),
+    ({"EMBEDDER_SPIN": "1"}, "EMBEDDER_SPIN is no longer read: set EMBEDDER_SPIN_US"),
     ({"EMBEDDER_PORT": "70000"}, "EMBEDDER_PORT"),
 ])
 def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
