@@ -7,7 +7,9 @@ pixels, short-text latency (with every sample kept for the report's distribution
 in PyTorch/transformers on the same inputs (batches, and the same numbers of threads each embedding one
 image at a time). Then, head to head with the engines interleaved round by round (`--rounds`): one
 client's single-image latency and images/s from 1, 4 and 8 single-image clients, with the int8 / fp32,
-int8 / PyTorch and fp32 / PyTorch ratios per client count. Writes bench/results/embedder.json.
+int8 / PyTorch and fp32 / PyTorch ratios per client count; with `--immich PATH --venv VENV` immich's
+machine-learning service joins them (same fp32 weights, see bench/peer_immich.py) with ours / immich.
+Writes bench/results/embedder.json.
 """
 
 from __future__ import annotations
@@ -171,9 +173,10 @@ def torch_reference(threads: int) -> tuple[Any, Callable[[list[bytes]], None]]:
 
 
 def measure_head_to_head(caltech: list[bytes], threads: int, min_s: float, rounds: int,
-                         bundle_dirs: dict[str, Path]) -> dict[str, Any]:
-    """Ours in each precision and PyTorch on single-image requests: 1 client's latency and 1/4/8 clients'
-    images/s, interleaved round by round so that the ratios compare moments, not minutes, of a shared machine."""
+                         bundle_dirs: dict[str, Path], immich: tuple[Path, Path] | None = None) -> dict[str, Any]:
+    """Ours in each precision and PyTorch (and immich's service: its checkout and venv python) on single-image
+    requests: 1 client's latency and 1/4/8 clients' images/s, interleaved round by round so that the ratios
+    compare moments, not minutes, of a shared machine."""
     _, torch_fn = torch_reference(threads)
     with ExitStack() as stack:
         callers: dict[str, Call] = {}
@@ -182,6 +185,12 @@ def measure_head_to_head(caltech: list[bytes], threads: int, min_s: float, round
             requests = [embedder_pb2.EmbedImagesRequest(images=[embedder_pb2.ImageInput(data=d)]) for d in caltech]
             callers[f"ours {precision}"] = partial(_one_image, stub, requests)
         callers["PyTorch fp32"] = lambda i: torch_fn([caltech[i % len(caltech)]])
+        if immich is not None:
+            from bench import peer_immich  # it imports this module: loaded only when asked for
+
+            fp32 = export.cached_random_bundle(CACHE, "vit-b-32", "fp32")
+            port = stack.enter_context(peer_immich.immich_serving(*immich, fp32))
+            callers["immich"] = peer_immich.immich_caller(port, caltech)
         samples = interleaved(callers, HEAD_TO_HEAD, rounds, min_s)
         waits: dict[str, list[float]] = {engine: [] for engine in callers}
         for _ in range(rounds):  # batch-1 latency, one client: where a single search waits
@@ -189,7 +198,7 @@ def measure_head_to_head(caltech: list[bytes], threads: int, min_s: float, round
                 waits[engine] += latencies(call, min_s / 2, at_least=10)
     engines = list(callers)
     pairs = [(a, b) for a in engines for b in engines if a != b and a.startswith("ours") and
-             (b == "PyTorch fp32" or (a, b) == ("ours int8", "ours fp32"))]
+             (b in ("PyTorch fp32", "immich") or (a, b) == ("ours int8", "ours fp32"))]
     return {"rounds": rounds, "window_s": min_s, "images_per_s": samples,
             "b1_latency": {e: percentiles(w) for e, w in waits.items()},
             "ratios": {f"{a} / {b}": ratios(samples, a, b) for a, b in pairs}}
@@ -236,7 +245,18 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,int8", help="bundles to measure")
     parser.add_argument("--rounds", type=int, default=0, help="rounds of the interleaved single-image comparison "
                                                                   "(default 5, quick 2)")
+    parser.add_argument("--immich", type=Path, help="immich's machine-learning/ folder: adds immich's service to the "
+                                                    "single-image comparison (see bench/peer_immich.py)")
+    parser.add_argument("--venv", type=Path, help="with --immich: the virtual environment it runs in")
     args = parser.parse_args()
+    immich = None
+    if args.immich or args.venv:
+        from bench import peer_immich
+
+        python = peer_immich.immich_python(args.immich, args.venv)
+        if python is None:
+            parser.error(peer_immich.SKIPPED)
+        immich = (args.immich, python)
     min_s = 1.0 if args.quick else 6.0
     caltech = caltech_like(64 if args.quick else 128)
     large = large_photos(8 if args.quick else 16)
@@ -248,7 +268,7 @@ def main() -> None:
         result["ours"][precision] = measure_ours(bundle_dir, caltech, large, threads, min_s)
     result["torch_fp32"] = measure_torch(caltech, threads, min_s, bundle_dir)
     result["head_to_head"] = measure_head_to_head(caltech, threads, min_s / 2, args.rounds or (2 if args.quick else 5),
-                                                  bundle_dirs)
+                                                  bundle_dirs, immich)
     report(result)
     print(f"\nwrote {write('embedder', result)}")
 

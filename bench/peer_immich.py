@@ -45,6 +45,8 @@ from protos.semsearch.v1 import embedder_pb2, embedder_pb2_grpc
 MODEL = "ViT-B-32__openai"  # a name immich knows as open_clip; its files are ours, so nothing is downloaded
 ENTRIES = json.dumps({"clip": {"visual": {"modelName": MODEL}}})
 CLIENTS = (1, 4, 8)
+SKIPPED = ("give --immich PATH/machine-learning (an immich checkout) and --venv VENV with its dependencies; "
+           "see bench/README.md")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -68,6 +70,33 @@ def immich_cache(bundle_dir: Path, cache_root: Path) -> Path:
               "text_cfg": {"context_length": found.text.context_length}}
     (model_dir / "config.json").write_text(json.dumps(config))
     return cache_root
+
+
+def immich_python(checkout: Path | None, venv: Path | None) -> Path | None:
+    """The venv's python when `checkout` holds immich's machine-learning package and `venv` a python, else None."""
+    python = venv / "bin" / "python" if venv else None
+    if not checkout or not (checkout / "immich_ml" / "main.py").is_file() or not python or not python.exists():
+        return None
+    return python
+
+
+@contextmanager
+def immich_serving(checkout: Path, python: Path, fp32: Path) -> Iterator[int]:
+    """immich's machine-learning service on a loopback port, serving `fp32`'s image tower; yields the port."""
+    work = Path(tempfile.mkdtemp(prefix="peer-immich-"))
+    port = free_port()
+    env = {"MACHINE_LEARNING_CACHE_FOLDER": str(immich_cache(fp32, work / "cache")),
+           "IMMICH_HOST": "127.0.0.1", "IMMICH_PORT": str(port), "MACHINE_LEARNING_MODEL_TTL": "0",
+           # Keep-alive past the pauses between measurement windows (immich's default is 2 s).
+           "MACHINE_LEARNING_HTTP_KEEPALIVE_TIMEOUT_S": "60",
+           "MACHINE_LEARNING_PRELOAD__CLIP__VISUAL": MODEL, "HF_HUB_OFFLINE": "1",
+           # immich's __main__ starts gunicorn as "python -m gunicorn": its venv must come first.
+           "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(checkout)}
+    try:
+        with process([str(python), "-m", "immich_ml"], env, _pings(port), "immich", checkout):
+            yield port
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def multipart(image: bytes) -> tuple[bytes, str]:
@@ -171,43 +200,28 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="shorter windows and fewer rounds (a smoke run)")
     parser.add_argument("--rounds", type=int, default=0, help="interleaved rounds (default 5, quick 2)")
     args = parser.parse_args()
-    python = args.venv / "bin" / "python" if args.venv else None
-    if not args.immich or not (args.immich / "immich_ml" / "main.py").is_file() or not python or not python.exists():
-        print("skipped: give --immich PATH/machine-learning (an immich checkout) and --venv VENV with its "
-              "dependencies; see bench/README.md")
+    python = immich_python(args.immich, args.venv)
+    if python is None:
+        print(f"skipped: {SKIPPED}")
         return 0
     rounds, min_s = args.rounds or (2 if args.quick else 5), 1.5 if args.quick else 4.0
     images = caltech_like(32 if args.quick else 64)
     fp32 = args.fp32 or export.cached_random_bundle(CACHE, "vit-b-32", "fp32")
     int8 = args.int8 or export.cached_random_bundle(CACHE, "vit-b-32", "int8")
-    work = Path(tempfile.mkdtemp(prefix="peer-immich-"))
-    ports = {"immich": free_port()}
-    immich_env = {"MACHINE_LEARNING_CACHE_FOLDER": str(immich_cache(fp32, work / "cache")),
-                  "IMMICH_HOST": "127.0.0.1", "IMMICH_PORT": str(ports["immich"]), "MACHINE_LEARNING_MODEL_TTL": "0",
-                  # Keep-alive past the pauses between measurement windows (immich's default is 2 s).
-                  "MACHINE_LEARNING_HTTP_KEEPALIVE_TIMEOUT_S": "60",
-                  "MACHINE_LEARNING_PRELOAD__CLIP__VISUAL": MODEL, "HF_HUB_OFFLINE": "1",
-                  # immich's __main__ starts gunicorn as "python -m gunicorn": its venv must come first.
-                  "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(args.immich)}
     ours_argv = [sys.executable, "-m", "embedder_service"]
     ours: dict[str, tuple[Path, dict[str, str]]] = {"fp32": (fp32, {}), "int8": (int8, {})}  # the defaults
     for spin_us in filter(None, args.spin_us.split(",")):
         ours[f"int8 spin {int(spin_us)} us"] = (int8, {"EMBEDDER_SPIN_US": spin_us})
-    try:
-        with ExitStack() as stack:
-            stack.enter_context(process([str(python), "-m", "immich_ml"], immich_env, _pings(ports["immich"]),
-                                        "immich", args.immich))
-            callers = {"immich": immich_caller(ports["immich"], images)}
-            for name, (bundle_dir, settings) in ours.items():
-                port = free_port()
-                env = {"EMBEDDER_MODEL_DIR": str(bundle_dir), "EMBEDDER_PORT": str(port), "EMBEDDER_PROVIDER": "cpu",
-                       **settings}
-                stack.enter_context(process(ours_argv, env, _serves(port, images[0]), f"ours-{name}", ROOT))
-                callers[f"ours {name}"] = ours_caller(port, images)
-            started = time.time()
-            samples = interleaved(callers, CLIENTS, rounds, min_s)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with ExitStack() as stack:
+        callers = {"immich": immich_caller(stack.enter_context(immich_serving(args.immich, python, fp32)), images)}
+        for name, (bundle_dir, settings) in ours.items():
+            port = free_port()
+            env = {"EMBEDDER_MODEL_DIR": str(bundle_dir), "EMBEDDER_PORT": str(port), "EMBEDDER_PROVIDER": "cpu",
+                   **settings}
+            stack.enter_context(process(ours_argv, env, _serves(port, images[0]), f"ours-{name}", ROOT))
+            callers[f"ours {name}"] = ours_caller(port, images)
+        started = time.time()
+        samples = interleaved(callers, CLIENTS, rounds, min_s)
     result: dict[str, Any] = {
         "machine": machine(), "load_average": os.getloadavg(), "rounds": rounds, "window_s": min_s,
         "seconds": time.time() - started, "images_per_s": samples,

@@ -130,6 +130,12 @@ def embedder_section(emb: dict[str, Any], plot: Callable[..., str]) -> tuple[str
 
         rows = [{"ratio": pair, **{f"{c} client{'s' if c != '1' else ''}": cell(r) for c, r in by.items()}}
                 for pair, by in h2h["ratios"].items()]
+        peer = h2h["ratios"].get("ours int8 / immich")
+        if peer:  # issue 14: where a single search waits, and under concurrency
+            for clients, need in (("1", 2.5), ("4", 3.5), ("8", 3.5)):
+                v = peer[clients]["median"]
+                goals.append(("embedder", f"int8 ≥ {need}× immich images/s, {clients} single-image client(s)",
+                              f"{v:.2f}×", v >= need))
         text += ["", f"Single-image requests, engines interleaved over {h2h['rounds']} rounds: median of the "
                  "per-round ratios, min–max in brackets.", "", table(rows, list(rows[0]))]
     return "\n".join(text), goals

@@ -43,9 +43,10 @@ class BulkLoads:
     def __init__(self, pool: Pool, min_rows: int, idle_s: float) -> None:
         self.pool, self.min_rows, self.idle_s = pool, min_rows, idle_s
         self._lock = threading.Lock()
-        self._waiting: dict[str, float] = {}  # collection -> monotonic time its last upsert ended
+        self._deferred: set[str] = set()  # collections whose index waits for their upserts to pause
         self._in_flight: dict[str, int] = {}  # collection -> upserts under way
-        self._ended: dict[str, float] = {}  # any collection -> when its last upsert here ended (monotonic)
+        # Any collection -> when its last upsert here ended (monotonic); deferring an index starts the clock too.
+        self._ended: dict[str, float] = {}
 
     def starting(self, collection: str, expected_rows: int, timeout_s: float | None) -> None:
         """Before an upsert: defer the index of an empty collection a large load is about to fill."""
@@ -56,7 +57,8 @@ class BulkLoads:
             log.info("bulk load of %d rows into empty collection %s: its index is built after the load",
                      expected_rows, c.name)
             with self._lock:
-                self._waiting[c.name] = time.monotonic()
+                self._deferred.add(c.name)
+                self._ended[c.name] = time.monotonic()
 
     @contextmanager
     def upserting(self) -> Iterator[Callable[[str], None]]:
@@ -78,36 +80,37 @@ class BulkLoads:
                 for name in busy:
                     self._in_flight[name] -= 1
                     self._ended[name] = now
-                    if name in self._waiting:
-                        self._waiting[name] = now
 
     def wait_for(self, collection: str) -> None:
         """Defer `collection`'s index until its upserts pause (at start-up: a large one left unindexed)."""
         with self._lock:
-            self._waiting.setdefault(collection, time.monotonic())
+            if collection not in self._deferred:
+                self._deferred.add(collection)
+                self._ended[collection] = time.monotonic()
 
     def built(self, collection: str) -> None:
         """The index of `collection` exists again."""
         with self._lock:
-            self._waiting.pop(collection, None)
+            self._deferred.discard(collection)
 
     def due(self) -> list[str]:
         """Collections whose upserts have paused long enough for their index to be built."""
-        now = time.monotonic()
         with self._lock:
-            return sorted(name for name, last in self._waiting.items()
-                          if now - last >= self.idle_s and not self._in_flight.get(name))
+            return sorted(name for name in self._deferred if self._quiet(name, self.idle_s))
 
     def quiet(self, collection: str, for_s: float) -> bool:
         """Whether no upsert into `collection` is under way here, nor ended within `for_s` seconds."""
         with self._lock:
-            ended = self._ended.get(collection)
-            return not self._in_flight.get(collection) and (ended is None or time.monotonic() - ended >= for_s)
+            return self._quiet(collection, for_s)
+
+    def _quiet(self, collection: str, for_s: float) -> bool:
+        ended = self._ended.get(collection)
+        return not self._in_flight.get(collection) and (ended is None or time.monotonic() - ended >= for_s)
 
     def waiting(self) -> list[str]:
         """Collections whose index is deferred."""
         with self._lock:
-            return sorted(self._waiting)
+            return sorted(self._deferred)
 
 
 def _defer(cur: cursor, collection: str) -> tuple[Coll, bool]:

@@ -39,6 +39,11 @@ def small_graph(tmp_path: Path, pg_dsn: str) -> Iterator[tuple[Running, np.ndarr
         reply = running.stub.Upsert(index_pb2.UpsertRequest(items=batch, collection="r"), timeout=60)
         ids += [r.id for r in reply.results]
     running.stub.BuildIndex(index_pb2.BuildIndexRequest(collection="r"), timeout=120)
+    # The insert counts reach the statistics late (a backend flushes them at most once a second, an idle one
+    # after 10 s), and the keeper measures nothing on a table that looks small: ANALYZE counts the rows now.
+    repo: Repository = running.deps.repo
+    table = repo.collection("r", 10).table
+    run_tx(repo.pool, lambda cur: cur.execute(f"ANALYZE {table}"), 60.0)
     yield running, vectors, ids
     running.stop()
 

@@ -47,18 +47,19 @@ def _top(running: Running, v: np.ndarray, **kw: object) -> index_pb2.SearchRespo
     return running.stub.Search(index_pb2.SearchRequest(vector=v.tolist(), k=5, **kw), timeout=10)  # type: ignore[arg-type]
 
 
-def _graph(tmp_path: Path, pg_dsn: str, **overrides: object) -> tuple[Running, np.ndarray]:
-    """A service whose collection holds 300 rows in its graph (counted by VACUUM), and 120 more vectors."""
+def _graph(tmp_path: Path, pg_dsn: str, **overrides: object) -> tuple[Running, np.ndarray, np.ndarray]:
+    """A service whose collection holds 300 rows in its graph (counted by VACUUM): the service, those rows'
+    vectors and 120 more."""
     running = start_server(make_config(tmp_path, pg_dsn, unindexed_max_rows=LIMIT, **overrides))
     vecs = clustered(np.random.default_rng(17), 420, 12)
     _upsert(running, vecs[:300], "g")
     assert _unindexed(running) == 0  # an uncounted graph takes rows itself
     _vacuum(running)
-    return running, vecs[300:]
+    return running, vecs[:300], vecs[300:]
 
 
 def test_waiting_rows_are_found_at_once_bounded_and_handed_to_the_graph(tmp_path: Path, pg_dsn: str) -> None:
-    running, fresh = _graph(tmp_path, pg_dsn, merge_idle_s=3600.0)  # the background waits: merged by hand
+    running, _, fresh = _graph(tmp_path, pg_dsn, merge_idle_s=3600.0)  # the background waits: merged by hand
     try:
         ids = _upsert(running, fresh[:60], "w", label="dog")
         assert _unindexed(running) == 60
@@ -86,7 +87,7 @@ def test_the_search_walks_the_graph_and_scans_the_waiting_rows_through_their_ind
     from index_service import filters
     from index_service.domain import SearchQuery
 
-    running, fresh = _graph(tmp_path, pg_dsn, merge_idle_s=3600.0)
+    running, _, fresh = _graph(tmp_path, pg_dsn, merge_idle_s=3600.0)
     try:
         _upsert(running, fresh[:20], "w")
         repo = running.deps.repo
@@ -107,7 +108,7 @@ def test_the_search_walks_the_graph_and_scans_the_waiting_rows_through_their_ind
 
 
 def test_the_background_hands_waiting_rows_to_the_graph_once_upserts_pause(tmp_path: Path, pg_dsn: str) -> None:
-    running, fresh = _graph(tmp_path, pg_dsn, merge_idle_s=0.2, merge_batch=16)
+    running, _, fresh = _graph(tmp_path, pg_dsn, merge_idle_s=0.2, merge_batch=16)
     try:
         ids = _upsert(running, fresh[:50], "w")
         deadline = time.monotonic() + 30
@@ -121,7 +122,7 @@ def test_the_background_hands_waiting_rows_to_the_graph_once_upserts_pause(tmp_p
 
 def test_a_graph_that_holds_every_row_takes_new_rows_itself(tmp_path: Path, pg_dsn: str) -> None:
     """An index from before migration 17 has no predicate: rows cannot wait beside it."""
-    running, fresh = _graph(tmp_path, pg_dsn, merge_idle_s=3600.0)
+    running, _, fresh = _graph(tmp_path, pg_dsn, merge_idle_s=3600.0)
     try:
         c = running.deps.repo.collection("", 10)
         _sql(running, f"DROP INDEX {c.index}; CREATE INDEX {c.index} ON {c.table} USING hnsw (v vector_cosine_ops)")
@@ -133,9 +134,9 @@ def test_a_graph_that_holds_every_row_takes_new_rows_itself(tmp_path: Path, pg_d
 
 
 def test_near_copies_waiting_beside_the_graph_are_grouped_with_their_original(tmp_path: Path, pg_dsn: str) -> None:
-    running, _ = _graph(tmp_path, pg_dsn, merge_idle_s=3600.0)
+    running, stored_rows, _ = _graph(tmp_path, pg_dsn, merge_idle_s=3600.0)
     try:
-        stored = clustered(np.random.default_rng(17), 420, 12)[5]  # _graph's 6th row
+        stored = stored_rows[5]
         original = _top(running, stored).hits[0].id
         copy = stored + np.float32(1e-4)
         copies = _upsert(running, np.stack([copy / np.linalg.norm(copy)]), "copy")
