@@ -200,6 +200,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="shorter windows and fewer rounds (a smoke run)")
     parser.add_argument("--rounds", type=int, default=0, help="interleaved rounds (default 5, quick 2)")
     args = parser.parse_args()
+    try:
+        spins = [int(value) for value in filter(None, args.spin_us.split(","))]
+    except ValueError:
+        parser.error(f"--spin-us takes whole microseconds separated by commas, not {args.spin_us!r}")
     python = immich_python(args.immich, args.venv)
     if python is None:
         print(f"skipped: {SKIPPED}")
@@ -210,8 +214,8 @@ def main() -> int:
     int8 = args.int8 or export.cached_random_bundle(CACHE, "vit-b-32", "int8")
     ours_argv = [sys.executable, "-m", "embedder_service"]
     ours: dict[str, tuple[Path, dict[str, str]]] = {"fp32": (fp32, {}), "int8": (int8, {})}  # the defaults
-    for spin_us in filter(None, args.spin_us.split(",")):
-        ours[f"int8 spin {int(spin_us)} us"] = (int8, {"EMBEDDER_SPIN_US": spin_us})
+    for spin_us in spins:
+        ours[f"int8 spin {spin_us} us"] = (int8, {"EMBEDDER_SPIN_US": str(spin_us)})
     with ExitStack() as stack:
         callers = {"immich": immich_caller(stack.enter_context(immich_serving(args.immich, python, fp32)), images)}
         for name, (bundle_dir, settings) in ours.items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ BOUNDS = {
 }
 CHOICES = {"provider": PROVIDERS, "log_level": LEVELS, "log_format": FORMATS}
 # Variables that settings replaced, and what replaced them: set, they stop the start instead of being ignored.
-RETIRED = {"EMBEDDER_SPIN": "EMBEDDER_SPIN_US (microseconds a thread spins before it sleeps; 0 = never spins)"}
+RETIRED = {"spin": "EMBEDDER_SPIN_US (microseconds a thread spins before it sleeps; 0 = never spins)"}
 
 __all__ = ["ConfigError", "EmbedderConfig"]
 
@@ -69,8 +68,8 @@ class EmbedderConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EmbedderConfig:
         """Build from EMBEDDER_* variables; unset or blank ones keep their defaults, bad ones raise ConfigError."""
-        source = os.environ if env is None else env
+        variables = Env("EMBEDDER", env)
         for old, new in RETIRED.items():
-            if source.get(old, "").strip():
-                raise ConfigError(f"{old} is no longer read: set {new} instead")
-        return Env("EMBEDDER", env).fill(cls, bounds=BOUNDS, choices=CHOICES)
+            if variables.raw(old) is not None:
+                raise ConfigError(f"{variables.name(old)} is no longer read: set {new} instead")
+        return variables.fill(cls, bounds=BOUNDS, choices=CHOICES)

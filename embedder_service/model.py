@@ -17,12 +17,16 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
+from embedder_service.config import EmbedderConfig
 from embedder_service.models import bundle as bundles
 
 log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+# ONNX Runtime bounds a spin (session.intra_op.spin_duration_us) from 1.27 on; an older one ignores the bound
+# and spins without limit, the worst case on shared cores, so there the threads sleep at once instead.
+BOUNDED_SPIN_SINCE = (1, 27)
 
 
 class ProviderError(RuntimeError):
@@ -131,13 +135,16 @@ def check_active(requested: str, active: Sequence[str]) -> None:
 class ClipModel:
     """The image and text towers of one bundle; outputs are L2-normalized float32."""
 
-    def __init__(self, bundle: bundles.Bundle, provider: str = "auto", threads: int = 0, spin_us: int = 0) -> None:
+    def __init__(self, bundle: bundles.Bundle, provider: str = "auto", threads: int = 0,
+                 spin_us: int = EmbedderConfig.spin_us) -> None:
         self.bundle = bundle
         available = ort.get_available_providers()
         blocker = cuda_blocker(available) if provider != "cpu" else None
         if provider == "auto" and blocker:
             log.info("CUDA not used: %s", blocker)
         wanted = candidate_providers(provider, available, blocker)
+        if spin_us and not bounded_spin(ort.__version__):
+            log.info("ONNX Runtime %s cannot bound a spin: its threads sleep between operators", ort.__version__)
         self._image = _session(bundle.image_onnx, wanted, threads, spin_us)
         active = self._image.get_providers()
         check_active(provider, active)
@@ -209,11 +216,18 @@ def _session(path: os.PathLike[str], providers: Sequence[str], threads: int, spi
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
     # Worker threads wait for the next operator spinning for up to spin_us, then sleep (0: sleep at once).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_us else "0")
-    if spin_us:
+    spin = spin_us > 0 and bounded_spin(ort.__version__)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    if spin:
         options.add_session_config_entry("session.intra_op.spin_duration_us", str(spin_us))
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+
+
+def bounded_spin(version: str) -> bool:
+    """Whether this ONNX Runtime version honours a spin's duration."""
+    found = re.match(r"(\d+)\.(\d+)", version)
+    return found is not None and (int(found[1]), int(found[2])) >= BOUNDED_SPIN_SINCE
 
 
 def _normalize(vectors: np.ndarray) -> NDArray[np.float32]:

@@ -99,7 +99,8 @@ class BulkLoads:
             return sorted(name for name in self._deferred if self._quiet(name, self.idle_s))
 
     def quiet(self, collection: str, for_s: float) -> bool:
-        """Whether no upsert into `collection` is under way here, nor ended within `for_s` seconds."""
+        """Whether no upsert into `collection` is under way here, nor ended (nor its index deferred) within
+        `for_s` seconds."""
         with self._lock:
             return self._quiet(collection, for_s)
 

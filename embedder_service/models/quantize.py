@@ -25,13 +25,15 @@ log = logging.getLogger(__name__)
 # Signed weights use the fast kernel (u8 activations x s8 weights). 7-bit weights (reduce_range) cost a
 # little fidelity but cannot saturate the 16-bit intermediate sums of the AVX2 kernel that CPUs without
 # VNNI use (e.g. AMD Zen 2/3), so one int8 bundle is faithful on every x86 host.
-# Static QDQ (calibrate.py) against dynamic, the random ViT-B/32 image tower, 2 threads, min cosine to fp32
+# Static QDQ (calibrate.py) against dynamic, the random ViT-B/32 image tower, 2 threads sleeping between
+# operators, min cosine to fp32
 # over 8 held-out synthetic photos, medians of 3 interleaved rounds on a quiet 2-core Intel Xeon with
 # AVX-512 VNNI and AMX (2026-12-02): dynamic 18.2 ms at batch 1, 8.9 ms per image at batch 8, cosine
 # 0.9986; static 22.2 and 12.4, 0.9982; fp32 49.3 and 33.5. ONNX Runtime fuses the dynamic MatMul with its
 # scales and bias (MatMulIntegerToFloat); the static graph keeps QuantizeLinear, DequantizeLinear and the
-# bias Add as nodes of their own (5 ms of 22). So dynamic is the default. On a busy AVX2 host without VNNI
-# (load average 13-20) static had measured 1.2-1.3x faster, within that machine's noise.
+# bias Add as nodes of their own (5 ms of 22). So dynamic is the default, chosen on that VNNI host. On a busy
+# AVX2 host without VNNI (load average 13-20, medians of 12 rounds) static had measured 1.2-1.3x faster: on
+# such hosts build with method="static" and compare with bench.embedder.
 WEIGHT_TYPE = "QInt8"
 PER_CHANNEL = True
 REDUCE_RANGE = True

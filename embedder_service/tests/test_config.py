@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from embedder_service.config import EmbedderConfig
-from embedder_service.model import CPU, CUDA, ClipModel, ProviderError, candidate_providers, check_active
-from embedder_service.models import bundle
+from embedder_service.model import CPU, CUDA, ProviderError, candidate_providers, check_active
 from semsearch_common.config import ConfigError
 
 
@@ -29,6 +26,10 @@ def test_blank_means_default_for_every_type() -> None:
     assert EmbedderConfig.from_env(blank) == EmbedderConfig()
     # A blank bool used to mean false; it now means the default, as everywhere.
     assert EmbedderConfig.from_env({"EMBEDDER_JPEG_DRAFT": ""}).jpeg_draft is EmbedderConfig.jpeg_draft
+
+
+def test_threads_spin_briefly_unless_told_otherwise() -> None:
+    assert EmbedderConfig().spin_us == 50 and EmbedderConfig.from_env({"EMBEDDER_SPIN_US": "0"}).spin_us == 0
 
 
 def test_log_format_drain_and_level() -> None:
@@ -53,21 +54,6 @@ def test_log_format_drain_and_level() -> None:
 def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         EmbedderConfig.from_env(env)
-
-
-@pytest.mark.parametrize(("spin_us", "allowed", "duration"), [(0, "0", None), (75, "1", "75")])
-def test_spin_time_reaches_both_towers_sessions(tiny_bundle_dir: Path, spin_us: int, allowed: str,
-                                                duration: str | None) -> None:
-    clip = ClipModel(bundle.load(tiny_bundle_dir), "cpu", threads=2, spin_us=spin_us)
-    for session in (clip._image, clip._text):
-        options = session.get_session_options()
-        assert options.get_session_config_entry("session.intra_op.allow_spinning") == allowed
-        if duration is None:
-            with pytest.raises(RuntimeError, match="does not have configuration"):
-                options.get_session_config_entry("session.intra_op.spin_duration_us")
-        else:
-            assert options.get_session_config_entry("session.intra_op.spin_duration_us") == duration
-    assert EmbedderConfig.from_env({"EMBEDDER_SPIN_US": "0"}).spin_us == 0 and EmbedderConfig().spin_us > 0
 
 
 def test_auto_prefers_cuda_only_when_the_build_has_it() -> None:

@@ -162,3 +162,22 @@ def test_pip_installed_cuda_libraries_are_preloaded_quietly(monkeypatch: pytest.
     monkeypatch.setattr(model.importlib.util, "find_spec", lambda name: None)
     model._preload_pip_cuda()
     assert calls == [""]  # no nvidia wheels: nothing to preload
+
+
+@pytest.mark.parametrize(("version", "spin_us", "allowed", "duration"), [
+    ("1.31.1", 0, "0", None),
+    ("1.31.1", 75, "1", "75"),
+    ("1.23.2", 75, "0", None),  # too old to bound a spin: its threads sleep instead of spinning without limit
+])
+def test_threads_spin_for_a_bounded_time_or_sleep(monkeypatch: pytest.MonkeyPatch, tiny_bundle_dir: Path,
+                                                  version: str, spin_us: int, allowed: str,
+                                                  duration: str | None) -> None:
+    monkeypatch.setattr(model.ort, "__version__", version)
+    session = model._session(bundle.load(tiny_bundle_dir).image_onnx, [CPU], 2, spin_us)
+    options = session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == allowed
+    if duration is None:
+        with pytest.raises(RuntimeError):  # never set
+            options.get_session_config_entry("session.intra_op.spin_duration_us")
+    else:
+        assert options.get_session_config_entry("session.intra_op.spin_duration_us") == duration

@@ -25,9 +25,9 @@ def test_a_deferred_index_is_due_once_upserts_pause(clock: list[float]) -> None:
         mark("photos")
         clock[0] += 10
         assert loads.due() == [], "an upsert under way holds the build back"
-    clock[0] += 4.9
+    clock[0] += 4
     assert loads.due() == [], "the pause counts from the end of the last upsert"
-    clock[0] += 0.1
+    clock[0] += 1
     assert loads.due() == ["photos"]
     loads.built("photos")
     assert loads.due() == [] and loads.waiting() == []
@@ -53,3 +53,11 @@ def test_quiet_needs_no_upsert_under_way_nor_a_recent_end(clock: list[float]) ->
     clock[0] += 1
     assert loads.quiet("photos", 1) and loads.quiet("other", 1)
     assert loads.due() == [], "quiet collections are not deferred ones"
+
+
+def test_deferring_an_index_starts_the_quiet_clock(clock: list[float]) -> None:
+    loads = BulkLoads(pool=None, min_rows=1000, idle_s=5)  # type: ignore[arg-type]
+    loads.wait_for("photos")
+    assert not loads.quiet("photos", 1)
+    clock[0] += 1
+    assert loads.quiet("photos", 1)
