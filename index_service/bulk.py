@@ -40,8 +40,9 @@ def defer_index(cur: cursor, c: Coll) -> bool:
 class BulkLoads:
     """Which collections' indexes wait for the end of a load, and when each last saw an upsert."""
 
-    def __init__(self, pool: Pool, min_rows: int, idle_s: float) -> None:
-        self.pool, self.min_rows, self.idle_s = pool, min_rows, idle_s
+    def __init__(self, pool: Pool, min_rows: int, idle_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.pool, self.min_rows, self.idle_s, self._clock = pool, min_rows, idle_s, clock
         self._lock = threading.Lock()
         self._deferred: set[str] = set()  # collections whose index waits for their upserts to pause
         self._in_flight: dict[str, int] = {}  # collection -> upserts under way
@@ -58,7 +59,7 @@ class BulkLoads:
                      expected_rows, c.name)
             with self._lock:
                 self._deferred.add(c.name)
-                self._ended[c.name] = time.monotonic()
+                self._ended[c.name] = self._clock()
 
     @contextmanager
     def upserting(self) -> Iterator[Callable[[str], None]]:
@@ -75,7 +76,7 @@ class BulkLoads:
         try:
             yield mark
         finally:
-            now = time.monotonic()
+            now = self._clock()
             with self._lock:
                 for name in busy:
                     self._in_flight[name] -= 1
@@ -86,7 +87,7 @@ class BulkLoads:
         with self._lock:
             if collection not in self._deferred:
                 self._deferred.add(collection)
-                self._ended[collection] = time.monotonic()
+                self._ended[collection] = self._clock()
 
     def built(self, collection: str) -> None:
         """The index of `collection` exists again."""
@@ -106,7 +107,7 @@ class BulkLoads:
 
     def _quiet(self, collection: str, for_s: float) -> bool:
         ended = self._ended.get(collection)
-        return not self._in_flight.get(collection) and (ended is None or time.monotonic() - ended >= for_s)
+        return not self._in_flight.get(collection) and (ended is None or self._clock() - ended >= for_s)
 
     def waiting(self) -> list[str]:
         """Collections whose index is deferred."""

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from index_service import bulk
 from index_service.bulk import BulkLoads
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """A settable monotonic clock for bulk.py: clock[0] is now."""
-    now = [100.0]
-    monkeypatch.setattr(bulk.time, "monotonic", lambda: now[0])
-    return now
+def clock() -> list[float]:
+    """A settable clock: clock[0] is now."""
+    return [100.0]
+
+
+def at(clock: list[float]) -> BulkLoads:
+    """BulkLoads on that clock (its pool is only for starting(), which these tests leave out)."""
+    return BulkLoads(pool=None, min_rows=1000, idle_s=5, clock=lambda: clock[0])  # type: ignore[arg-type]
 
 
 def test_a_deferred_index_is_due_once_upserts_pause(clock: list[float]) -> None:
-    loads = BulkLoads(pool=None, min_rows=1000, idle_s=5)  # type: ignore[arg-type]  # the pool is for starting()
+    loads = at(clock)
     loads.wait_for("photos")
     assert loads.waiting() == ["photos"] and loads.due() == []
     clock[0] += 4
@@ -34,7 +36,7 @@ def test_a_deferred_index_is_due_once_upserts_pause(clock: list[float]) -> None:
 
 
 def test_wait_for_keeps_the_clock_of_an_index_already_deferred(clock: list[float]) -> None:
-    loads = BulkLoads(pool=None, min_rows=1000, idle_s=5)  # type: ignore[arg-type]
+    loads = at(clock)
     loads.wait_for("photos")
     clock[0] += 3
     loads.wait_for("photos")
@@ -43,7 +45,7 @@ def test_wait_for_keeps_the_clock_of_an_index_already_deferred(clock: list[float
 
 
 def test_quiet_needs_no_upsert_under_way_nor_a_recent_end(clock: list[float]) -> None:
-    loads = BulkLoads(pool=None, min_rows=1000, idle_s=5)  # type: ignore[arg-type]
+    loads = at(clock)
     assert loads.quiet("photos", 1), "never upserted here"
     with loads.upserting() as mark:
         mark("photos")
@@ -56,7 +58,7 @@ def test_quiet_needs_no_upsert_under_way_nor_a_recent_end(clock: list[float]) ->
 
 
 def test_deferring_an_index_starts_the_quiet_clock(clock: list[float]) -> None:
-    loads = BulkLoads(pool=None, min_rows=1000, idle_s=5)  # type: ignore[arg-type]
+    loads = at(clock)
     loads.wait_for("photos")
     assert not loads.quiet("photos", 1)
     clock[0] += 1
