@@ -16,14 +16,17 @@ log = logging.getLogger(__name__)
 # pgvector's NOTICE when the graph no longer fits in maintenance_work_mem (the build then runs ~3x slower).
 SPILL_NOTICE = "no longer fits into maintenance_work_mem"
 # From this many rows a build takes a wider ef_construction: a better graph needs a narrower search beam for
-# the same recall, but the build pays for it. Measured on this project's 2-core machine with bench.index's
-# clustered vectors (bench.hnsw_params, 2026-12-02): at 1,000,000 rows ef_construction 64 built in 655 s and
-# then held recall@10 at most 0.94 (ef_search 1000), while 128 reached 0.97 at ef_search 100, 0.99 at 200
-# and 1.00 at 400 (its build: 2,088 s beside the test suite). At 300,000 rows (quiet) 64 built in 119 s and
-# reached 0.98 only from ef_search 200 (the recall keeper, wanting a margin, settled at 419: 19 ms a search),
-# while 128 built in 265 s and held 0.99 at ef_search 100 (2.3 ms); at 100,000 rows 64 holds 0.99 at 100.
+# the same recall, but the build pays for it. Measured through the service on the 2-core Intel Xeon with
+# bench.index's clustered vectors (2026-12-02, the recall keeper choosing the beam; JSON in bench/report):
+#   at 1,000,000 rows, ef_construction   96                112              128
+#   build after the bulk load            393 s             489 s            602 s (goal: 600)
+#   the keeper's beam, search p50        ef 1000, 14.5 ms  ef 197, 5.2 ms   ef 197, 5.8 ms
+#   recall@10 against numpy              0.990             0.985            0.998
+# With 96 some points are hard to reach at any beam: the keeper measured 0.984 at ef 1000 and could not
+# narrow. 64 held at most 0.94 at 1,000,000 rows; at 300,000 it reached 0.98 only from ef_search 200 (the
+# keeper settled at 419: 19 ms a search); at 100,000 rows 64 holds 0.99 at ef_search 100.
 LARGE_ROWS = 200_000
-EF_CONSTRUCTION = (64, 128)  # below LARGE_ROWS, from it
+EF_CONSTRUCTION = (64, 112)  # below LARGE_ROWS, from it
 
 
 def params(rows: int, configured: HnswParams) -> HnswParams:

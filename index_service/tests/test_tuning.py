@@ -32,8 +32,8 @@ def test_build_parameters_follow_the_size_unless_configured() -> None:
     assert auto.ef_construction == 0
     assert builds.params(30_000, auto).ef_construction == 64
     assert builds.params(199_999, auto).ef_construction == 64
-    assert builds.params(200_000, auto).ef_construction == 128
-    assert builds.params(1_000_000, auto).ef_construction == 128
+    assert builds.params(200_000, auto).ef_construction == 112
+    assert builds.params(1_000_000, auto).ef_construction == 112
     assert builds.params(1_000, HnswParams(m=48, ef_construction=0)).ef_construction == 96  # pgvector: >= 2m
     fixed = Config.from_env({"INDEX_HNSW_EF_CONSTRUCTION": "40"}).hnsw
     assert builds.params(1_000_000, fixed) == fixed
