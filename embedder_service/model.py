@@ -145,6 +145,7 @@ class ClipModel:
         wanted = candidate_providers(provider, available, blocker)
         if spin_us and not bounded_spin(ort.__version__):
             log.info("ONNX Runtime %s cannot bound a spin: its threads sleep between operators", ort.__version__)
+            spin_us = 0
         self._image = _session(bundle.image_onnx, wanted, threads, spin_us)
         active = self._image.get_providers()
         check_active(provider, active)
@@ -216,9 +217,8 @@ def _session(path: os.PathLike[str], providers: Sequence[str], threads: int, spi
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
     # Worker threads wait for the next operator spinning for up to spin_us, then sleep (0: sleep at once).
-    spin = spin_us > 0 and bounded_spin(ort.__version__)
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    if spin:
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_us > 0 else "0")
+    if spin_us > 0:
         options.add_session_config_entry("session.intra_op.spin_duration_us", str(spin_us))
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))

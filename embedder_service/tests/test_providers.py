@@ -173,11 +173,12 @@ def test_threads_spin_for_a_bounded_time_or_sleep(monkeypatch: pytest.MonkeyPatc
                                                   version: str, spin_us: int, allowed: str,
                                                   duration: str | None) -> None:
     monkeypatch.setattr(model.ort, "__version__", version)
-    session = model._session(bundle.load(tiny_bundle_dir).image_onnx, [CPU], 2, spin_us)
-    options = session.get_session_options()
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == allowed
-    if duration is None:
-        with pytest.raises(RuntimeError):  # never set
-            options.get_session_config_entry("session.intra_op.spin_duration_us")
-    else:
-        assert options.get_session_config_entry("session.intra_op.spin_duration_us") == duration
+    clip = model.ClipModel(bundle.load(tiny_bundle_dir), provider="cpu", threads=2, spin_us=spin_us)
+    for session in (clip._image, clip._text):
+        options = session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == allowed
+        if duration is None:
+            with pytest.raises(RuntimeError):  # never set
+                options.get_session_config_entry("session.intra_op.spin_duration_us")
+        else:
+            assert options.get_session_config_entry("session.intra_op.spin_duration_us") == duration
