@@ -130,7 +130,8 @@ def test_every_rpc_answers_without_a_client_deadline_and_the_store_gets_the_defa
 
 def test_a_client_deadline_reaches_the_store(stub, deps: FakeDeps) -> None:
     stub.ListLabels(index_pb2.ListLabelsRequest(), timeout=2)
-    assert 0 < deps.repo.timeouts["labels"] <= 2  # type: ignore[operator]
+    # The caller's 2 s, not the server's default (gRPC may round the deadline it sends up by a few ms).
+    assert 0 < deps.repo.timeouts["labels"] <= 2.1  # type: ignore[operator]
 
 
 def test_store_errors_leave_with_their_reason_and_reach_the_error_hook(stub, deps: FakeDeps) -> None:
